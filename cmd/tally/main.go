@@ -1,0 +1,57 @@
+// Command tally is Tally's one binary: `tally serve` runs everything on
+// embedded defaults; the other subcommands run one part each.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tally-oss/tally/cmd/tally/serve"
+)
+
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
+
+var subcommands = []subcommand{
+	{"serve", "run everything in one process (embedded Kafka unless --kafka-brokers)", serve.Run},
+	{"command", "run only the write side (CommandService)", serve.RunCommand},
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: tally <subcommand> [flags]\n\nsubcommands:\n")
+	for _, s := range subcommands {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", s.name, s.summary)
+	}
+	fmt.Fprintf(os.Stderr, "\n`tally <subcommand> -h` lists its flags; each flag has a TALLY_ env fallback.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, s := range subcommands {
+		if s.name == os.Args[1] {
+			err := s.run(ctx, os.Args[2:])
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "tally %s: %v\n", s.name, err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	usage()
+	os.Exit(2)
+}

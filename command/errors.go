@@ -1,0 +1,87 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrUnavailable means the log could not take the command. Nothing of the
+// command was applied unless a retry with the same command_id says so.
+var ErrUnavailable = errors.New("inventory log unavailable")
+
+// ErrShuttingDown means the writer is draining and takes no new commands.
+var ErrShuttingDown = fmt.Errorf("%w: shutting down", ErrUnavailable)
+
+// Violation is one problem with one field of a command.
+type Violation struct {
+	Field       string
+	Description string
+}
+
+// ValidationError lists every problem found in a command's input.
+type ValidationError struct {
+	Violations []Violation
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		parts[i] = v.Field + ": " + v.Description
+	}
+	return "invalid command: " + strings.Join(parts, "; ")
+}
+
+// VersionConflictError means expected_version did not match the SKU.
+type VersionConflictError struct {
+	SKU      string
+	Expected int64
+	Current  int64
+}
+
+func (e *VersionConflictError) Error() string {
+	return fmt.Sprintf("sku %q is at version %d, not the expected %d", e.SKU, e.Current, e.Expected)
+}
+
+// InsufficientStockError means a sale, transfer or negative adjustment asked
+// for more than the store has available.
+type InsufficientStockError struct {
+	SKU       string
+	Store     string
+	Requested int64
+	Available int64
+}
+
+func (e *InsufficientStockError) Error() string {
+	return fmt.Sprintf("sku %q at store %q: %d requested, %d available", e.SKU, e.Store, e.Requested, e.Available)
+}
+
+// OutOfOrderError means an event did not carry the SKU's next version: the
+// log and the state disagree, which must never happen.
+type OutOfOrderError struct {
+	SKU  string
+	Have int64
+	Got  int64
+}
+
+func (e *OutOfOrderError) Error() string {
+	return fmt.Sprintf("sku %q at version %d cannot apply version %d", e.SKU, e.Have, e.Got)
+}
+
+// NotOwnerError means this instance does not write the SKU's partition.
+type NotOwnerError struct {
+	Partition int32
+	// Owner is the address of the instance that does, when known.
+	Owner string
+}
+
+func (e *NotOwnerError) Error() string {
+	if e.Owner != "" {
+		return fmt.Sprintf("partition %d is written by %s", e.Partition, e.Owner)
+	}
+	return fmt.Sprintf("partition %d has no writer here yet", e.Partition)
+}
+
+// Unwrap makes a NotOwnerError an ErrUnavailable: the client should retry,
+// at the owner when one is named.
+func (e *NotOwnerError) Unwrap() error { return ErrUnavailable }

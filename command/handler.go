@@ -1,0 +1,216 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+)
+
+// Handler serves CommandService over Connect, gRPC and gRPC-Web.
+type Handler struct {
+	svc *Service
+	log *slog.Logger
+	now func() time.Time
+}
+
+var _ inventoryv1connect.CommandServiceHandler = (*Handler)(nil)
+
+// NewHandler returns the CommandService handler over svc.
+func NewHandler(svc *Service, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{svc: svc, log: log, now: time.Now}
+}
+
+func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*inventoryv1.CommandResult, error) {
+	if err != nil {
+		return nil, h.connectError(err)
+	}
+	res, err := h.svc.Do(ctx, cmd)
+	if err != nil {
+		return nil, h.connectError(err)
+	}
+	return res.proto(), nil
+}
+
+// RecordSale implements CommandService.
+func (h *Handler) RecordSale(ctx context.Context, req *connect.Request[inventoryv1.RecordSaleRequest]) (*connect.Response[inventoryv1.RecordSaleResponse], error) {
+	cmd, err := FromSale(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.RecordSaleResponse{Result: res}), nil
+}
+
+// RecordReturn implements CommandService.
+func (h *Handler) RecordReturn(ctx context.Context, req *connect.Request[inventoryv1.RecordReturnRequest]) (*connect.Response[inventoryv1.RecordReturnResponse], error) {
+	cmd, err := FromReturn(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.RecordReturnResponse{Result: res}), nil
+}
+
+// ReceiveStock implements CommandService.
+func (h *Handler) ReceiveStock(ctx context.Context, req *connect.Request[inventoryv1.ReceiveStockRequest]) (*connect.Response[inventoryv1.ReceiveStockResponse], error) {
+	cmd, err := FromReceipt(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.ReceiveStockResponse{Result: res}), nil
+}
+
+// AdjustStock implements CommandService.
+func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
+	cmd, err := FromAdjustment(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.AdjustStockResponse{Result: res}), nil
+}
+
+// TransferStock implements CommandService.
+func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
+	cmd, err := FromTransfer(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.TransferStockResponse{Result: res}), nil
+}
+
+// Apply implements CommandService.
+func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.ApplyRequest]) (*connect.Response[inventoryv1.ApplyResponse], error) {
+	in := req.Msg.GetCommands()
+	if len(in) == 0 || len(in) > MaxBatchCommands {
+		return nil, h.connectError(&ValidationError{Violations: []Violation{{
+			Field: "commands", Description: fmt.Sprintf("1 to %d commands, got %d", MaxBatchCommands, len(in)),
+		}}})
+	}
+	now := h.now()
+	cmds := make([]*Command, len(in))
+	invalid := make([]error, len(in))
+	for i, c := range in {
+		cmds[i], invalid[i] = FromBatchCommand(i, c, now)
+		if invalid[i] != nil {
+			cmds[i] = nil
+		}
+	}
+	outcomes := h.svc.DoBatch(ctx, cmds)
+	resp := &inventoryv1.ApplyResponse{Outcomes: make([]*inventoryv1.CommandOutcome, len(in))}
+	for i, o := range outcomes {
+		err := invalid[i]
+		if err == nil {
+			err = o.Err
+		}
+		if err != nil {
+			resp.Outcomes[i] = &inventoryv1.CommandOutcome{Outcome: &inventoryv1.CommandOutcome_Error{Error: h.commandError(err)}}
+			continue
+		}
+		resp.Outcomes[i] = &inventoryv1.CommandOutcome{Outcome: &inventoryv1.CommandOutcome_Result{Result: o.Result.proto()}}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (r *Result) proto() *inventoryv1.CommandResult {
+	out := &inventoryv1.CommandResult{
+		SkuId:         r.SKU,
+		SkuVersion:    r.Version,
+		EventIds:      r.EventIDs,
+		Replayed:      r.Replayed,
+		NegativeStock: r.Negative,
+	}
+	for _, s := range r.Stores {
+		out.Stores = append(out.Stores, &inventoryv1.StoreLevel{
+			StoreId: s.Store, OnHand: s.OnHand, Reserved: s.Reserved, Available: s.Available(),
+		})
+	}
+	return out
+}
+
+// classify is the one place where write-side errors meet RPC codes: it
+// returns the code, the message a client may see, and the typed details.
+func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.CommandError) {
+	var (
+		ve *ValidationError
+		vc *VersionConflictError
+		is *InsufficientStockError
+		no *NotOwnerError
+	)
+	ce := &inventoryv1.CommandError{}
+	code := connect.CodeInternal
+	msg := "internal error"
+	switch {
+	case errors.As(err, &ve):
+		code, msg = connect.CodeInvalidArgument, ve.Error()
+		for _, v := range ve.Violations {
+			ce.FieldViolations = append(ce.FieldViolations, &inventoryv1.FieldViolation{Field: v.Field, Description: v.Description})
+		}
+	case errors.As(err, &vc):
+		code, msg = connect.CodeAborted, vc.Error()
+		ce.VersionConflict = &inventoryv1.VersionConflict{SkuId: vc.SKU, ExpectedVersion: vc.Expected, CurrentVersion: vc.Current}
+	case errors.As(err, &is):
+		code, msg = connect.CodeFailedPrecondition, is.Error()
+		ce.InsufficientStock = &inventoryv1.InsufficientStock{SkuId: is.SKU, StoreId: is.Store, Requested: is.Requested, Available: is.Available}
+	case errors.As(err, &no):
+		code, msg = connect.CodeUnavailable, no.Error()+"; retry"
+		if no.Owner != "" {
+			msg = no.Error() + "; send the command there"
+		}
+	case errors.Is(err, ErrUnavailable):
+		code, msg = connect.CodeUnavailable, "the inventory log is unavailable; nothing was applied unless a retry with the same command_id says so"
+		h.log.Warn("command unavailable", "error", err)
+	case errors.Is(err, context.Canceled):
+		code, msg = connect.CodeCanceled, "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		code, msg = connect.CodeDeadlineExceeded, "deadline exceeded; retry with the same command_id to learn the outcome"
+	default:
+		h.log.Error("command failed", "error", err)
+	}
+	ce.Code, ce.Message = code.String(), msg
+	return code, msg, ce
+}
+
+func (h *Handler) commandError(err error) *inventoryv1.CommandError {
+	_, _, ce := h.classify(err)
+	return ce
+}
+
+func (h *Handler) connectError(err error) *connect.Error {
+	code, msg, ce := h.classify(err)
+	out := connect.NewError(code, errors.New(msg))
+	if len(ce.FieldViolations) > 0 {
+		br := &errdetails.BadRequest{}
+		for _, v := range ce.FieldViolations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		}
+		addDetail(out, br)
+	}
+	if ce.VersionConflict != nil {
+		addDetail(out, ce.VersionConflict)
+	}
+	if ce.InsufficientStock != nil {
+		addDetail(out, ce.InsufficientStock)
+	}
+	return out
+}
+
+func addDetail(e *connect.Error, m proto.Message) {
+	if d, err := connect.NewErrorDetail(m); err == nil {
+		e.AddDetail(d)
+	}
+}

@@ -1,0 +1,80 @@
+package command
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the write side's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	commits        *prometheus.CounterVec
+	commitSeconds  prometheus.Histogram
+	eventsAppended prometheus.Counter
+	outcomes       *prometheus.CounterVec
+}
+
+// NewMetrics registers the write side's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		commits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_writer_transactions_total",
+			Help: "Kafka transactions ended by partition writers, by partition and result.",
+		}, []string{"partition", "result"}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tally_writer_transaction_duration_seconds",
+			Help:    "Time to decide a group-committed batch and commit its Kafka transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		eventsAppended: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tally_writer_events_appended_total",
+			Help: "Events committed to the log.",
+		}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_commands_total",
+			Help: "Commands answered by partition writers, by outcome.",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes)
+	return m
+}
+
+func (m *Metrics) observeCommit(partition int32, records int, d time.Duration, err error) {
+	if m == nil || records == 0 {
+		return
+	}
+	result := "committed"
+	if err != nil {
+		result = "failed"
+	} else {
+		m.eventsAppended.Add(float64(records))
+	}
+	m.commits.WithLabelValues(strconv.Itoa(int(partition)), result).Inc()
+	m.commitSeconds.Observe(d.Seconds())
+}
+
+func (m *Metrics) observeOutcome(err error) {
+	if m == nil {
+		return
+	}
+	var (
+		vc *VersionConflictError
+		is *InsufficientStockError
+	)
+	outcome := "accepted"
+	switch {
+	case err == nil:
+	case errors.As(err, &vc):
+		outcome = "version_conflict"
+	case errors.As(err, &is):
+		outcome = "insufficient_stock"
+	case errors.Is(err, ErrUnavailable):
+		outcome = "unavailable"
+	default:
+		outcome = "other"
+	}
+	m.outcomes.WithLabelValues(outcome).Inc()
+}

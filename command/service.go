@@ -1,0 +1,377 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// ServiceConfig configures the write side of one instance.
+type ServiceConfig struct {
+	WriterConfig
+	// Group is the consumer group command instances join to be assigned
+	// partitions. Default "tally-writers".
+	Group string
+	// Partitions is the events topic's partition count when this instance
+	// creates it. Default 6.
+	Partitions int32
+	// Advertise is this instance's RPC address, told to clients that reach
+	// it for a partition another instance writes.
+	Advertise string
+	// AssignWait bounds how long a command waits for its partition's writer
+	// while partitions are being (re)assigned. Default 5s.
+	AssignWait time.Duration
+}
+
+func (c *ServiceConfig) defaults() {
+	c.WriterConfig.defaults()
+	if c.Group == "" {
+		c.Group = "tally-writers"
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 6
+	}
+	if c.AssignWait <= 0 {
+		c.AssignWait = 5 * time.Second
+	}
+}
+
+// Validate reports every problem with the configuration.
+func (c *ServiceConfig) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("command: no Kafka brokers"))
+	}
+	if c.Partitions < 0 || c.Partitions > 10000 {
+		errs = append(errs, fmt.Errorf("command: partitions must be 1 to 10000, got %d", c.Partitions))
+	}
+	return errors.Join(errs...)
+}
+
+// Service routes commands to the partition writers this instance owns.
+// Instances share a consumer group over the events topic only to be assigned
+// partitions; they never consume through it.
+type Service struct {
+	cfg        ServiceConfig
+	log        *slog.Logger
+	partitions int32
+	group      *kgo.Client
+
+	mu       sync.Mutex
+	writers  map[int32]*Writer
+	opening  map[int32]context.CancelFunc
+	changed  chan struct{} // closed and replaced whenever writers changes
+	closed   bool
+	wg       sync.WaitGroup
+	rootCtx  context.Context
+	rootStop context.CancelFunc
+}
+
+// NewService creates the events topic if missing and joins the writers'
+// group. Writers open in the background as partitions are assigned.
+func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "command"),
+		writers: map[int32]*Writer{},
+		opening: map[int32]context.CancelFunc{},
+		changed: make(chan struct{}),
+	}
+	s.rootCtx, s.rootStop = context.WithCancel(context.Background())
+	admCl, err := kgo.NewClient(kafka.Options(cfg.Brokers, nil)...)
+	if err != nil {
+		return nil, err
+	}
+	n, err := kafka.EnsureTopic(ctx, kadm.NewClient(admCl), cfg.Topic, cfg.Partitions, kafka.EventTopicConfigs())
+	admCl.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if n != cfg.Partitions {
+		s.log.Warn("events topic exists with a different partition count; using it", "topic", cfg.Topic, "partitions", n, "configured", cfg.Partitions)
+	}
+	s.partitions = n
+	clientID := "tally-command"
+	if cfg.Advertise != "" {
+		clientID += "@" + cfg.Advertise
+	}
+	s.group, err = kgo.NewClient(append(kafka.Options(cfg.Brokers, cfg.Logger),
+		kgo.ClientID(clientID),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.revoked),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	// Membership only: the writers read the log themselves.
+	s.group.PauseFetchTopics(cfg.Topic)
+	// The group is joined by the client's first poll; nothing is ever
+	// fetched because the topic is paused.
+	go func() {
+		for {
+			f := s.group.PollFetches(s.rootCtx)
+			if f.IsClientClosed() || s.rootCtx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Partitions is the events topic's partition count.
+func (s *Service) Partitions() int32 { return s.partitions }
+
+func (s *Service) assigned(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	for _, p := range m[s.cfg.Topic] {
+		if s.writers[p] != nil || s.opening[p] != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(s.rootCtx)
+		s.opening[p] = cancel
+		s.wg.Add(1)
+		go s.open(ctx, p)
+	}
+}
+
+// open takes over partition p, retrying until it succeeds or is revoked.
+func (s *Service) open(ctx context.Context, p int32) {
+	defer s.wg.Done()
+	backoff := 200 * time.Millisecond
+	for {
+		w, err := OpenWriter(ctx, s.cfg.WriterConfig, p)
+		if err == nil {
+			s.mu.Lock()
+			if _, still := s.opening[p]; !still || s.closed {
+				s.mu.Unlock()
+				_ = w.Close(context.Background())
+				return
+			}
+			delete(s.opening, p)
+			s.writers[p] = w
+			s.notify()
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go s.watch(p, w)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// watch forgets a writer that stopped on its own (fenced).
+func (s *Service) watch(p int32, w *Writer) {
+	defer s.wg.Done()
+	<-w.Done()
+	s.mu.Lock()
+	if s.writers[p] == w {
+		delete(s.writers, p)
+		s.notify()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Service) revoked(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+	s.mu.Lock()
+	var closing []*Writer
+	for _, p := range m[s.cfg.Topic] {
+		if cancel := s.opening[p]; cancel != nil {
+			cancel()
+			delete(s.opening, p)
+		}
+		if w := s.writers[p]; w != nil {
+			closing = append(closing, w)
+			delete(s.writers, p)
+		}
+	}
+	s.notify()
+	s.mu.Unlock()
+	// Drain before the group moves on, so the next owner starts from a
+	// log that has everything we accepted.
+	for _, w := range closing {
+		_ = w.Close(ctx)
+	}
+}
+
+// notify wakes commands waiting for a writer. Call with s.mu held.
+func (s *Service) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// writer returns the local writer of partition p, waiting up to AssignWait
+// while partitions are being assigned.
+func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
+	deadline := time.NewTimer(s.cfg.AssignWait)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		w, closed, changed := s.writers[p], s.closed, s.changed
+		s.mu.Unlock()
+		if closed {
+			return nil, ErrShuttingDown
+		}
+		if w != nil {
+			return w, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, &NotOwnerError{Partition: p, Owner: s.ownerOf(ctx, p)}
+		}
+	}
+}
+
+// ownerOf asks the group which member writes partition p, and returns the
+// address it advertises ("" when unknown).
+func (s *Service) ownerOf(ctx context.Context, p int32) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	groups, err := kadm.NewClient(s.group).DescribeGroups(ctx, s.cfg.Group)
+	if err != nil {
+		return ""
+	}
+	for _, m := range groups[s.cfg.Group].Members {
+		ca, ok := m.Assigned.AsConsumer()
+		if !ok {
+			continue
+		}
+		for _, t := range ca.Topics {
+			if t.Topic != s.cfg.Topic {
+				continue
+			}
+			for _, q := range t.Partitions {
+				if q == p {
+					_, addr, _ := strings.Cut(m.ClientID, "@")
+					return addr
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// Do decides and commits one command.
+func (s *Service) Do(ctx context.Context, cmd *Command) (*Result, error) {
+	w, err := s.writer(ctx, kafka.PartitionFor(cmd.SKU, s.partitions))
+	if err != nil {
+		return nil, err
+	}
+	return w.Do(ctx, cmd)
+}
+
+// Outcome is the result or error of one command of a batch.
+type Outcome struct {
+	Result *Result
+	Err    error
+}
+
+// DoBatch runs commands (nil entries are skipped and keep their place) and
+// returns one outcome per command, in order. Commands for one SKU are
+// applied in the order given; commands for different partitions commit in
+// parallel.
+func (s *Service) DoBatch(ctx context.Context, cmds []*Command) []Outcome {
+	out := make([]Outcome, len(cmds))
+	byPartition := map[int32][]*request{}
+	ch := make(chan reply, len(cmds))
+	for i, c := range cmds {
+		if c == nil {
+			continue
+		}
+		p := kafka.PartitionFor(c.SKU, s.partitions)
+		byPartition[p] = append(byPartition[p], &request{ctx: ctx, cmd: c, done: ch, idx: i})
+	}
+	waiting := 0
+	for p, reqs := range byPartition {
+		w, err := s.writer(ctx, p)
+		if err == nil {
+			err = w.submit(reqs)
+		}
+		if err != nil {
+			for _, r := range reqs {
+				out[r.idx].Err = err
+			}
+			continue
+		}
+		waiting += len(reqs)
+	}
+	for ; waiting > 0; waiting-- {
+		select {
+		case r := <-ch:
+			out[r.idx] = Outcome{Result: r.res, Err: r.err}
+		case <-ctx.Done():
+			for i := range out {
+				if cmds[i] != nil && out[i].Result == nil && out[i].Err == nil {
+					out[i].Err = ctx.Err()
+				}
+			}
+			return out
+		}
+	}
+	return out
+}
+
+// Close stops taking commands, drains and closes every writer, and leaves
+// the group.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for p, cancel := range s.opening {
+		cancel()
+		delete(s.opening, p)
+	}
+	writers := s.writers
+	s.writers = map[int32]*Writer{}
+	s.notify()
+	s.mu.Unlock()
+	var errs []error
+	for _, w := range writers {
+		errs = append(errs, w.Close(ctx))
+	}
+	s.rootStop()
+	s.group.Close()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}

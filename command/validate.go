@@ -1,0 +1,252 @@
+package command
+
+import (
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Input limits. They bound what one event can carry, so a misbehaving client
+// cannot bloat the log that every projection must read forever.
+const (
+	MaxIDBytes          = 128
+	MaxQuantity         = 1_000_000
+	MaxTextBytes        = 512
+	MaxMetadataEntries  = 32
+	MaxMetadataBytes    = 4096
+	MaxFutureSkew       = 5 * time.Minute
+	MaxBatchCommands    = 1000
+	minOccurredAtYear   = 2000
+	maxExpectedVersion  = 1 << 53
+	maxMetadataKeyBytes = 64
+)
+
+// checker collects every violation of one command, with field paths under a
+// prefix (e.g. "commands[3].sale.").
+type checker struct {
+	prefix string
+	now    time.Time
+	vs     []Violation
+}
+
+func (c *checker) add(field, format string, args ...any) {
+	c.vs = append(c.vs, Violation{Field: c.prefix + field, Description: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) id(field, v string, required bool) {
+	switch {
+	case v == "" && required:
+		c.add(field, "required")
+	case len(v) > MaxIDBytes:
+		c.add(field, "at most %d bytes, got %d", MaxIDBytes, len(v))
+	case !utf8.ValidString(v):
+		c.add(field, "must be valid UTF-8")
+	default:
+		for _, r := range v {
+			if unicode.IsSpace(r) || unicode.IsControl(r) {
+				c.add(field, "must not contain spaces or control characters")
+				return
+			}
+		}
+	}
+}
+
+func (c *checker) text(field, v string) {
+	if len(v) > MaxTextBytes {
+		c.add(field, "at most %d bytes, got %d", MaxTextBytes, len(v))
+	} else if !utf8.ValidString(v) {
+		c.add(field, "must be valid UTF-8")
+	}
+}
+
+func (c *checker) quantity(field string, q int64) {
+	if q <= 0 {
+		c.add(field, "must be > 0, got %d", q)
+	} else if q > MaxQuantity {
+		c.add(field, "at most %d, got %d", MaxQuantity, q)
+	}
+}
+
+func (c *checker) metadata(field string, m map[string]string) {
+	if len(m) > MaxMetadataEntries {
+		c.add(field, "at most %d entries, got %d", MaxMetadataEntries, len(m))
+		return
+	}
+	total := 0
+	for k, v := range m {
+		total += len(k) + len(v)
+		if k == "" || len(k) > maxMetadataKeyBytes {
+			c.add(field, "keys must be 1 to %d bytes", maxMetadataKeyBytes)
+			return
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			c.add(field, "keys and values must be valid UTF-8")
+			return
+		}
+	}
+	if total > MaxMetadataBytes {
+		c.add(field, "at most %d bytes of keys and values, got %d", MaxMetadataBytes, total)
+	}
+}
+
+func (c *checker) occurredAt(field string, ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	if err := ts.CheckValid(); err != nil {
+		c.add(field, "not a valid timestamp")
+		return time.Time{}
+	}
+	t := ts.AsTime()
+	if t.Year() < minOccurredAtYear {
+		c.add(field, "before the year %d", minOccurredAtYear)
+	}
+	if t.After(c.now.Add(MaxFutureSkew)) {
+		c.add(field, "more than %s in the future", MaxFutureSkew)
+	}
+	return t.UTC()
+}
+
+func (c *checker) version(field string, v *int64) (bool, int64) {
+	if v == nil {
+		return false, 0
+	}
+	if *v < 0 || *v > maxExpectedVersion {
+		c.add(field, "must be between 0 and %d, got %d", int64(maxExpectedVersion), *v)
+	}
+	return true, *v
+}
+
+func (c *checker) err() error {
+	if len(c.vs) == 0 {
+		return nil
+	}
+	return &ValidationError{Violations: c.vs}
+}
+
+// common are the fields every command request has.
+type common struct {
+	commandID, skuID, userID, reason string
+	expected                         *int64
+	occurredAt                       *timestamppb.Timestamp
+	metadata                         map[string]string
+	allowNegative                    bool
+}
+
+func (c *checker) common(in common, cmd *Command) {
+	c.id("command_id", in.commandID, true)
+	c.id("sku_id", in.skuID, true)
+	c.id("user_id", in.userID, false)
+	c.text("reason", in.reason)
+	c.metadata("metadata", in.metadata)
+	cmd.ID, cmd.SKU, cmd.UserID, cmd.Reason = in.commandID, in.skuID, in.userID, in.reason
+	cmd.Metadata = in.metadata
+	cmd.AllowNegative = in.allowNegative
+	cmd.CheckVersion, cmd.ExpectedVersion = c.version("expected_version", in.expected)
+	cmd.OccurredAt = c.occurredAt("occurred_at", in.occurredAt)
+}
+
+// FromSale validates a sale request. now bounds occurred_at.
+func FromSale(r *inventoryv1.RecordSaleRequest, now time.Time) (*Command, error) {
+	return fromSale(r, &checker{now: now})
+}
+
+func fromSale(r *inventoryv1.RecordSaleRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindSale, Store: r.GetStoreId(), Quantity: r.GetQuantity()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), r.GetReason(), r.ExpectedVersion, r.GetOccurredAt(), r.GetMetadata(), r.GetAllowNegative()}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	c.quantity("quantity", r.GetQuantity())
+	return cmd, c.err()
+}
+
+// FromReturn validates a return request.
+func FromReturn(r *inventoryv1.RecordReturnRequest, now time.Time) (*Command, error) {
+	return fromReturn(r, &checker{now: now})
+}
+
+func fromReturn(r *inventoryv1.RecordReturnRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindReturn, Store: r.GetStoreId(), Quantity: r.GetQuantity()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), r.GetReason(), r.ExpectedVersion, r.GetOccurredAt(), r.GetMetadata(), false}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	c.quantity("quantity", r.GetQuantity())
+	return cmd, c.err()
+}
+
+// FromReceipt validates a receipt request.
+func FromReceipt(r *inventoryv1.ReceiveStockRequest, now time.Time) (*Command, error) {
+	return fromReceipt(r, &checker{now: now})
+}
+
+func fromReceipt(r *inventoryv1.ReceiveStockRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindReceipt, Store: r.GetStoreId(), Quantity: r.GetQuantity()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), r.GetReason(), r.ExpectedVersion, r.GetOccurredAt(), r.GetMetadata(), false}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	c.quantity("quantity", r.GetQuantity())
+	return cmd, c.err()
+}
+
+// FromAdjustment validates an adjustment request.
+func FromAdjustment(r *inventoryv1.AdjustStockRequest, now time.Time) (*Command, error) {
+	return fromAdjustment(r, &checker{now: now})
+}
+
+func fromAdjustment(r *inventoryv1.AdjustStockRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindAdjustment, Store: r.GetStoreId(), Quantity: r.GetQuantityDelta(), AdjustmentReason: r.GetAdjustmentReason()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), r.GetReason(), r.ExpectedVersion, r.GetOccurredAt(), r.GetMetadata(), r.GetAllowNegative()}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	switch d := r.GetQuantityDelta(); {
+	case d == 0:
+		c.add("quantity_delta", "must not be 0")
+	case d > MaxQuantity || d < -MaxQuantity:
+		c.add("quantity_delta", "at most %d units either way, got %d", MaxQuantity, d)
+	}
+	if _, ok := inventoryv1.AdjustmentReason_name[int32(r.GetAdjustmentReason())]; !ok || r.GetAdjustmentReason() == inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED {
+		c.add("adjustment_reason", "required: one of COUNT_CORRECTION, DAMAGED, SHRINKAGE, EXPIRED, FOUND, OTHER")
+	}
+	return cmd, c.err()
+}
+
+// FromTransfer validates a transfer request.
+func FromTransfer(r *inventoryv1.TransferStockRequest, now time.Time) (*Command, error) {
+	return fromTransfer(r, &checker{now: now})
+}
+
+func fromTransfer(r *inventoryv1.TransferStockRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindTransfer, Store: r.GetFromStoreId(), ToStore: r.GetToStoreId(), Quantity: r.GetQuantity()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), r.GetReason(), r.ExpectedVersion, r.GetOccurredAt(), r.GetMetadata(), r.GetAllowNegative()}, cmd)
+	c.id("from_store_id", r.GetFromStoreId(), true)
+	c.id("to_store_id", r.GetToStoreId(), true)
+	if r.GetFromStoreId() != "" && r.GetFromStoreId() == r.GetToStoreId() {
+		c.add("to_store_id", "must differ from from_store_id")
+	}
+	c.quantity("quantity", r.GetQuantity())
+	return cmd, c.err()
+}
+
+// FromBatchCommand validates command i of an Apply batch; field paths are
+// prefixed with "commands[i].<kind>.".
+func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, error) {
+	c := &checker{now: now}
+	switch k := bc.GetKind().(type) {
+	case *inventoryv1.Command_Sale:
+		c.prefix = fmt.Sprintf("commands[%d].sale.", i)
+		return fromSale(k.Sale, c)
+	case *inventoryv1.Command_Return:
+		c.prefix = fmt.Sprintf("commands[%d].return.", i)
+		return fromReturn(k.Return, c)
+	case *inventoryv1.Command_Receipt:
+		c.prefix = fmt.Sprintf("commands[%d].receipt.", i)
+		return fromReceipt(k.Receipt, c)
+	case *inventoryv1.Command_Adjustment:
+		c.prefix = fmt.Sprintf("commands[%d].adjustment.", i)
+		return fromAdjustment(k.Adjustment, c)
+	case *inventoryv1.Command_Transfer:
+		c.prefix = fmt.Sprintf("commands[%d].transfer.", i)
+		return fromTransfer(k.Transfer, c)
+	}
+	return nil, &ValidationError{Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i), Description: "one of sale, return, receipt, adjustment, transfer is required"}}}
+}

@@ -1,0 +1,571 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// WriterConfig configures partition writers.
+type WriterConfig struct {
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Topic is the events topic. Default kafka.EventsTopic.
+	Topic string
+	// CommitTimeout bounds one transaction (produce + commit). Default 10s.
+	CommitTimeout time.Duration
+	// MaxBatch is the most commands group-committed in one transaction.
+	// Default 4096.
+	MaxBatch int
+	// DedupeWindow is how many recent command ids per partition are
+	// remembered for idempotent retries. Default 262144.
+	DedupeWindow int
+	// Logger receives writer events. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics, when set, is updated by every writer.
+	Metrics *Metrics
+}
+
+func (c *WriterConfig) defaults() {
+	if c.Topic == "" {
+		c.Topic = kafka.EventsTopic
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = 10 * time.Second
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 4096
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = 1 << 18
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// TransactionalID is the transactional.id of a partition's writer. Every
+// instance uses the same id for the same partition, so a new owner's
+// InitProducerID fences the previous one.
+func TransactionalID(partition int32) string { return fmt.Sprintf("tally-writer-%d", partition) }
+
+// Result is what an accepted command left behind.
+type Result struct {
+	SKU      string
+	Version  int64
+	Stores   []StoreLevel
+	EventIDs []string
+	// Replayed is set when the result is remembered from an earlier command
+	// with the same id: nothing was appended this time.
+	Replayed bool
+	// Negative is set when the command took available stock below zero
+	// under allow_negative.
+	Negative bool
+}
+
+// StoreLevel is a store's stock after a command.
+type StoreLevel struct {
+	Store string
+	Level
+}
+
+// resultOf summarises the events of one command.
+func resultOf(events []*inventoryv1.InventoryEvent) *Result {
+	r := &Result{SKU: events[0].GetSkuId()}
+	for _, e := range events {
+		r.addEvent(e)
+	}
+	return r
+}
+
+func (r *Result) addEvent(e *inventoryv1.InventoryEvent) {
+	r.Version = e.GetSkuVersion()
+	r.EventIDs = append(r.EventIDs, e.GetEventId())
+	r.Stores = append(r.Stores, StoreLevel{Store: e.GetStoreId(), Level: Level{OnHand: e.GetOnHandAfter(), Reserved: e.GetReservedAfter()}})
+	r.Negative = r.Negative || e.GetAllowNegative()
+}
+
+type request struct {
+	ctx  context.Context
+	cmd  *Command
+	done chan<- reply
+	idx  int
+}
+
+type reply struct {
+	idx int
+	res *Result
+	err error
+}
+
+// Writer is the only writer of one partition: it holds the state of every
+// SKU in the partition, decides commands against it and group-commits the
+// events in Kafka transactions.
+type Writer struct {
+	cfg       WriterConfig
+	partition int32
+	log       *slog.Logger
+
+	mu      sync.RWMutex // guards closed against concurrent submits
+	closed  bool
+	reqs    chan []*request
+	done    chan struct{}
+	lastErr error // set by run before done closes
+
+	// Owned by the run goroutine after OpenWriter returns.
+	producer *kgo.Client
+	skus     map[string]*SKU
+	dedupe   *window
+}
+
+// OpenWriter takes over partition: it fences any previous writer of it (its
+// next commit fails), rebuilds the partition's state from the log
+// (read_committed) and starts accepting commands.
+func OpenWriter(ctx context.Context, cfg WriterConfig, partition int32) (*Writer, error) {
+	cfg.defaults()
+	w := &Writer{
+		cfg:       cfg,
+		partition: partition,
+		log:       cfg.Logger.With("partition", partition),
+		reqs:      make(chan []*request, 256),
+		done:      make(chan struct{}),
+	}
+	if err := w.open(ctx); err != nil {
+		return nil, err
+	}
+	go w.run()
+	return w, nil
+}
+
+// open fences the previous owner and rebuilds state.
+func (w *Writer) open(ctx context.Context) error {
+	start := time.Now()
+	producer, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, nil),
+		kgo.TransactionalID(TransactionalID(w.partition)),
+		kgo.TransactionTimeout(w.cfg.CommitTimeout+5*time.Second),
+		kgo.DefaultProduceTopic(w.cfg.Topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(4*w.cfg.MaxBatch+1024),
+		kgo.ProducerBatchMaxBytes(8<<20),
+		kgo.RecordRetries(3),
+	)...)
+	if err != nil {
+		return err
+	}
+	// InitProducerID: from here on the previous owner's transactions fail
+	// and its open transaction, if any, is aborted, so the log below the
+	// last stable offset is final.
+	if _, _, err := producer.ProducerID(ctx); err != nil {
+		producer.Close()
+		return fmt.Errorf("%w: fence partition %d: %v", ErrUnavailable, w.partition, err)
+	}
+	skus, dedupe, n, err := w.rebuild(ctx)
+	if err != nil {
+		producer.Close()
+		return err
+	}
+	w.producer, w.skus, w.dedupe = producer, skus, dedupe
+	w.log.Info("partition writer ready", "skus", len(skus), "events_replayed", n, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rebuild folds the partition's committed events into fresh state.
+func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, error) {
+	skus := map[string]*SKU{}
+	dedupe := newWindow(w.cfg.DedupeWindow)
+	cl, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, nil),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{w.cfg.Topic: {w.partition: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records let us see the commit marker that ends the log,
+		// so we know when we have read up to the last stable offset.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)...)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, w.cfg.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%w: list offsets of partition %d: %v", ErrUnavailable, w.partition, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, w.cfg.Topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%w: list offsets of partition %d: %v", ErrUnavailable, w.partition, err)
+	}
+	end, _ := ends.Lookup(w.cfg.Topic, w.partition)
+	begin, _ := starts.Lookup(w.cfg.Topic, w.partition)
+	n := 0
+	var last *Result
+	lastKey := ""
+	for next := begin.Offset; next < end.Offset; {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, nil, 0, err
+		}
+		var ferr error
+		fetches.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, nil, 0, fmt.Errorf("%w: read partition %d: %v", ErrUnavailable, w.partition, ferr)
+		}
+		for it := fetches.RecordIter(); !it.Done(); {
+			rec := it.Next()
+			next = rec.Offset + 1
+			if rec.Attrs.IsControl() {
+				continue
+			}
+			e := &inventoryv1.InventoryEvent{}
+			if err := proto.Unmarshal(rec.Value, e); err != nil {
+				// Not ours (the projectors dead-letter such records);
+				// it changes no state.
+				w.log.Warn("undecodable record skipped in rebuild", "offset", rec.Offset, "error", err)
+				continue
+			}
+			sku := skus[e.GetSkuId()]
+			if sku == nil {
+				sku = NewSKU(e.GetSkuId())
+				skus[e.GetSkuId()] = sku
+			}
+			if e.GetSkuVersion() <= sku.Version {
+				continue // already folded (a duplicate can only come from outside Tally)
+			}
+			if err := sku.Apply(e); err != nil {
+				return nil, nil, 0, fmt.Errorf("rebuild partition %d at offset %d: %w", w.partition, rec.Offset, err)
+			}
+			n++
+			key := dedupeKey(e.GetSkuId(), e.GetCommandId())
+			if key == lastKey {
+				last.addEvent(e) // the second event of a transfer
+				continue
+			}
+			last, lastKey = resultOf([]*inventoryv1.InventoryEvent{e}), key
+			dedupe.put(key, last)
+		}
+	}
+	return skus, dedupe, n, nil
+}
+
+// Do submits one command and waits for its outcome.
+func (w *Writer) Do(ctx context.Context, cmd *Command) (*Result, error) {
+	ch := make(chan reply, 1)
+	if err := w.submit([]*request{{ctx: ctx, cmd: cmd, done: ch}}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The command may still commit; a retry with its id tells.
+		return nil, ctx.Err()
+	}
+}
+
+// submit queues requests in order; they reply on their done channels.
+func (w *Writer) submit(reqs []*request) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return ErrShuttingDown
+	}
+	select {
+	case w.reqs <- reqs:
+		return nil
+	case <-w.done:
+		return w.err()
+	}
+}
+
+func (w *Writer) err() error {
+	if w.lastErr != nil {
+		return fmt.Errorf("%w: partition %d writer stopped: %v", ErrUnavailable, w.partition, w.lastErr)
+	}
+	return ErrShuttingDown
+}
+
+// Done is closed when the writer has stopped, by Close or by losing the
+// partition (fenced).
+func (w *Writer) Done() <-chan struct{} { return w.done }
+
+// Err says why a stopped writer stopped (nil after Close).
+func (w *Writer) Err() error {
+	select {
+	case <-w.done:
+		return w.lastErr
+	default:
+		return nil
+	}
+}
+
+// Close stops taking commands, commits what is queued, and releases the
+// partition. It waits for the drain until ctx ends.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *Writer) run() {
+	defer func() {
+		w.producer.Close()
+		close(w.done)
+	}()
+	var batch []*request
+	for {
+		reqs, ok := <-w.reqs
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], reqs...)
+		// Group commit: everything that queued while the previous
+		// transaction was in flight goes into this one.
+	drain:
+		for len(batch) < w.cfg.MaxBatch {
+			select {
+			case more, ok := <-w.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, more...)
+			default:
+				break drain
+			}
+		}
+		if err := w.commit(batch); err != nil {
+			if w.recover(err) != nil {
+				return
+			}
+		}
+	}
+}
+
+// recover reopens the writer after a failed transaction: the commit may or
+// may not have landed, so the only truth is the log. It returns an error
+// when the partition is lost (fenced) or the writer is closing.
+func (w *Writer) recover(cause error) error {
+	w.producer.Close()
+	if isFenced(cause) {
+		w.log.Error("partition writer fenced by a newer owner; stopping", "error", cause)
+		w.lastErr = cause
+		w.failQueued(fmt.Errorf("%w: partition %d moved to another writer", ErrUnavailable, w.partition))
+		return cause
+	}
+	w.log.Warn("transaction failed; rebuilding partition state from the log", "error", cause)
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := w.open(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		w.log.Warn("reopening partition writer failed", "error", err, "retry_in", backoff)
+		// Commands that queue meanwhile are answered Unavailable rather
+		// than left waiting.
+		if !w.failQueuedFor(backoff, fmt.Errorf("%w: partition %d is recovering", ErrUnavailable, w.partition)) {
+			w.lastErr = cause
+			return cause
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// failQueued answers everything queued until the channel closes.
+func (w *Writer) failQueued(err error) {
+	go func() {
+		for reqs := range w.reqs {
+			for _, r := range reqs {
+				r.done <- reply{idx: r.idx, err: err}
+			}
+		}
+	}()
+}
+
+// failQueuedFor answers queued requests with err for d. It returns false
+// when the writer was closed meanwhile.
+func (w *Writer) failQueuedFor(d time.Duration, err error) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case reqs, ok := <-w.reqs:
+			if !ok {
+				return false
+			}
+			for _, r := range reqs {
+				r.done <- reply{idx: r.idx, err: err}
+			}
+		case <-t.C:
+			return true
+		}
+	}
+}
+
+func isFenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed)
+}
+
+// commit decides a batch against tentative state, appends the events in one
+// transaction and answers every request only once the transaction's fate is
+// known. On failure nothing of the batch is applied and all are answered
+// Unavailable; the error is returned so the writer rebuilds.
+func (w *Writer) commit(batch []*request) error {
+	start := time.Now()
+	now := start.UTC()
+	overlay := map[string]*SKU{}
+	pending := map[string]*Result{}
+	replies := make([]reply, len(batch))
+	var recs []*kgo.Record
+	for i, r := range batch {
+		replies[i].idx = r.idx
+		if err := r.ctx.Err(); err != nil {
+			replies[i].err = err // gave up before we decided: never applied
+			continue
+		}
+		key := dedupeKey(r.cmd.SKU, r.cmd.ID)
+		if res := pending[key]; res != nil {
+			replies[i].res = res.replayed()
+			continue
+		}
+		if res := w.dedupe.get(key); res != nil {
+			replies[i].res = res.replayed()
+			continue
+		}
+		sku := overlay[r.cmd.SKU]
+		if sku == nil {
+			if cur := w.skus[r.cmd.SKU]; cur != nil {
+				sku = cur.Clone()
+			} else {
+				sku = NewSKU(r.cmd.SKU)
+			}
+			overlay[r.cmd.SKU] = sku
+		}
+		events, err := sku.Decide(r.cmd, now, newEventID)
+		if err != nil {
+			replies[i].err = err
+			continue
+		}
+		for _, e := range events {
+			if err := sku.Apply(e); err != nil {
+				panic(err) // Decide and Apply disagree: a bug, not an input
+			}
+			v, err := proto.Marshal(e)
+			if err != nil {
+				panic(err)
+			}
+			recs = append(recs, &kgo.Record{
+				Key:       []byte(e.GetSkuId()),
+				Value:     v,
+				Partition: w.partition,
+				Timestamp: now,
+				Headers: []kgo.RecordHeader{
+					{Key: kafka.HeaderSchema, Value: []byte(kafka.EventSchema)},
+					{Key: kafka.HeaderSchemaVersion, Value: []byte(kafka.EventSchemaVersion)},
+				},
+			})
+		}
+		res := resultOf(events)
+		pending[key] = res
+		replies[i].res = res
+	}
+	if len(recs) > 0 {
+		if err := w.transact(recs); err != nil {
+			w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), err)
+			fail := fmt.Errorf("%w: %v", ErrUnavailable, err)
+			for i, r := range batch {
+				r.done <- reply{idx: replies[i].idx, err: fail}
+			}
+			return err
+		}
+		for id, sku := range overlay {
+			w.skus[id] = sku
+		}
+		for key, res := range pending {
+			w.dedupe.put(key, res)
+		}
+	}
+	w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), nil)
+	for i, r := range batch {
+		w.cfg.Metrics.observeOutcome(replies[i].err)
+		r.done <- replies[i]
+	}
+	return nil
+}
+
+func (w *Writer) transact(recs []*kgo.Record) error {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.CommitTimeout)
+	defer cancel()
+	if err := w.producer.BeginTransaction(); err != nil {
+		return err
+	}
+	if err := w.producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		if aerr := w.producer.EndTransaction(ctx, kgo.TryAbort); aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		return err
+	}
+	return w.producer.EndTransaction(ctx, kgo.TryCommit)
+}
+
+func (r *Result) replayed() *Result {
+	c := *r
+	c.Replayed = true
+	return &c
+}
+
+func newEventID() string { return uuid.Must(uuid.NewV7()).String() }
+
+func dedupeKey(sku, commandID string) string { return sku + "\x00" + commandID }
+
+// window remembers the most recent n command results, oldest evicted first.
+type window struct {
+	m    map[string]*Result
+	ring []string
+	next int
+}
+
+func newWindow(n int) *window {
+	return &window{m: make(map[string]*Result), ring: make([]string, n)}
+}
+
+func (w *window) get(key string) *Result { return w.m[key] }
+
+func (w *window) put(key string, r *Result) {
+	if _, ok := w.m[key]; !ok {
+		if old := w.ring[w.next]; old != "" {
+			delete(w.m, old)
+		}
+		w.ring[w.next] = key
+		w.next = (w.next + 1) % len(w.ring)
+	}
+	w.m[key] = r
+}

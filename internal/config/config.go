@@ -1,0 +1,69 @@
+// Package config fills flags from TALLY_ environment variables, so every
+// setting can be given either way. Flags win over the environment.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvName is the environment variable behind a flag: --kafka-brokers is
+// TALLY_KAFKA_BROKERS.
+func EnvName(flagName string) string {
+	return "TALLY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func usage(name, u string) string { return fmt.Sprintf("%s (env %s)", u, EnvName(name)) }
+
+// String defines a string flag with an env fallback.
+func String(fs *flag.FlagSet, p *string, name, def, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		def = v
+	}
+	fs.StringVar(p, name, def, usage(name, u))
+}
+
+// Int defines an int flag with an env fallback.
+func Int(fs *flag.FlagSet, p *int, name string, def int, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		}
+	}
+	fs.IntVar(p, name, def, usage(name, u))
+}
+
+// Duration defines a duration flag with an env fallback.
+func Duration(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		}
+	}
+	fs.DurationVar(p, name, def, usage(name, u))
+}
+
+// Bool defines a bool flag with an env fallback.
+func Bool(fs *flag.FlagSet, p *bool, name string, def bool, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			def = b
+		}
+	}
+	fs.BoolVar(p, name, def, usage(name, u))
+}
+
+// List splits a comma-separated flag value, dropping empty items.
+func List(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

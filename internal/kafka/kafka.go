@@ -1,0 +1,148 @@
+// Package kafka is Tally's Kafka plumbing: topic names, client options, topic
+// creation, the key partitioner and the embedded kfake broker that `tally
+// serve` and the tests run. It knows nothing of commands, projections or
+// queries.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// Topic names.
+const (
+	EventsTopic = "tally.inventory.events"
+	DLQTopic    = "tally.inventory.dlq"
+)
+
+// Record headers every event carries, so any consumer can tell what the
+// value is without guessing.
+const (
+	HeaderSchema        = "tally-schema"
+	HeaderSchemaVersion = "tally-schema-version"
+	EventSchema         = "tally.inventory.v1.InventoryEvent"
+	EventSchemaVersion  = "1"
+)
+
+// Options returns the client options every Tally Kafka client starts from.
+func Options(brokers []string, log *slog.Logger) []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	if log != nil {
+		// The client narrates every rebalance at info; keep warnings up.
+		opts = append(opts, kgo.WithLogger(kslog.New(slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "kafka"))))
+	}
+	return opts
+}
+
+var (
+	partitionerMu sync.Mutex
+	partitioner   = kgo.StickyKeyPartitioner(nil).ForTopic(EventsTopic)
+)
+
+// PartitionFor returns the partition of a SKU among n: franz-go's default
+// key partitioner (murmur2, the Java client's), so any Kafka tool agrees.
+func PartitionFor(sku string, n int32) int32 {
+	partitionerMu.Lock()
+	defer partitionerMu.Unlock()
+	return int32(partitioner.Partition(&kgo.Record{Key: []byte(sku)}, int(n)))
+}
+
+// EnsureTopic creates topic with the given partition count when it is
+// missing, with infinite retention (the log is the store), and returns the
+// partition count the topic actually has.
+func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, configs map[string]string) (int32, error) {
+	cfg := map[string]*string{}
+	for k, v := range configs {
+		cfg[k] = &v
+	}
+	_, err := adm.CreateTopic(ctx, partitions, -1, cfg, topic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return 0, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	td, ok := details[topic]
+	if !ok || td.Err != nil {
+		return 0, fmt.Errorf("describe topic %s: %v", topic, td.Err)
+	}
+	return int32(len(td.Partitions)), nil
+}
+
+// EventTopicConfigs are the events topic's settings: keep everything.
+func EventTopicConfigs() map[string]string {
+	return map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+}
+
+// Embedded is an in-process Kafka broker (franz-go's kfake) that speaks the
+// real protocol and persists to disk, for `tally serve` and tests.
+type Embedded struct {
+	cluster *kfake.Cluster
+}
+
+// StartEmbedded starts a one-broker cluster. dataDir "" keeps everything in
+// memory; port 0 picks a free port.
+func StartEmbedded(dataDir string, port int, log *slog.Logger) (*Embedded, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.ClusterID("tally-embedded")}
+	if dataDir != "" {
+		if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+			return nil, err
+		}
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded kafka: %w", err)
+	}
+	if log != nil {
+		log.Info("embedded kafka started", "addrs", c.ListenAddrs(), "data_dir", dataDir)
+	}
+	return &Embedded{cluster: c}, nil
+}
+
+// Addrs are the broker addresses to give clients.
+func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
+
+// Cluster exposes the kfake cluster, for fault injection in tests.
+func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
+
+// Close stops the broker, flushing its data to disk.
+func (e *Embedded) Close() { e.cluster.Close() }
+
+// ParsePort returns the port of a host:port listen address ("" = 0).
+func ParsePort(addr string) (int, error) {
+	if addr == "" {
+		return 0, nil
+	}
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return strconv.Atoi(addr[i+1:])
+		}
+	}
+	return strconv.Atoi(addr)
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{h.Handler.WithAttrs(a), h.min} }
+func (h minLevel) WithGroup(n string) slog.Handler      { return minLevel{h.Handler.WithGroup(n), h.min} }

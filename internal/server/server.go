@@ -1,0 +1,91 @@
+// Package server is the one HTTP listener of a Tally process: h2c, so one
+// port serves Connect, gRPC and gRPC-Web, plus gRPC health and reflection,
+// /metrics and anything else mounted on it. It knows no service.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is an h2c HTTP server.
+type Server struct {
+	mux      *http.ServeMux
+	srv      *http.Server
+	lis      net.Listener
+	services []string
+	log      *slog.Logger
+}
+
+// Listen binds addr (host:port; port 0 picks one).
+func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s := &Server{mux: http.NewServeMux(), lis: lis, log: log}
+	if reg != nil {
+		s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	s.srv = &http.Server{
+		Handler:           s.mux,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Handle mounts a handler. service, when not empty, is a gRPC service name
+// announced by health and reflection.
+func (s *Server) Handle(service, path string, h http.Handler) {
+	s.mux.Handle(path, h)
+	if service != "" {
+		s.services = append(s.services, service)
+	}
+}
+
+// Serve serves until ctx ends, then stops taking connections and waits up
+// to grace for in-flight calls.
+func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
+	checker := grpchealth.NewStaticChecker(s.services...)
+	s.mux.Handle(grpchealth.NewHandler(checker))
+	reflector := grpcreflect.NewStaticReflector(s.services...)
+	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.lis) }()
+	s.log.Info("serving", "addr", s.Addr(), "services", s.services)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	checker.SetStatus("", grpchealth.StatusNotServing)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := s.srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.srv.Close()
+	}
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}
