@@ -1,0 +1,218 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+
+func ids() func() string {
+	n := 0
+	return func() string { n++; return "e" + strconv.Itoa(n) }
+}
+
+// run decides and applies commands in order, failing on any error.
+func run(t testing.TB, s *SKU, cmds ...*Command) []*inventoryv1.InventoryEvent {
+	t.Helper()
+	var all []*inventoryv1.InventoryEvent
+	next := ids()
+	for _, c := range cmds {
+		evs, err := s.Decide(c, t0, next)
+		if err != nil {
+			t.Fatalf("decide %+v: %v", c, err)
+		}
+		for _, e := range evs {
+			if err := s.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all = append(all, evs...)
+	}
+	return all
+}
+
+func receipt(store string, q int64) *Command {
+	return &Command{ID: "r-" + store + strconv.FormatInt(q, 10), Kind: KindReceipt, SKU: "A", Store: store, Quantity: q}
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   []*Command
+		cmd     *Command
+		wantErr error
+		// want: store -> on_hand after, when no error
+		want       map[string]int64
+		wantEvents int
+		wantFlag   bool
+	}{
+		{name: "receipt adds", cmd: receipt("S1", 5), want: map[string]int64{"S1": 5}, wantEvents: 1},
+		{name: "sale within stock", setup: []*Command{receipt("S1", 5)},
+			cmd:  &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 5},
+			want: map[string]int64{"S1": 0}, wantEvents: 1},
+		{name: "sale beyond stock is rejected", setup: []*Command{receipt("S1", 5)},
+			cmd:     &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 6},
+			wantErr: &InsufficientStockError{SKU: "A", Store: "S1", Requested: 6, Available: 5}},
+		{name: "offline sale beyond stock is recorded and flagged", setup: []*Command{receipt("S1", 5)},
+			cmd:  &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 6, AllowNegative: true},
+			want: map[string]int64{"S1": -1}, wantEvents: 1, wantFlag: true},
+		{name: "return adds", setup: []*Command{receipt("S1", 1)},
+			cmd:  &Command{Kind: KindReturn, SKU: "A", Store: "S1", Quantity: 2},
+			want: map[string]int64{"S1": 3}, wantEvents: 1},
+		{name: "negative adjustment beyond stock is rejected", setup: []*Command{receipt("S1", 2)},
+			cmd:     &Command{Kind: KindAdjustment, SKU: "A", Store: "S1", Quantity: -3},
+			wantErr: &InsufficientStockError{SKU: "A", Store: "S1", Requested: 3, Available: 2}},
+		{name: "positive adjustment adds", setup: []*Command{receipt("S1", 2)},
+			cmd:  &Command{Kind: KindAdjustment, SKU: "A", Store: "S1", Quantity: 3},
+			want: map[string]int64{"S1": 5}, wantEvents: 1},
+		{name: "transfer moves stock in two events", setup: []*Command{receipt("S1", 4)},
+			cmd:  &Command{Kind: KindTransfer, SKU: "A", Store: "S1", ToStore: "S2", Quantity: 3},
+			want: map[string]int64{"S1": 1, "S2": 3}, wantEvents: 2},
+		{name: "transfer beyond stock is rejected", setup: []*Command{receipt("S1", 2)},
+			cmd:     &Command{Kind: KindTransfer, SKU: "A", Store: "S1", ToStore: "S2", Quantity: 3},
+			wantErr: &InsufficientStockError{SKU: "A", Store: "S1", Requested: 3, Available: 2}},
+		{name: "expected version matches", setup: []*Command{receipt("S1", 2)},
+			cmd:  &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 1, CheckVersion: true, ExpectedVersion: 1},
+			want: map[string]int64{"S1": 1}, wantEvents: 1},
+		{name: "expected version 0 on a new SKU", cmd: &Command{Kind: KindReceipt, SKU: "A", Store: "S1", Quantity: 1, CheckVersion: true},
+			want: map[string]int64{"S1": 1}, wantEvents: 1},
+		{name: "expected version conflict", setup: []*Command{receipt("S1", 2), receipt("S1", 3)},
+			cmd:     &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 1, CheckVersion: true, ExpectedVersion: 1},
+			wantErr: &VersionConflictError{SKU: "A", Expected: 1, Current: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewSKU("A")
+			run(t, s, tt.setup...)
+			before := s.Clone()
+			evs, err := s.Decide(tt.cmd, t0, ids())
+			if tt.wantErr != nil {
+				if err == nil || err.Error() != tt.wantErr.Error() || fmt.Sprintf("%T", err) != fmt.Sprintf("%T", tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != tt.wantEvents {
+				t.Fatalf("%d events, want %d", len(evs), tt.wantEvents)
+			}
+			if s.Version != before.Version {
+				t.Fatal("Decide changed the state")
+			}
+			flagged := false
+			for i, e := range evs {
+				if e.GetSkuVersion() != before.Version+int64(i)+1 {
+					t.Errorf("event %d version %d, want %d", i, e.GetSkuVersion(), before.Version+int64(i)+1)
+				}
+				flagged = flagged || e.GetAllowNegative()
+				if err := s.Apply(e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for store, want := range tt.want {
+				if got := s.Stores[store].OnHand; got != want {
+					t.Errorf("on_hand at %s = %d, want %d", store, got, want)
+				}
+			}
+			if flagged != tt.wantFlag {
+				t.Errorf("allow_negative flag = %v, want %v", flagged, tt.wantFlag)
+			}
+		})
+	}
+}
+
+func TestApplyRejectsOutOfOrderEvents(t *testing.T) {
+	s := NewSKU("A")
+	evs := run(t, NewSKU("A"), receipt("S1", 1), receipt("S1", 2))
+	var ooo *OutOfOrderError
+	if err := s.Apply(evs[1]); !errors.As(err, &ooo) {
+		t.Fatalf("applying version 2 to version 0: %v, want OutOfOrderError", err)
+	}
+	if s.Version != 0 {
+		t.Fatal("a rejected event changed the state")
+	}
+}
+
+// FuzzAggregate decides random command sequences and checks the invariants
+// every projection relies on.
+func FuzzAggregate(f *testing.F) {
+	f.Add([]byte{2, 0, 5, 0, 0, 1, 3, 0, 4, 0, 2, 1})
+	f.Add([]byte{0, 1, 9, 1, 4, 2, 7, 0, 3, 0, 250, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewSKU("A")
+		stores := []string{"S0", "S1", "S2"}
+		next := ids()
+		var version int64
+		for i := 0; i+4 <= len(data); i += 4 {
+			b := data[i : i+4]
+			c := &Command{
+				ID:            strconv.Itoa(i),
+				Kind:          Kind(int(b[0])%5 + 1),
+				SKU:           "A",
+				Store:         stores[int(b[1])%3],
+				ToStore:       stores[(int(b[1])+1+int(b[1]>>4)%2)%3],
+				Quantity:      int64(b[2]%16) + 1,
+				AllowNegative: b[3]&1 == 1,
+			}
+			if c.Kind == KindAdjustment && b[3]&2 == 2 {
+				c.Quantity = -c.Quantity
+			}
+			if b[3]&4 == 4 {
+				c.CheckVersion, c.ExpectedVersion = true, int64(b[3]>>3)
+			}
+			totalBefore := total(s)
+			evs, err := s.Decide(c, t0, next)
+			var vc *VersionConflictError
+			var is *InsufficientStockError
+			switch {
+			case errors.As(err, &vc):
+				if vc.Current != s.Version || c.ExpectedVersion == s.Version {
+					t.Fatalf("bad conflict %+v at version %d", vc, s.Version)
+				}
+				continue
+			case errors.As(err, &is):
+				if c.AllowNegative || is.Available >= is.Requested {
+					t.Fatalf("rejected %+v although allowed or available: %+v", c, is)
+				}
+				continue
+			case err != nil:
+				t.Fatal(err)
+			}
+			for _, e := range evs {
+				version++
+				if e.GetSkuVersion() != version {
+					t.Fatalf("version %d, want %d (gap or repeat)", e.GetSkuVersion(), version)
+				}
+				before := s.Stores[e.GetStoreId()]
+				if e.GetOnHandAfter() != before.OnHand+e.GetQuantityDelta() {
+					t.Fatalf("on_hand_after %d != %d%+d", e.GetOnHandAfter(), before.OnHand, e.GetQuantityDelta())
+				}
+				if e.GetQuantityDelta() < 0 && e.GetOnHandAfter()-e.GetReservedAfter() < 0 && !e.GetAllowNegative() {
+					t.Fatalf("stock went negative without the allow_negative flag: %v", e)
+				}
+				if err := s.Apply(e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.Kind == KindTransfer && total(s) != totalBefore {
+				t.Fatalf("transfer changed total stock %d -> %d", totalBefore, total(s))
+			}
+		}
+	})
+}
+
+func total(s *SKU) int64 {
+	var n int64
+	for _, l := range s.Stores {
+		n += l.OnHand
+	}
+	return n
+}
