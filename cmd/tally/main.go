@@ -22,6 +22,9 @@ type subcommand struct {
 var subcommands = []subcommand{
 	{"serve", "run everything in one process (embedded Kafka unless --kafka-brokers)", serve.Run},
 	{"command", "run only the write side (CommandService)", serve.RunCommand},
+	{"projector", "run only the Postgres projector", serve.RunProjector},
+	{"query", "run only the read side (QueryService)", serve.RunQuery},
+	{"migrate", "apply the read model's schema migrations", serve.RunMigrate},
 }
 
 func usage() {

@@ -1,6 +1,7 @@
 // Package serve wires Tally's parts into processes: `tally serve` (all of
-// them, on embedded defaults) and the single-role subcommands. It is the
-// only place that imports command/, projector/ and query/ together.
+// them, on embedded defaults) and the single-role subcommands `command`,
+// `projector`, `query` and `migrate`. It is the only place that imports
+// command/, projector/ and query/ together.
 package serve
 
 import (
@@ -13,14 +14,32 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/server"
+	"github.com/tally-oss/tally/projector"
+	"github.com/tally-oss/tally/query"
+)
+
+// Role is a part of Tally a process runs.
+type Role int
+
+// The parts.
+const (
+	RoleCommand Role = 1 << iota
+	RoleProjector
+	RoleQuery
+	RoleAll = RoleCommand | RoleProjector | RoleQuery
 )
 
 // Config is the configuration of a Tally process.
@@ -29,35 +48,53 @@ type Config struct {
 	DataDir      string
 	KafkaListen  string
 	KafkaBrokers string
+	DatabaseURL  string
 	Partitions   int
 	Advertise    string
 	Grace        time.Duration
 	LogLevel     string
+
+	roles    Role
+	embedded bool
 }
 
-func (c *Config) flags(fs *flag.FlagSet, embedded bool) {
-	config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "host:port serving Connect, gRPC, gRPC-Web, health, reflection and /metrics")
-	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka seed brokers"+map[bool]string{true: "; empty runs an embedded broker", false: " (required)"}[embedded])
-	if embedded {
-		config.String(fs, &c.DataDir, "data-dir", "./data", "where the embedded services keep their data (Kafka under data/kafka)")
+func (c *Config) flags(fs *flag.FlagSet) {
+	if c.roles&(RoleCommand|RoleQuery) != 0 {
+		config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "host:port serving Connect, gRPC, gRPC-Web, health, reflection and /metrics")
+	}
+	brokersUsage := "comma-separated Kafka seed brokers (required)"
+	dbUsage := "PostgreSQL connection string of the read model (required; env DATABASE_URL also works)"
+	if c.embedded {
+		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
+		dbUsage = "PostgreSQL connection string of the read model; empty starts a cluster under --data-dir/pg (env DATABASE_URL also works)"
+		config.String(fs, &c.DataDir, "data-dir", "./data", "where the embedded services keep their data (data/kafka, data/pg)")
 		config.String(fs, &c.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker, for any Kafka client to read the topic")
 	}
-	config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
-	config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
+	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
+	if c.roles&(RoleProjector|RoleQuery) != 0 {
+		config.String(fs, &c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), dbUsage)
+	}
+	if c.roles&RoleCommand != 0 {
+		config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
+		config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
+	}
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
 
 // Validate reports every problem with the configuration.
-func (c *Config) Validate(embedded bool) error {
+func (c *Config) Validate() error {
 	var errs []error
-	if c.Addr == "" {
+	if c.roles&(RoleCommand|RoleQuery) != 0 && c.Addr == "" {
 		errs = append(errs, errors.New("--addr is required"))
 	}
-	if !embedded && c.KafkaBrokers == "" {
+	if !c.embedded && c.KafkaBrokers == "" {
 		errs = append(errs, errors.New("--kafka-brokers is required"))
 	}
-	if c.Partitions < 1 || c.Partitions > 10000 {
+	if !c.embedded && c.roles&(RoleProjector|RoleQuery) != 0 && c.DatabaseURL == "" {
+		errs = append(errs, errors.New("--database-url (or DATABASE_URL) is required"))
+	}
+	if c.roles&RoleCommand != 0 && (c.Partitions < 1 || c.Partitions > 10000) {
 		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions))
 	}
 	var lvl slog.Level
@@ -73,45 +110,55 @@ func (c *Config) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
-func parse(name string, args []string, embedded bool) (*Config, error) {
+func parse(name string, args []string, roles Role, embedded bool) (*Config, error) {
 	fs := flag.NewFlagSet("tally "+name, flag.ContinueOnError)
-	c := &Config{}
-	c.flags(fs, embedded)
+	c := &Config{roles: roles, embedded: embedded}
+	c.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	return c, c.Validate(embedded)
+	return c, c.Validate()
 }
 
 // Run is `tally serve`: every part in one process.
-func Run(ctx context.Context, args []string) error {
-	c, err := parse("serve", args, true)
-	if err != nil {
-		return err
-	}
-	return run(ctx, c, true)
-}
+func Run(ctx context.Context, args []string) error { return runRoles(ctx, "serve", args, RoleAll, true) }
 
-// RunCommand is `tally command`: the write side alone, against a real
-// Kafka cluster.
+// RunCommand is `tally command`: the write side alone.
 func RunCommand(ctx context.Context, args []string) error {
-	c, err := parse("command", args, false)
+	return runRoles(ctx, "command", args, RoleCommand, false)
+}
+
+// RunProjector is `tally projector`: the Postgres projection alone.
+func RunProjector(ctx context.Context, args []string) error {
+	return runRoles(ctx, "projector", args, RoleProjector, false)
+}
+
+// RunQuery is `tally query`: the read API alone.
+func RunQuery(ctx context.Context, args []string) error {
+	return runRoles(ctx, "query", args, RoleQuery, false)
+}
+
+func runRoles(ctx context.Context, name string, args []string, roles Role, embedded bool) error {
+	c, err := parse(name, args, roles, embedded)
 	if err != nil {
 		return err
 	}
-	return run(ctx, c, false)
+	return Start(ctx, c)
 }
 
-func run(ctx context.Context, c *Config, embedded bool) error {
+// Start runs the configured parts until ctx ends, then shuts down in
+// order: stop taking calls, drain the writers, stop the projector, close
+// the database and Kafka.
+func Start(ctx context.Context, c *Config) error {
 	log := c.logger()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	brokers := config.List(c.KafkaBrokers)
-	if len(brokers) == 0 && embedded {
+	if len(brokers) == 0 && c.embedded {
 		port, err := kafka.ParsePort(c.KafkaListen)
 		if err != nil {
 			return fmt.Errorf("--kafka-listen: %w", err)
@@ -124,29 +171,90 @@ func run(ctx context.Context, c *Config, embedded bool) error {
 		brokers = k.Addrs()
 	}
 
-	srv, err := server.Listen(c.Addr, reg, log)
-	if err != nil {
-		return err
+	var pool *pgxpool.Pool
+	if c.roles&(RoleProjector|RoleQuery) != 0 {
+		dsn := c.DatabaseURL
+		if dsn == "" {
+			cluster, err := pg.StartCluster(ctx, pg.ClusterConfig{Dir: filepath.Join(c.DataDir, "pg"), Durable: true, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer cluster.Stop()
+			if dsn, err = cluster.CreateDatabase(ctx, "tally"); err != nil {
+				return err
+			}
+		}
+		pcfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			return fmt.Errorf("database url: %w", err)
+		}
+		pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		if err := projector.Migrate(ctx, pool, log); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
 	}
-	advertise := c.Advertise
-	if advertise == "" {
-		advertise = srv.Addr()
-	}
-	cmds, err := command.NewService(ctx, command.ServiceConfig{
-		WriterConfig: command.WriterConfig{Brokers: brokers, Logger: log, Metrics: command.NewMetrics(reg)},
-		Partitions:   int32(c.Partitions),
-		Advertise:    advertise,
-	})
-	if err != nil {
-		return err
-	}
-	path, h := inventoryv1connect.NewCommandServiceHandler(command.NewHandler(cmds, log))
-	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 
-	serveErr := srv.Serve(ctx, c.Grace)
-	// The server no longer takes calls: drain the writers, then Kafka
-	// closes (deferred) with everything committed.
-	sctx, cancel := context.WithTimeout(context.Background(), c.Grace)
-	defer cancel()
-	return errors.Join(serveErr, cmds.Close(sctx))
+	g, gctx := errgroup.WithContext(ctx)
+	var srv *server.Server
+	var cmds *command.Service
+	if c.roles&(RoleCommand|RoleQuery) != 0 {
+		var err error
+		if srv, err = server.Listen(c.Addr, reg, log); err != nil {
+			return err
+		}
+	}
+	if c.roles&RoleCommand != 0 {
+		advertise := c.Advertise
+		if advertise == "" {
+			advertise = srv.Addr()
+		}
+		var err error
+		cmds, err = command.NewService(ctx, command.ServiceConfig{
+			WriterConfig: command.WriterConfig{Brokers: brokers, Logger: log, Metrics: command.NewMetrics(reg)},
+			Partitions:   int32(c.Partitions),
+			Advertise:    advertise,
+		})
+		if err != nil {
+			return err
+		}
+		path, h := inventoryv1connect.NewCommandServiceHandler(command.NewHandler(cmds, log))
+		srv.Handle(inventoryv1connect.CommandServiceName, path, h)
+	}
+	if c.roles&RoleQuery != 0 {
+		admCl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+		if err != nil {
+			return err
+		}
+		defer admCl.Close()
+		q := query.New(query.Config{Pool: pool, Admin: kadm.NewClient(admCl), Logger: log})
+		path, h := inventoryv1connect.NewQueryServiceHandler(q)
+		srv.Handle(inventoryv1connect.QueryServiceName, path, h)
+	}
+	if c.roles&RoleProjector != 0 {
+		p, err := projector.NewPostgres(projector.Config{Brokers: brokers, Pool: pool, Logger: log, Metrics: projector.NewMetrics(reg)})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return p.Run(gctx) })
+	}
+	if srv != nil {
+		g.Go(func() error {
+			err := srv.Serve(gctx, c.Grace)
+			// No more calls: drain the writers so every accepted command
+			// is committed and answered before Kafka closes.
+			if cmds != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), c.Grace)
+				defer cancel()
+				err = errors.Join(err, cmds.Close(sctx))
+			}
+			return err
+		})
+	}
+	err := g.Wait()
+	log.Info("stopped")
+	return err
 }

@@ -1,0 +1,59 @@
+-- The operational read model: a projection of tally.inventory.events.
+-- Everything here can be dropped and rebuilt from the log (tally replay).
+
+-- Every event, append-only. A replayed event is a no-op (primary key).
+CREATE TABLE inventory_ledger (
+    sku_id               text        NOT NULL,
+    sku_version          bigint      NOT NULL,
+    event_id             uuid        NOT NULL,
+    event_type           smallint    NOT NULL,
+    store_id             text        NOT NULL,
+    quantity_delta       bigint      NOT NULL,
+    on_hand_after        bigint      NOT NULL,
+    reserved_after       bigint      NOT NULL,
+    occurred_at          timestamptz NOT NULL,
+    recorded_at          timestamptz NOT NULL,
+    command_id           text        NOT NULL,
+    user_id              text        NOT NULL DEFAULT '',
+    reason               text        NOT NULL DEFAULT '',
+    metadata             jsonb,
+    allow_negative       boolean     NOT NULL DEFAULT false,
+    adjustment_reason    smallint    NOT NULL DEFAULT 0,
+    counterpart_store_id text        NOT NULL DEFAULT '',
+    log_partition        integer     NOT NULL,
+    log_offset           bigint      NOT NULL,
+    PRIMARY KEY (sku_id, sku_version)
+);
+-- History of a (sku, store), newest first, and as-of by recorded time.
+CREATE INDEX inventory_ledger_store_version ON inventory_ledger (sku_id, store_id, sku_version DESC);
+-- As-of by occurrence time.
+CREATE INDEX inventory_ledger_store_occurred ON inventory_ledger (sku_id, store_id, occurred_at);
+
+-- Current stock per (sku, store): the newest event wins.
+CREATE TABLE stock_levels (
+    sku_id      text        NOT NULL,
+    store_id    text        NOT NULL,
+    on_hand     bigint      NOT NULL,
+    reserved    bigint      NOT NULL,
+    sku_version bigint      NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (sku_id, store_id)
+);
+CREATE INDEX stock_levels_by_store ON stock_levels (store_id, sku_id);
+
+-- Newest projected version per SKU (any store): what min_version waits on.
+CREATE TABLE sku_versions (
+    sku_id      text   PRIMARY KEY,
+    sku_version bigint NOT NULL
+);
+
+-- Where each consumer is in each partition. Written in the same transaction
+-- as the rows, so a restart resumes exactly where the committed data ends.
+CREATE TABLE projector_offsets (
+    consumer           text        NOT NULL,
+    log_partition      integer     NOT NULL,
+    next_offset        bigint      NOT NULL,
+    newest_recorded_at timestamptz,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, log_partition)
+);

@@ -1,0 +1,372 @@
+// Package projector turns the log into read models: the PostgreSQL
+// operational model (this file), exactly once, by writing each batch's rows
+// and the partition's next offset in one transaction. It never imports
+// command/ or query/: it meets them only in gen/, the log and the database.
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// Config configures the Postgres projector.
+type Config struct {
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Topic is the events topic. Default kafka.EventsTopic.
+	Topic string
+	// Group is the consumer group projector instances share to split the
+	// partitions. Offsets live in Postgres, never in Kafka. Default
+	// "tally-projector-postgres".
+	Group string
+	// Consumer names this projection in projector_offsets. Default "postgres".
+	Consumer string
+	// Pool is the read model's database.
+	Pool *pgxpool.Pool
+	// MaxPollRecords bounds one poll (and so one batch). Default 20000.
+	MaxPollRecords int
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+	// Metrics, when set, is updated.
+	Metrics *Metrics
+	// AfterStage, when set, runs inside each batch's transaction after the
+	// rows are written and before the commit: fault injection for tests
+	// (cancel the context there and the batch must leave no trace).
+	AfterStage func(partition int32)
+}
+
+func (c *Config) defaults() {
+	if c.Topic == "" {
+		c.Topic = kafka.EventsTopic
+	}
+	if c.Group == "" {
+		c.Group = "tally-projector-postgres"
+	}
+	if c.Consumer == "" {
+		c.Consumer = "postgres"
+	}
+	if c.MaxPollRecords <= 0 {
+		c.MaxPollRecords = 20000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem with the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("projector: no Kafka brokers"))
+	}
+	if c.Pool == nil {
+		errs = append(errs, errors.New("projector: no database pool"))
+	}
+	return errors.Join(errs...)
+}
+
+// Postgres projects the events topic into the Postgres read model.
+type Postgres struct {
+	cfg Config
+	log *slog.Logger
+	cl  *kgo.Client
+}
+
+// NewPostgres prepares a projector; Run consumes.
+func NewPostgres(cfg Config) (*Postgres, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Postgres{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer)}, nil
+}
+
+// Run consumes until ctx ends. A batch whose transaction fails is retried
+// from the same records until it commits or ctx ends; nothing is skipped.
+func (p *Postgres) Run(ctx context.Context) error {
+	admCl, err := kgo.NewClient(kafka.Options(p.cfg.Brokers, nil)...)
+	if err != nil {
+		return err
+	}
+	if _, err := kafka.EnsureTopic(ctx, kadm.NewClient(admCl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"}); err != nil {
+		admCl.Close()
+		return err
+	}
+	admCl.Close()
+
+	cl, err := kgo.NewClient(append(kafka.Options(p.cfg.Brokers, p.cfg.Logger),
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(p.cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records advance the stored offset past commit markers,
+		// so a caught-up projection has zero lag.
+		kgo.KeepControlRecords(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(p.storedOffsets),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(16<<20),
+		kgo.FetchMaxWait(50*time.Millisecond),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	p.cl = cl
+	for {
+		fetches := cl.PollRecords(ctx, p.cfg.MaxPollRecords)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(t string, part int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				p.log.Warn("fetch error", "topic", t, "partition", part, "error", err)
+			}
+		})
+		var runErr error
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if runErr != nil || len(fp.Records) == 0 {
+				return
+			}
+			runErr = p.projectWithRetry(ctx, fp.Partition, fp.Records)
+		})
+		cl.AllowRebalance()
+		if runErr != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return runErr
+		}
+	}
+}
+
+// storedOffsets replaces whatever the group thinks with Postgres's truth.
+func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored, err := LoadOffsets(ctx, p.cfg.Pool, p.cfg.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("load projector offsets: %w", err)
+	}
+	out := map[string]map[int32]kgo.Offset{}
+	for topic, parts := range assigned {
+		out[topic] = map[int32]kgo.Offset{}
+		for part := range parts {
+			if o, ok := stored[part]; ok {
+				out[topic][part] = kgo.NewOffset().At(o)
+			} else {
+				out[topic][part] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	p.log.Info("partitions assigned", "offsets", stored)
+	return out, nil
+}
+
+// LoadOffsets returns the next offset per partition of a consumer.
+func LoadOffsets(ctx context.Context, pool *pgxpool.Pool, consumer string) (map[int32]int64, error) {
+	rows, err := pool.Query(ctx, "SELECT log_partition, next_offset FROM projector_offsets WHERE consumer = $1", consumer)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	var part int32
+	var off int64
+	_, err = pgx.ForEachRow(rows, []any{&part, &off}, func() error { out[part] = off; return nil })
+	return out, err
+}
+
+func (p *Postgres) projectWithRetry(ctx context.Context, partition int32, recs []*kgo.Record) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := p.project(ctx, partition, recs)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.cfg.Metrics.batchFailed()
+		p.log.Warn("projecting batch failed; retrying", "partition", partition, "first_offset", recs[0].Offset, "records", len(recs), "error", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+var ledgerColumns = []string{
+	"sku_id", "sku_version", "event_id", "event_type", "store_id", "quantity_delta", "on_hand_after", "reserved_after",
+	"occurred_at", "recorded_at", "command_id", "user_id", "reason", "metadata", "allow_negative", "adjustment_reason",
+	"counterpart_store_id", "log_partition", "log_offset",
+}
+
+// project writes one partition's batch and its next offset in one
+// transaction.
+func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Record) error {
+	start := time.Now()
+	rows := make([][]any, 0, len(recs))
+	var dead []*kgo.Record
+	var deadErrs []error
+	var newest time.Time
+	var recorded []time.Time
+	for _, r := range recs {
+		if r.Attrs.IsControl() {
+			continue
+		}
+		e := &inventoryv1.InventoryEvent{}
+		row, err := decodeRow(r, e)
+		if err != nil {
+			dead, deadErrs = append(dead, r), append(deadErrs, err)
+			continue
+		}
+		rows = append(rows, row)
+		t := e.GetRecordedAt().AsTime()
+		recorded = append(recorded, t)
+		if t.After(newest) {
+			newest = t
+		}
+	}
+	if len(dead) > 0 {
+		if err := p.deadLetter(ctx, dead, deadErrs); err != nil {
+			return err
+		}
+	}
+	next := recs[len(recs)-1].Offset + 1
+	tx, err := p.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	if len(rows) > 0 {
+		if err := writeRows(ctx, tx, rows); err != nil {
+			return err
+		}
+	}
+	var newestArg any
+	if !newest.IsZero() {
+		newestArg = newest
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
+		VALUES ($1, $2, $3, $4, now())
+		ON CONFLICT (consumer, log_partition) DO UPDATE
+		SET next_offset = excluded.next_offset,
+		    newest_recorded_at = COALESCE(excluded.newest_recorded_at, projector_offsets.newest_recorded_at),
+		    updated_at = now()
+		WHERE projector_offsets.next_offset < excluded.next_offset`,
+		p.cfg.Consumer, partition, next, newestArg); err != nil {
+		return err
+	}
+	if p.cfg.AfterStage != nil {
+		p.cfg.AfterStage(partition)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	p.cfg.Metrics.batchCommitted(partition, len(rows), len(dead), time.Since(start), recorded, next)
+	return nil
+}
+
+// writeRows stages rows with COPY and folds them into the ledger, the
+// levels and the SKU versions, each idempotently, so a replayed batch
+// changes nothing.
+func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any) error {
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
+		(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+		return err
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_stage"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO inventory_ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING`); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO stock_levels (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
+		SELECT DISTINCT ON (sku_id, store_id) sku_id, store_id, on_hand_after, reserved_after, sku_version, recorded_at
+		FROM ledger_stage ORDER BY sku_id, store_id, sku_version DESC
+		ON CONFLICT (sku_id, store_id) DO UPDATE
+		SET on_hand = excluded.on_hand, reserved = excluded.reserved, sku_version = excluded.sku_version, updated_at = excluded.updated_at
+		WHERE stock_levels.sku_version < excluded.sku_version`); err != nil {
+		return fmt.Errorf("stock_levels: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO sku_versions (sku_id, sku_version)
+		SELECT sku_id, max(sku_version) FROM ledger_stage GROUP BY sku_id ORDER BY sku_id
+		ON CONFLICT (sku_id) DO UPDATE SET sku_version = excluded.sku_version
+		WHERE sku_versions.sku_version < excluded.sku_version`); err != nil {
+		return fmt.Errorf("sku_versions: %w", err)
+	}
+	return nil
+}
+
+// decodeRow decodes a record into e and its ledger row.
+func decodeRow(r *kgo.Record, e *inventoryv1.InventoryEvent) ([]any, error) {
+	if err := proto.Unmarshal(r.Value, e); err != nil {
+		return nil, fmt.Errorf("decode InventoryEvent: %w", err)
+	}
+	id, err := uuid.Parse(e.GetEventId())
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("event_id %q: %w", e.GetEventId(), err)
+	case e.GetSkuId() == "" || e.GetStoreId() == "":
+		return nil, errors.New("event without sku_id or store_id")
+	case e.GetSkuVersion() <= 0:
+		return nil, fmt.Errorf("event with sku_version %d", e.GetSkuVersion())
+	case e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_UNSPECIFIED:
+		return nil, errors.New("event without event_type")
+	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
+		return nil, errors.New("event without occurred_at or recorded_at")
+	}
+	var meta any
+	if len(e.GetMetadata()) > 0 {
+		b, _ := json.Marshal(e.GetMetadata())
+		meta = b
+	}
+	return []any{
+		e.GetSkuId(), e.GetSkuVersion(), id, int16(e.GetEventType()), e.GetStoreId(), e.GetQuantityDelta(),
+		e.GetOnHandAfter(), e.GetReservedAfter(), e.GetOccurredAt().AsTime(), e.GetRecordedAt().AsTime(),
+		e.GetCommandId(), e.GetUserId(), e.GetReason(), meta, e.GetAllowNegative(), int16(e.GetAdjustmentReason()),
+		e.GetCounterpartStoreId(), r.Partition, r.Offset,
+	}, nil
+}
+
+// deadLetter copies undecodable records to the DLQ with headers naming the
+// error and the source, before the offset moves past them. A crash between
+// the two may dead-letter a record twice, never zero times.
+func (p *Postgres) deadLetter(ctx context.Context, recs []*kgo.Record, errs []error) error {
+	out := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		out[i] = &kgo.Record{
+			Topic: kafka.DLQTopic,
+			Key:   r.Key,
+			Value: r.Value,
+			Headers: append([]kgo.RecordHeader{
+				{Key: "tally-dlq-error", Value: []byte(errs[i].Error())},
+				{Key: "tally-dlq-consumer", Value: []byte(p.cfg.Consumer)},
+				{Key: "tally-source-topic", Value: []byte(r.Topic)},
+				{Key: "tally-source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+				{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			}, r.Headers...),
+		}
+		p.log.Warn("record dead-lettered", "partition", r.Partition, "offset", r.Offset, "error", errs[i])
+	}
+	if err := p.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
+		return fmt.Errorf("dead-letter: %w", err)
+	}
+	p.cfg.Metrics.deadLettered(len(recs))
+	return nil
+}

@@ -1,0 +1,102 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+var errLogUnavailable = errors.New("log unavailable")
+
+// InvalidError lists every problem with a request.
+type InvalidError struct{ Violations [][2]string }
+
+func (e *InvalidError) Error() string {
+	parts := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		parts[i] = v[0] + ": " + v[1]
+	}
+	return "invalid request: " + strings.Join(parts, "; ")
+}
+
+// NotFoundError means the read model has no such (sku, store).
+type NotFoundError struct{ SKU, Store string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("no stock recorded for sku %q at store %q", e.SKU, e.Store)
+}
+
+// BehindError means the projection did not reach min_version in time.
+type BehindError struct {
+	SKU                   string
+	MinVersion, Projected int64
+	cause                 error
+}
+
+func (e *BehindError) Error() string {
+	return fmt.Sprintf("the read model has sku %q at version %d, not yet %d; retry", e.SKU, e.Projected, e.MinVersion)
+}
+
+func notFound(err error, sku, store string) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &NotFoundError{SKU: sku, Store: store}
+	}
+	return err
+}
+
+// connectError is the one place where read-side errors meet RPC codes.
+// Database errors are logged and answered without their text.
+func (s *Service) connectError(err error) *connect.Error {
+	var (
+		inv    *InvalidError
+		nf     *NotFoundError
+		behind *BehindError
+		pgErr  *pgconn.PgError
+	)
+	switch {
+	case errors.As(err, &inv):
+		ce := connect.NewError(connect.CodeInvalidArgument, errors.New(inv.Error()))
+		br := &errdetails.BadRequest{}
+		for _, v := range inv.Violations {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v[0], Description: v[1]})
+		}
+		if d, derr := connect.NewErrorDetail(br); derr == nil {
+			ce.AddDetail(d)
+		}
+		return ce
+	case errors.As(err, &nf):
+		return connect.NewError(connect.CodeNotFound, errors.New(nf.Error()))
+	case errors.As(err, &behind):
+		if errors.Is(behind.cause, context.Canceled) {
+			return connect.NewError(connect.CodeCanceled, errors.New("canceled"))
+		}
+		ce := connect.NewError(connect.CodeUnavailable, errors.New(behind.Error()))
+		if d, derr := connect.NewErrorDetail(&inventoryv1.ProjectionBehind{SkuId: behind.SKU, MinVersion: behind.MinVersion, ProjectedVersion: behind.Projected}); derr == nil {
+			ce.AddDetail(d)
+		}
+		return ce
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, errors.New("canceled"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	case errors.Is(err, errLogUnavailable):
+		s.log.Warn("query: log unavailable", "error", err)
+		return connect.NewError(connect.CodeUnavailable, errors.New("the log is unavailable"))
+	case errors.As(err, &pgErr):
+		s.log.Error("query: database error", "error", err, "sqlstate", pgErr.Code)
+		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	case pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgx.ErrTxClosed):
+		s.log.Warn("query: database unreachable", "error", err)
+		return connect.NewError(connect.CodeUnavailable, errors.New("the read model is unavailable; retry"))
+	}
+	s.log.Error("query failed", "error", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}

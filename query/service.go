@@ -1,0 +1,467 @@
+// Package query is Tally's read side: QueryService answers lookups, history
+// and as-of reads from the PostgreSQL read model. It never imports command/
+// or projector/; it meets them in gen/ and in the database.
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// Limits of the read API.
+const (
+	MaxWait         = 2 * time.Second
+	MaxBatchKeys    = 1000
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+	maxIDBytes      = 128
+)
+
+// Config configures the query service.
+type Config struct {
+	Pool *pgxpool.Pool
+	// Admin, when set, lets GetProjectionStatus read the log's end offsets.
+	Admin *kadm.Client
+	// Topic is the events topic. Default kafka.EventsTopic.
+	Topic string
+	// Consumer is the projection whose offsets GetProjectionStatus reports.
+	// Default "postgres".
+	Consumer string
+	// PollInterval is how often a min_version read re-checks. Default 2ms.
+	PollInterval time.Duration
+	Logger       *slog.Logger
+}
+
+// Service implements QueryService.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ inventoryv1connect.QueryServiceHandler = (*Service)(nil)
+
+// New returns the query service.
+func New(cfg Config) *Service {
+	if cfg.Topic == "" {
+		cfg.Topic = kafka.EventsTopic
+	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = "postgres"
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "query")}
+}
+
+const levelColumns = "s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version, s.updated_at"
+
+func scanLevel(row pgx.Row) (*inventoryv1.StockLevel, error) {
+	l := &inventoryv1.StockLevel{}
+	var at time.Time
+	if err := row.Scan(&l.SkuId, &l.StoreId, &l.OnHand, &l.Reserved, &l.SkuVersion, &at); err != nil {
+		return nil, err
+	}
+	l.Available = l.OnHand - l.Reserved
+	l.UpdatedAt = timestamppb.New(at)
+	return l, nil
+}
+
+// GetStock implements QueryService.
+func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1.GetStockRequest]) (*connect.Response[inventoryv1.GetStockResponse], error) {
+	m := req.Msg
+	v := &violations{}
+	v.id("sku_id", m.GetSkuId())
+	v.id("store_id", m.GetStoreId())
+	if m.GetMinVersion() < 0 {
+		v.add("min_version", "must be >= 0")
+	}
+	if err := v.err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	projected, err := s.waitForVersion(ctx, m.GetSkuId(), m.GetMinVersion())
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, "SELECT "+levelColumns+" FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id = $2", m.GetSkuId(), m.GetStoreId()))
+	if err != nil {
+		return nil, s.connectError(notFound(err, m.GetSkuId(), m.GetStoreId()))
+	}
+	return connect.NewResponse(&inventoryv1.GetStockResponse{Level: l, ProjectedSkuVersion: projected}), nil
+}
+
+// waitForVersion waits until the SKU's projected version reaches min, up
+// to MaxWait or the call's deadline, and returns the projected version.
+func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, MaxWait)
+	defer cancel()
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		var v int64
+		err := s.cfg.Pool.QueryRow(ctx, "SELECT sku_version FROM sku_versions WHERE sku_id = $1", sku).Scan(&v)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			if ctx.Err() != nil {
+				return 0, &BehindError{SKU: sku, MinVersion: min, Projected: v, cause: ctx.Err()}
+			}
+			return 0, err
+		}
+		if v >= min {
+			return v, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: v, cause: ctx.Err()}
+		}
+	}
+}
+
+// BatchGetStock implements QueryService.
+func (s *Service) BatchGetStock(ctx context.Context, req *connect.Request[inventoryv1.BatchGetStockRequest]) (*connect.Response[inventoryv1.BatchGetStockResponse], error) {
+	keys := req.Msg.GetKeys()
+	v := &violations{}
+	if len(keys) == 0 || len(keys) > MaxBatchKeys {
+		v.add("keys", fmt.Sprintf("1 to %d keys, got %d", MaxBatchKeys, len(keys)))
+	}
+	skus, stores := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		v.id(fmt.Sprintf("keys[%d].sku_id", i), k.GetSkuId())
+		v.id(fmt.Sprintf("keys[%d].store_id", i), k.GetStoreId())
+		skus[i], stores[i] = k.GetSkuId(), k.GetStoreId()
+	}
+	if err := v.err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+levelColumns+` FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sku_id, store_id, n)
+		JOIN stock_levels s ON s.sku_id = k.sku_id AND s.store_id = k.store_id ORDER BY k.n`, skus, stores)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	resp := &inventoryv1.BatchGetStockResponse{}
+	found := map[[2]string]bool{}
+	for rows.Next() {
+		l, err := scanLevel(rows)
+		if err != nil {
+			return nil, s.connectError(err)
+		}
+		found[[2]string{l.SkuId, l.StoreId}] = true
+		resp.Levels = append(resp.Levels, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	for _, k := range keys {
+		if !found[[2]string{k.GetSkuId(), k.GetStoreId()}] {
+			resp.Missing = append(resp.Missing, k)
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// pageToken is the keyset cursor of a list: the last key returned and the
+// filter it belongs to, so a token cannot be replayed with other filters.
+type pageToken struct {
+	Filter string `json:"f"`
+	A      string `json:"a,omitempty"`
+	B      string `json:"b,omitempty"`
+	V      int64  `json:"v,omitempty"`
+}
+
+func encodeToken(t pageToken) string {
+	b, _ := json.Marshal(t)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeToken(s, filter string, v *violations) pageToken {
+	var t pageToken
+	if s == "" {
+		return t
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, &t)
+	}
+	if err != nil || t.Filter != filter {
+		v.add("page_token", "not a page token of this request (tokens are only valid with the same filters)")
+	}
+	return t
+}
+
+func pageSize(n int32, v *violations) int {
+	switch {
+	case n == 0:
+		return DefaultPageSize
+	case n < 0 || n > MaxPageSize:
+		v.add("page_size", fmt.Sprintf("1 to %d, got %d", MaxPageSize, n))
+	}
+	return int(n)
+}
+
+// ListStock implements QueryService.
+func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv1.ListStockRequest]) (*connect.Response[inventoryv1.ListStockResponse], error) {
+	m := req.Msg
+	v := &violations{}
+	byStore := m.GetStoreId() != ""
+	switch {
+	case byStore == (m.GetSkuId() != ""):
+		v.add("store_id", "exactly one of store_id and sku_id is required")
+	case byStore:
+		v.id("store_id", m.GetStoreId())
+	default:
+		v.id("sku_id", m.GetSkuId())
+	}
+	size := pageSize(m.GetPageSize(), v)
+	filter := fmt.Sprintf("list|%s|%s|%t|%d", m.GetStoreId(), m.GetSkuId(), m.Below != nil, m.GetBelow())
+	tok := decodeToken(m.GetPageToken(), filter, v)
+	if err := v.err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	below := int64(1 << 62)
+	if m.Below != nil {
+		below = m.GetBelow()
+	}
+	var q string
+	if byStore {
+		q = `SELECT ` + levelColumns + ` FROM stock_levels s WHERE s.store_id = $1 AND s.sku_id > $2
+			AND s.on_hand - s.reserved < $3 ORDER BY s.sku_id LIMIT $4`
+	} else {
+		q = `SELECT ` + levelColumns + ` FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id > $2
+			AND s.on_hand - s.reserved < $3 ORDER BY s.store_id LIMIT $4`
+	}
+	rows, err := s.cfg.Pool.Query(ctx, q, m.GetStoreId()+m.GetSkuId(), tok.A, below, size+1)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	resp := &inventoryv1.ListStockResponse{}
+	for rows.Next() {
+		l, err := scanLevel(rows)
+		if err != nil {
+			return nil, s.connectError(err)
+		}
+		resp.Levels = append(resp.Levels, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	if len(resp.Levels) > size {
+		resp.Levels = resp.Levels[:size]
+		last := resp.Levels[size-1]
+		next := pageToken{Filter: filter, A: last.SkuId}
+		if !byStore {
+			next.A = last.StoreId
+		}
+		resp.NextPageToken = encodeToken(next)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+const ledgerColumns = `sku_id, sku_version, event_id::text, event_type, store_id, quantity_delta, on_hand_after, reserved_after,
+	occurred_at, recorded_at, command_id, user_id, reason, metadata, allow_negative, adjustment_reason, counterpart_store_id`
+
+func scanEvent(row pgx.Row) (*inventoryv1.InventoryEvent, error) {
+	e := &inventoryv1.InventoryEvent{}
+	var (
+		eventType, adj     int16
+		occurred, recorded time.Time
+		meta               map[string]string
+	)
+	if err := row.Scan(&e.SkuId, &e.SkuVersion, &e.EventId, &eventType, &e.StoreId, &e.QuantityDelta, &e.OnHandAfter, &e.ReservedAfter,
+		&occurred, &recorded, &e.CommandId, &e.UserId, &e.Reason, &meta, &e.AllowNegative, &adj, &e.CounterpartStoreId); err != nil {
+		return nil, err
+	}
+	e.EventType = inventoryv1.EventType(eventType)
+	e.AdjustmentReason = inventoryv1.AdjustmentReason(adj)
+	e.OccurredAt, e.RecordedAt = timestamppb.New(occurred), timestamppb.New(recorded)
+	e.Metadata = meta
+	return e, nil
+}
+
+// GetStockHistory implements QueryService.
+func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inventoryv1.GetStockHistoryRequest]) (*connect.Response[inventoryv1.GetStockHistoryResponse], error) {
+	m := req.Msg
+	v := &violations{}
+	v.id("sku_id", m.GetSkuId())
+	v.id("store_id", m.GetStoreId())
+	size := pageSize(m.GetPageSize(), v)
+	filter := "history|" + m.GetSkuId() + "|" + m.GetStoreId()
+	tok := decodeToken(m.GetPageToken(), filter, v)
+	if err := v.err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	before := int64(1 << 62)
+	if m.GetPageToken() != "" {
+		before = tok.V
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+ledgerColumns+` FROM inventory_ledger
+		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 ORDER BY sku_version DESC LIMIT $4`,
+		m.GetSkuId(), m.GetStoreId(), before, size+1)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	resp := &inventoryv1.GetStockHistoryResponse{}
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, s.connectError(err)
+		}
+		resp.Events = append(resp.Events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	if len(resp.Events) == 0 && m.GetPageToken() == "" {
+		return nil, s.connectError(&NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()})
+	}
+	if len(resp.Events) > size {
+		resp.Events = resp.Events[:size]
+		resp.NextPageToken = encodeToken(pageToken{Filter: filter, V: resp.Events[size-1].GetSkuVersion()})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetStockAsOf implements QueryService.
+func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[inventoryv1.GetStockAsOfRequest]) (*connect.Response[inventoryv1.GetStockAsOfResponse], error) {
+	m := req.Msg
+	v := &violations{}
+	v.id("sku_id", m.GetSkuId())
+	v.id("store_id", m.GetStoreId())
+	if m.GetAsOf() == nil || m.GetAsOf().CheckValid() != nil {
+		v.add("as_of", "a valid timestamp is required")
+	}
+	basis := m.GetBasis()
+	if basis == inventoryv1.TimeBasis_TIME_BASIS_UNSPECIFIED {
+		basis = inventoryv1.TimeBasis_TIME_BASIS_RECORDED
+	}
+	if _, ok := inventoryv1.TimeBasis_name[int32(basis)]; !ok {
+		v.add("basis", "RECORDED or OCCURRED")
+	}
+	if err := v.err(); err != nil {
+		return nil, s.connectError(err)
+	}
+	at := m.GetAsOf().AsTime()
+	var exists bool
+	if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM stock_levels WHERE sku_id = $1 AND store_id = $2)", m.GetSkuId(), m.GetStoreId()).Scan(&exists); err != nil {
+		return nil, s.connectError(err)
+	}
+	if !exists {
+		return nil, s.connectError(&NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()})
+	}
+	resp := &inventoryv1.GetStockAsOfResponse{Basis: basis}
+	var err error
+	if basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED {
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM inventory_ledger
+			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 ORDER BY sku_version DESC LIMIT 1`,
+			m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand, &resp.SkuVersion)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = nil // nothing had happened yet: 0
+		}
+	} else {
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM inventory_ledger
+			WHERE sku_id = $1 AND store_id = $2 AND occurred_at <= $3`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
+	}
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetProjectionStatus implements QueryService.
+func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[inventoryv1.GetProjectionStatusRequest]) (*connect.Response[inventoryv1.GetProjectionStatusResponse], error) {
+	type part struct {
+		next   int64
+		newest *time.Time
+	}
+	parts := map[int32]part{}
+	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at FROM projector_offsets WHERE consumer = $1", s.cfg.Consumer)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	var (
+		p      int32
+		next   int64
+		newest *time.Time
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&p, &next, &newest}, func() error {
+		parts[p] = part{next, newest}
+		return nil
+	}); err != nil {
+		return nil, s.connectError(err)
+	}
+	ends := map[int32]int64{}
+	if s.cfg.Admin != nil {
+		lo, err := s.cfg.Admin.ListCommittedOffsets(ctx, s.cfg.Topic)
+		if err != nil {
+			return nil, s.connectError(fmt.Errorf("%w: list end offsets: %v", errLogUnavailable, err))
+		}
+		lo.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				ends[o.Partition] = o.Offset
+				if _, ok := parts[o.Partition]; !ok {
+					parts[o.Partition] = part{}
+				}
+			}
+		})
+	}
+	resp := &inventoryv1.GetProjectionStatusResponse{}
+	now := time.Now()
+	for p := int32(0); len(resp.Partitions) < len(parts); p++ {
+		pt, ok := parts[p]
+		if !ok {
+			continue
+		}
+		ps := &inventoryv1.PartitionStatus{Partition: p, NextOffset: pt.next, EndOffset: ends[p]}
+		if ps.EndOffset > ps.NextOffset {
+			ps.Lag = ps.EndOffset - ps.NextOffset
+		}
+		if pt.newest != nil {
+			ps.NewestRecordedAt = timestamppb.New(*pt.newest)
+			ps.NewestAgeMs = now.Sub(*pt.newest).Milliseconds()
+		}
+		resp.TotalLag += ps.Lag
+		resp.Partitions = append(resp.Partitions, ps)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// violations collects every problem with a request's fields.
+type violations struct{ list [][2]string }
+
+func (v *violations) add(field, desc string) { v.list = append(v.list, [2]string{field, desc}) }
+
+func (v *violations) id(field, s string) {
+	switch {
+	case s == "":
+		v.add(field, "required")
+	case len(s) > maxIDBytes:
+		v.add(field, fmt.Sprintf("at most %d bytes", maxIDBytes))
+	case strings.ContainsAny(s, " \t\r\n"):
+		v.add(field, "must not contain spaces")
+	}
+}
+
+func (v *violations) err() error {
+	if len(v.list) == 0 {
+		return nil
+	}
+	return &InvalidError{Violations: v.list}
+}
