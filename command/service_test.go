@@ -105,7 +105,9 @@ func (s *stack) connectClient() inventoryv1connect.CommandServiceClient {
 var seq atomic.Int64
 
 // uniq returns a name no other test uses, so tests share one broker.
-func uniq(prefix string) string { return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), seq.Add(1)) }
+func uniq(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), seq.Add(1))
+}
 
 func receive(t testing.TB, c inventoryv1.CommandServiceClient, sku, store string, q int64) *inventoryv1.CommandResult {
 	t.Helper()

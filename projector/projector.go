@@ -127,6 +127,8 @@ func (p *Postgres) Run(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
+	// With BlockRebalanceOnPoll a close waits for the poll to be released.
+	defer cl.AllowRebalance()
 	p.cl = cl
 	for {
 		fetches := cl.PollRecords(ctx, p.cfg.MaxPollRecords)

@@ -124,7 +124,9 @@ func parse(name string, args []string, roles Role, embedded bool) (*Config, erro
 }
 
 // Run is `tally serve`: every part in one process.
-func Run(ctx context.Context, args []string) error { return runRoles(ctx, "serve", args, RoleAll, true) }
+func Run(ctx context.Context, args []string) error {
+	return runRoles(ctx, "serve", args, RoleAll, true)
+}
 
 // RunCommand is `tally command`: the write side alone.
 func RunCommand(ctx context.Context, args []string) error {
