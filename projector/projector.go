@@ -105,6 +105,9 @@ func (p *Postgres) Run(ctx context.Context) error {
 	}
 	if _, err := kafka.EnsureTopic(ctx, kadm.NewClient(admCl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"}); err != nil {
 		admCl.Close()
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	admCl.Close()

@@ -116,22 +116,26 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (in
 	defer cancel()
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
+	var projected int64
 	for {
 		var v int64
 		err := s.cfg.Pool.QueryRow(ctx, "SELECT sku_version FROM sku_versions WHERE sku_id = $1", sku).Scan(&v)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			if ctx.Err() != nil {
-				return 0, &BehindError{SKU: sku, MinVersion: min, Projected: v, cause: ctx.Err()}
-			}
+		switch {
+		case err == nil:
+			projected = v
+		case errors.Is(err, pgx.ErrNoRows):
+		case ctx.Err() != nil:
+			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
+		default:
 			return 0, err
 		}
-		if v >= min {
-			return v, nil
+		if projected >= min {
+			return projected, nil
 		}
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: v, cause: ctx.Err()}
+			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
 		}
 	}
 }
