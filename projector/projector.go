@@ -15,9 +15,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -40,6 +42,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// MaxPollRecords bounds one poll (and so one batch). Default 20000.
 	MaxPollRecords int
+	// Parallelism is how many partitions' batches are written at once.
+	// Default 4.
+	Parallelism int
 	// Logger, default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, is updated.
@@ -62,6 +67,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 20000
+	}
+	if c.Parallelism <= 0 {
+		c.Parallelism = 2
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -143,13 +151,16 @@ func (p *Postgres) Run(ctx context.Context) error {
 				p.log.Warn("fetch error", "topic", t, "partition", part, "error", err)
 			}
 		})
-		var runErr error
+		// Partitions hold disjoint SKUs, so their transactions touch
+		// disjoint rows and can commit in parallel.
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(p.cfg.Parallelism)
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if runErr != nil || len(fp.Records) == 0 {
-				return
+			if len(fp.Records) > 0 {
+				g.Go(func() error { return p.projectWithRetry(gctx, fp.Partition, fp.Records) })
 			}
-			runErr = p.projectWithRetry(ctx, fp.Partition, fp.Records)
 		})
+		runErr := g.Wait()
 		cl.AllowRebalance()
 		if runErr != nil {
 			if ctx.Err() != nil {
@@ -226,6 +237,7 @@ var ledgerColumns = []string{
 func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Record) error {
 	start := time.Now()
 	rows := make([][]any, 0, len(recs))
+	state := newBatchState()
 	var dead []*kgo.Record
 	var deadErrs []error
 	var newest time.Time
@@ -241,6 +253,7 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 			continue
 		}
 		rows = append(rows, row)
+		state.add(e)
 		t := e.GetRecordedAt().AsTime()
 		recorded = append(recorded, t)
 		if t.After(newest) {
@@ -253,19 +266,59 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 		}
 	}
 	next := recs[len(recs)-1].Offset + 1
+	var newestArg any
+	if !newest.IsZero() {
+		newestArg = newest
+	}
+	err := p.commitBatch(ctx, partition, rows, state, next, newestArg, false)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		// Some of these events are already in the ledger: a replay.
+		err = p.commitBatch(ctx, partition, rows, state, next, newestArg, true)
+	}
+	if err != nil {
+		return err
+	}
+	p.cfg.Metrics.batchCommitted(partition, len(rows), len(dead), time.Since(start), recorded, next)
+	return nil
+}
+
+// levelKey is a (sku, store).
+type levelKey struct{ sku, store string }
+
+// batchState is the newest level per (sku, store) and version per SKU in a
+// batch, folded in Go so Postgres upserts each key once.
+type batchState struct {
+	levels   map[levelKey]*inventoryv1.InventoryEvent
+	versions map[string]int64
+}
+
+func newBatchState() *batchState {
+	return &batchState{levels: map[levelKey]*inventoryv1.InventoryEvent{}, versions: map[string]int64{}}
+}
+
+func (b *batchState) add(e *inventoryv1.InventoryEvent) {
+	k := levelKey{e.GetSkuId(), e.GetStoreId()}
+	if cur := b.levels[k]; cur == nil || cur.GetSkuVersion() < e.GetSkuVersion() {
+		b.levels[k] = e
+	}
+	if b.versions[e.GetSkuId()] < e.GetSkuVersion() {
+		b.versions[e.GetSkuId()] = e.GetSkuVersion()
+	}
+}
+
+// commitBatch writes one batch and the partition's next offset in one
+// transaction.
+func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]any, state *batchState, next int64, newest any, staged bool) error {
 	tx, err := p.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
 	if len(rows) > 0 {
-		if err := writeRows(ctx, tx, rows); err != nil {
+		if err := writeRows(ctx, tx, rows, state, staged); err != nil {
 			return err
 		}
-	}
-	var newestArg any
-	if !newest.IsZero() {
-		newestArg = newest
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
 		VALUES ($1, $2, $3, $4, now())
@@ -274,45 +327,61 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 		    newest_recorded_at = COALESCE(excluded.newest_recorded_at, projector_offsets.newest_recorded_at),
 		    updated_at = now()
 		WHERE projector_offsets.next_offset < excluded.next_offset`,
-		p.cfg.Consumer, partition, next, newestArg); err != nil {
+		p.cfg.Consumer, partition, next, newest); err != nil {
 		return err
 	}
 	if p.cfg.AfterStage != nil {
 		p.cfg.AfterStage(partition)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return err
-	}
-	p.cfg.Metrics.batchCommitted(partition, len(rows), len(dead), time.Since(start), recorded, next)
-	return nil
+	return tx.Commit(ctx)
 }
 
-// writeRows stages rows with COPY and folds them into the ledger, the
-// levels and the SKU versions, each idempotently, so a replayed batch
-// changes nothing.
-func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any) error {
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
-		(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
-		return err
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_stage"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
+// writeRows appends rows to the ledger and folds the batch into the levels
+// and SKU versions, each idempotently, so a replayed batch changes nothing.
+// The ledger is written by COPY straight into the table; when that meets a
+// row already there (a replay), the transaction is retried by the caller
+// with staged=true: COPY into a temp table, then INSERT … ON CONFLICT DO
+// NOTHING.
+func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, staged bool) error {
+	if staged {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
+			(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_stage"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO inventory_ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING`); err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+	} else if _, err := tx.CopyFrom(ctx, pgx.Identifier{"inventory_ledger"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO inventory_ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING`); err != nil {
-		return fmt.Errorf("ledger: %w", err)
+
+	n := len(b.levels)
+	skus, stores := make([]string, 0, n), make([]string, 0, n)
+	onHand, reserved, versions := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	updated := make([]time.Time, 0, n)
+	for k, e := range b.levels {
+		skus, stores = append(skus, k.sku), append(stores, k.store)
+		onHand, reserved = append(onHand, e.GetOnHandAfter()), append(reserved, e.GetReservedAfter())
+		versions, updated = append(versions, e.GetSkuVersion()), append(updated, e.GetRecordedAt().AsTime())
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO stock_levels (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
-		SELECT DISTINCT ON (sku_id, store_id) sku_id, store_id, on_hand_after, reserved_after, sku_version, recorded_at
-		FROM ledger_stage ORDER BY sku_id, store_id, sku_version DESC
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[])
 		ON CONFLICT (sku_id, store_id) DO UPDATE
 		SET on_hand = excluded.on_hand, reserved = excluded.reserved, sku_version = excluded.sku_version, updated_at = excluded.updated_at
-		WHERE stock_levels.sku_version < excluded.sku_version`); err != nil {
+		WHERE stock_levels.sku_version < excluded.sku_version`, skus, stores, onHand, reserved, versions, updated); err != nil {
 		return fmt.Errorf("stock_levels: %w", err)
 	}
+	skuIDs, skuVersions := make([]string, 0, len(b.versions)), make([]int64, 0, len(b.versions))
+	for sku, v := range b.versions {
+		skuIDs, skuVersions = append(skuIDs, sku), append(skuVersions, v)
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO sku_versions (sku_id, sku_version)
-		SELECT sku_id, max(sku_version) FROM ledger_stage GROUP BY sku_id ORDER BY sku_id
+		SELECT * FROM unnest($1::text[], $2::bigint[])
 		ON CONFLICT (sku_id) DO UPDATE SET sku_version = excluded.sku_version
-		WHERE sku_versions.sku_version < excluded.sku_version`); err != nil {
+		WHERE sku_versions.sku_version < excluded.sku_version`, skuIDs, skuVersions); err != nil {
 		return fmt.Errorf("sku_versions: %w", err)
 	}
 	return nil
