@@ -185,6 +185,11 @@ func Start(ctx context.Context, c *Config) error {
 			if dsn, err = cluster.CreateDatabase(ctx, "tally"); err != nil {
 				return err
 			}
+			// So `psql "$(cat data/pg/DATABASE_URL)"` finds it.
+			if err := os.WriteFile(filepath.Join(c.DataDir, "pg", "DATABASE_URL"), []byte(dsn+"\n"), 0o644); err != nil {
+				return err
+			}
+			log.Info("read model database", "url", dsn)
 		}
 		pcfg, err := pgxpool.ParseConfig(dsn)
 		if err != nil {
