@@ -111,7 +111,9 @@ func getStock(t *testing.T, sku, store string, minVersion int64) *inventoryv1.St
 func TestEveryCommandShowsInQueries(t *testing.T) {
 	sku := uniq("sku")
 	ctx := t.Context()
-	must := func(r interface{ GetResult() *inventoryv1.CommandResult }, err error) int64 {
+	must := func(r interface {
+		GetResult() *inventoryv1.CommandResult
+	}, err error) int64 {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
