@@ -286,24 +286,20 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 // levelKey is a (sku, store).
 type levelKey struct{ sku, store string }
 
-// batchState is the newest level per (sku, store) and version per SKU in a
-// batch, folded in Go so Postgres upserts each key once.
+// batchState is the newest level per (sku, store) in a batch, folded in Go
+// so Postgres upserts each key once.
 type batchState struct {
-	levels   map[levelKey]*inventoryv1.InventoryEvent
-	versions map[string]int64
+	levels map[levelKey]*inventoryv1.InventoryEvent
 }
 
 func newBatchState() *batchState {
-	return &batchState{levels: map[levelKey]*inventoryv1.InventoryEvent{}, versions: map[string]int64{}}
+	return &batchState{levels: map[levelKey]*inventoryv1.InventoryEvent{}}
 }
 
 func (b *batchState) add(e *inventoryv1.InventoryEvent) {
 	k := levelKey{e.GetSkuId(), e.GetStoreId()}
 	if cur := b.levels[k]; cur == nil || cur.GetSkuVersion() < e.GetSkuVersion() {
 		b.levels[k] = e
-	}
-	if b.versions[e.GetSkuId()] < e.GetSkuVersion() {
-		b.versions[e.GetSkuId()] = e.GetSkuVersion()
 	}
 }
 
@@ -336,8 +332,8 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 	return tx.Commit(ctx)
 }
 
-// writeRows appends rows to the ledger and folds the batch into the levels
-// and SKU versions, each idempotently, so a replayed batch changes nothing.
+// writeRows appends rows to the ledger and folds the batch into the levels,
+// each idempotently, so a replayed batch changes nothing.
 // The ledger is written by COPY straight into the table; when that meets a
 // row already there (a replay), the transaction is retried by the caller
 // with staged=true: COPY into a temp table, then INSERT … ON CONFLICT DO
@@ -373,16 +369,6 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, stag
 		SET on_hand = excluded.on_hand, reserved = excluded.reserved, sku_version = excluded.sku_version, updated_at = excluded.updated_at
 		WHERE stock_levels.sku_version < excluded.sku_version`, skus, stores, onHand, reserved, versions, updated); err != nil {
 		return fmt.Errorf("stock_levels: %w", err)
-	}
-	skuIDs, skuVersions := make([]string, 0, len(b.versions)), make([]int64, 0, len(b.versions))
-	for sku, v := range b.versions {
-		skuIDs, skuVersions = append(skuIDs, sku), append(skuVersions, v)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO sku_versions (sku_id, sku_version)
-		SELECT * FROM unnest($1::text[], $2::bigint[])
-		ON CONFLICT (sku_id) DO UPDATE SET sku_version = excluded.sku_version
-		WHERE sku_versions.sku_version < excluded.sku_version`, skuIDs, skuVersions); err != nil {
-		return fmt.Errorf("sku_versions: %w", err)
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (in
 	var projected int64
 	for {
 		var v int64
-		err := s.cfg.Pool.QueryRow(ctx, "SELECT sku_version FROM sku_versions WHERE sku_id = $1", sku).Scan(&v)
+		err := s.cfg.Pool.QueryRow(ctx, "SELECT COALESCE(max(sku_version), 0) FROM stock_levels WHERE sku_id = $1", sku).Scan(&v)
 		switch {
 		case err == nil:
 			projected = v

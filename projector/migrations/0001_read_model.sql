@@ -28,7 +28,9 @@ CREATE TABLE inventory_ledger (
 -- index serves all three: each index on this table costs every event).
 CREATE INDEX inventory_ledger_store_version ON inventory_ledger (sku_id, store_id, sku_version DESC);
 
--- Current stock per (sku, store): the newest event wins.
+-- Current stock per (sku, store): the newest event wins. The newest projected
+-- version of a SKU (what min_version waits for) is max(sku_version) over its
+-- stores, read through the primary key's sku_id prefix.
 CREATE TABLE stock_levels (
     sku_id      text        COLLATE "C" NOT NULL,
     store_id    text        COLLATE "C" NOT NULL,
@@ -39,12 +41,6 @@ CREATE TABLE stock_levels (
     PRIMARY KEY (sku_id, store_id)
 ) WITH (fillfactor = 70); -- room for HOT updates: most writes update a row in place
 CREATE INDEX stock_levels_by_store ON stock_levels (store_id, sku_id);
-
--- Newest projected version per SKU (any store): what min_version waits on.
-CREATE TABLE sku_versions (
-    sku_id      text   COLLATE "C" PRIMARY KEY,
-    sku_version bigint NOT NULL
-) WITH (fillfactor = 70);
 
 -- Where each consumer is in each partition. Written in the same transaction
 -- as the rows, so a restart resumes exactly where the committed data ends.
