@@ -9,7 +9,10 @@
 package command
 
 import (
+	"cmp"
+	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -26,6 +29,10 @@ const (
 	KindReceipt
 	KindAdjustment
 	KindTransfer
+	KindReserve
+	KindCommitReservation
+	KindReleaseReservation
+	KindSetReorderPolicy
 )
 
 func (k Kind) String() string {
@@ -40,6 +47,14 @@ func (k Kind) String() string {
 		return "adjustment"
 	case KindTransfer:
 		return "transfer"
+	case KindReserve:
+		return "reserve"
+	case KindCommitReservation:
+		return "commit_reservation"
+	case KindReleaseReservation:
+		return "release_reservation"
+	case KindSetReorderPolicy:
+		return "reorder_policy"
 	}
 	return "unknown"
 }
@@ -64,6 +79,21 @@ type Command struct {
 	UserID           string
 	Reason           string
 	Metadata         map[string]string
+	// ReservationID names the reservation of reserve, commit and release.
+	ReservationID string
+	// TTL is how long a reservation holds.
+	TTL time.Duration
+	// ReorderPoint and TargetLevel are a reorder policy.
+	ReorderPoint, TargetLevel int64
+}
+
+// Reservation is units held at a store for a checkout.
+type Reservation struct {
+	Store     string
+	Quantity  int64
+	ExpiresAt time.Time
+	// Version is the SKU version that created it.
+	Version int64
 }
 
 // Level is one store's stock of a SKU.
@@ -81,14 +111,37 @@ type SKU struct {
 	ID      string
 	Version int64
 	Stores  map[string]Level
+	// Reservations are the active reservations by id.
+	Reservations map[string]Reservation
 }
 
 // NewSKU returns the empty aggregate of a SKU that has no events.
-func NewSKU(id string) *SKU { return &SKU{ID: id, Stores: map[string]Level{}} }
+func NewSKU(id string) *SKU {
+	return &SKU{ID: id, Stores: map[string]Level{}, Reservations: map[string]Reservation{}}
+}
 
 // Clone returns a deep copy, so a writer can apply events tentatively.
 func (s *SKU) Clone() *SKU {
-	return &SKU{ID: s.ID, Version: s.Version, Stores: maps.Clone(s.Stores)}
+	return &SKU{ID: s.ID, Version: s.Version, Stores: maps.Clone(s.Stores), Reservations: maps.Clone(s.Reservations)}
+}
+
+// Expired returns release commands for the reservations that have expired
+// at now, oldest first. The writer decides them like any command, so expiry
+// is an event in the log, never a clock on the read side.
+func (s *SKU) Expired(now time.Time) []*Command {
+	var out []*Command
+	for id, r := range s.Reservations {
+		if !now.Before(r.ExpiresAt) {
+			out = append(out, &Command{
+				ID:   fmt.Sprintf("expire:%s:%d", id, r.Version),
+				Kind: KindReleaseReservation, SKU: s.ID, ReservationID: id, Reason: "expired",
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b *Command) int {
+		return cmp.Compare(s.Reservations[a.ReservationID].Version, s.Reservations[b.ReservationID].Version)
+	})
+	return out
 }
 
 // Decide returns the events that command c produces against the current
@@ -103,7 +156,9 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 		occurred = recordedAt
 	}
 	version := s.Version
-	next := func(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {
+	// nextR makes the SKU's next event: delta changes on_hand, rdelta
+	// reserved, at store whose level is lvl.
+	nextR := func(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
 		version++
 		return &inventoryv1.InventoryEvent{
 			EventId:            newID(),
@@ -119,11 +174,16 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 			CommandId:          c.ID,
 			SkuVersion:         version,
 			OnHandAfter:        lvl.OnHand + delta,
-			ReservedAfter:      lvl.Reserved,
-			AllowNegative:      c.AllowNegative && lvl.Available()+delta < 0,
+			ReservedAfter:      lvl.Reserved + rdelta,
+			ReservedDelta:      rdelta,
+			ReservationId:      c.ReservationID,
+			AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
 			AdjustmentReason:   c.AdjustmentReason,
 			CounterpartStoreId: counterpart,
 		}
+	}
+	next := func(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {
+		return nextR(t, store, counterpart, delta, 0, lvl)
 	}
 	from := s.Stores[c.Store]
 	// take checks that removing q units from a store leaves it non-negative
@@ -160,6 +220,36 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 			next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
 			next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
 		}, nil
+	case KindReserve:
+		if _, exists := s.Reservations[c.ReservationID]; exists {
+			return nil, &ReservationExistsError{SKU: s.ID, ReservationID: c.ReservationID}
+		}
+		if from.Available() < c.Quantity {
+			return nil, &InsufficientStockError{SKU: s.ID, Store: c.Store, Requested: c.Quantity, Available: from.Available()}
+		}
+		e := nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED, c.Store, "", 0, c.Quantity, from)
+		e.ReservationExpiresAt = timestamppb.New(recordedAt.Add(c.TTL))
+		return []*inventoryv1.InventoryEvent{e}, nil
+	case KindCommitReservation, KindReleaseReservation:
+		r, ok := s.Reservations[c.ReservationID]
+		// An expired reservation is not committable even before the
+		// writer's release event lands.
+		if !ok || (c.Kind == KindCommitReservation && !recordedAt.Before(r.ExpiresAt)) {
+			return nil, &ReservationNotActiveError{SKU: s.ID, ReservationID: c.ReservationID}
+		}
+		lvl := s.Stores[r.Store]
+		if c.Kind == KindCommitReservation {
+			return []*inventoryv1.InventoryEvent{nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_COMMITTED, r.Store, "", -r.Quantity, -r.Quantity, lvl)}, nil
+		}
+		e := nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_RELEASED, r.Store, "", 0, -r.Quantity, lvl)
+		if e.Reason == "" {
+			e.Reason = "released"
+		}
+		return []*inventoryv1.InventoryEvent{e}, nil
+	case KindSetReorderPolicy:
+		e := next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, c.Store, "", 0, from)
+		e.ReorderPoint, e.TargetLevel = c.ReorderPoint, c.TargetLevel
+		return []*inventoryv1.InventoryEvent{e}, nil
 	}
 	return nil, &ValidationError{Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
 }
@@ -173,5 +263,13 @@ func (s *SKU) Apply(e *inventoryv1.InventoryEvent) error {
 	}
 	s.Version = e.GetSkuVersion()
 	s.Stores[e.GetStoreId()] = Level{OnHand: e.GetOnHandAfter(), Reserved: e.GetReservedAfter()}
+	switch e.GetEventType() {
+	case inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED:
+		s.Reservations[e.GetReservationId()] = Reservation{
+			Store: e.GetStoreId(), Quantity: e.GetReservedDelta(), ExpiresAt: e.GetReservationExpiresAt().AsTime(), Version: e.GetSkuVersion(),
+		}
+	case inventoryv1.EventType_EVENT_TYPE_RESERVATION_COMMITTED, inventoryv1.EventType_EVENT_TYPE_RESERVATION_RELEASED:
+		delete(s.Reservations, e.GetReservationId())
+	}
 	return nil
 }

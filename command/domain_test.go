@@ -155,7 +155,11 @@ func FuzzAggregate(f *testing.F) {
 			b := data[i : i+4]
 			c := &Command{
 				ID:            strconv.Itoa(i),
-				Kind:          Kind(int(b[0])%5 + 1),
+				Kind:          Kind(int(b[0])%9 + 1),
+				ReservationID: "r" + strconv.Itoa(int(b[2])%3),
+				TTL:           time.Minute,
+				ReorderPoint:  int64(b[2] % 8),
+				TargetLevel:   int64(b[2]%8) + 5,
 				SKU:           "A",
 				Store:         stores[int(b[1])%3],
 				ToStore:       stores[(int(b[1])+1+int(b[1]>>4)%2)%3],
@@ -179,9 +183,11 @@ func FuzzAggregate(f *testing.F) {
 				}
 				continue
 			case errors.As(err, &is):
-				if c.AllowNegative || is.Available >= is.Requested {
+				if (c.AllowNegative && c.Kind != KindReserve) || is.Available >= is.Requested {
 					t.Fatalf("rejected %+v although allowed or available: %+v", c, is)
 				}
+				continue
+			case errors.As(err, new(*ReservationExistsError)), errors.As(err, new(*ReservationNotActiveError)):
 				continue
 			case err != nil:
 				t.Fatal(err)
@@ -195,8 +201,11 @@ func FuzzAggregate(f *testing.F) {
 				if e.GetOnHandAfter() != before.OnHand+e.GetQuantityDelta() {
 					t.Fatalf("on_hand_after %d != %d%+d", e.GetOnHandAfter(), before.OnHand, e.GetQuantityDelta())
 				}
-				if e.GetQuantityDelta() < 0 && e.GetOnHandAfter()-e.GetReservedAfter() < 0 && !e.GetAllowNegative() {
-					t.Fatalf("stock went negative without the allow_negative flag: %v", e)
+				if e.GetReservedAfter() < 0 || e.GetReservedAfter() != before.Reserved+e.GetReservedDelta() {
+					t.Fatalf("reserved %d -> %d with delta %d", before.Reserved, e.GetReservedAfter(), e.GetReservedDelta())
+				}
+				if e.GetQuantityDelta()-e.GetReservedDelta() < 0 && e.GetOnHandAfter()-e.GetReservedAfter() < 0 && !e.GetAllowNegative() {
+					t.Fatalf("available stock went negative without the allow_negative flag: %v", e)
 				}
 				if err := s.Apply(e); err != nil {
 					t.Fatal(err)
@@ -215,4 +224,39 @@ func total(s *SKU) int64 {
 		n += l.OnHand
 	}
 	return n
+}
+
+func TestReservations(t *testing.T) {
+	s := NewSKU("A")
+	run(t, s, receipt("S1", 5))
+	hold := &Command{ID: "h", Kind: KindReserve, SKU: "A", Store: "S1", Quantity: 3, ReservationID: "cart-1", TTL: time.Minute}
+	run(t, s, hold)
+	if l := s.Stores["S1"]; l.OnHand != 5 || l.Reserved != 3 || l.Available() != 2 {
+		t.Fatalf("after reserving 3 of 5: %+v", l)
+	}
+	var is *InsufficientStockError
+	if _, err := s.Decide(&Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 3}, t0, ids()); !errors.As(err, &is) || is.Available != 2 {
+		t.Fatalf("a sale of reserved units: %v, want InsufficientStock with 2 available", err)
+	}
+	if _, err := s.Decide(&Command{Kind: KindReserve, SKU: "A", Store: "S1", Quantity: 1, ReservationID: "cart-1", TTL: time.Minute}, t0, ids()); !errors.As(err, new(*ReservationExistsError)) {
+		t.Fatalf("a second reservation with the same id: %v", err)
+	}
+	if got := s.Expired(t0.Add(59 * time.Second)); len(got) != 0 {
+		t.Fatalf("expired before its ttl: %v", got)
+	}
+	exp := s.Expired(t0.Add(time.Minute))
+	if len(exp) != 1 || exp[0].ReservationID != "cart-1" || exp[0].Reason != "expired" {
+		t.Fatalf("expired at its ttl: %v", exp)
+	}
+	// Committing at or after expiry fails even before the release lands.
+	if _, err := s.Decide(&Command{Kind: KindCommitReservation, SKU: "A", ReservationID: "cart-1"}, t0.Add(time.Minute), ids()); !errors.As(err, new(*ReservationNotActiveError)) {
+		t.Fatalf("commit of an expired reservation: %v", err)
+	}
+	evs := run(t, s, &Command{ID: "c", Kind: KindCommitReservation, SKU: "A", ReservationID: "cart-1"})
+	if l := s.Stores["S1"]; l.OnHand != 2 || l.Reserved != 0 || evs[0].GetQuantityDelta() != -3 {
+		t.Fatalf("after committing: %+v", l)
+	}
+	if _, err := s.Decide(&Command{Kind: KindReleaseReservation, SKU: "A", ReservationID: "cart-1"}, t0, ids()); !errors.As(err, new(*ReservationNotActiveError)) {
+		t.Fatalf("release of a committed reservation: %v", err)
+	}
 }

@@ -85,3 +85,22 @@ func (e *NotOwnerError) Error() string {
 // Unwrap makes a NotOwnerError an ErrUnavailable: the client should retry,
 // at the owner when one is named.
 func (e *NotOwnerError) Unwrap() error { return ErrUnavailable }
+
+// ReservationExistsError means a reservation with that id is active.
+type ReservationExistsError struct {
+	SKU, ReservationID string
+}
+
+func (e *ReservationExistsError) Error() string {
+	return fmt.Sprintf("sku %q already has an active reservation %q", e.SKU, e.ReservationID)
+}
+
+// ReservationNotActiveError means the reservation was committed, released,
+// expired, or never made.
+type ReservationNotActiveError struct {
+	SKU, ReservationID string
+}
+
+func (e *ReservationNotActiveError) Error() string {
+	return fmt.Sprintf("sku %q has no active reservation %q (committed, released, expired or unknown)", e.SKU, e.ReservationID)
+}

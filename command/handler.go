@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
@@ -32,7 +33,7 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 	return &Handler{svc: svc, log: log, now: time.Now}
 }
 
-func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*inventoryv1.CommandResult, error) {
+func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*Result, error) {
 	if err != nil {
 		return nil, h.connectError(err)
 	}
@@ -40,7 +41,7 @@ func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*inventoryv1
 	if err != nil {
 		return nil, h.connectError(err)
 	}
-	return res.proto(), nil
+	return res, nil
 }
 
 // RecordSale implements CommandService.
@@ -50,7 +51,7 @@ func (h *Handler) RecordSale(ctx context.Context, req *connect.Request[inventory
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&inventoryv1.RecordSaleResponse{Result: res}), nil
+	return connect.NewResponse(&inventoryv1.RecordSaleResponse{Result: res.proto()}), nil
 }
 
 // RecordReturn implements CommandService.
@@ -60,7 +61,7 @@ func (h *Handler) RecordReturn(ctx context.Context, req *connect.Request[invento
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&inventoryv1.RecordReturnResponse{Result: res}), nil
+	return connect.NewResponse(&inventoryv1.RecordReturnResponse{Result: res.proto()}), nil
 }
 
 // ReceiveStock implements CommandService.
@@ -70,7 +71,7 @@ func (h *Handler) ReceiveStock(ctx context.Context, req *connect.Request[invento
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&inventoryv1.ReceiveStockResponse{Result: res}), nil
+	return connect.NewResponse(&inventoryv1.ReceiveStockResponse{Result: res.proto()}), nil
 }
 
 // AdjustStock implements CommandService.
@@ -80,7 +81,7 @@ func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventor
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&inventoryv1.AdjustStockResponse{Result: res}), nil
+	return connect.NewResponse(&inventoryv1.AdjustStockResponse{Result: res.proto()}), nil
 }
 
 // TransferStock implements CommandService.
@@ -90,7 +91,47 @@ func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[invent
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&inventoryv1.TransferStockResponse{Result: res}), nil
+	return connect.NewResponse(&inventoryv1.TransferStockResponse{Result: res.proto()}), nil
+}
+
+// Reserve implements CommandService.
+func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
+	cmd, err := FromReserve(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.ReserveResponse{Result: res.proto(), ExpiresAt: timestamppb.New(res.ExpiresAt)}), nil
+}
+
+// CommitReservation implements CommandService.
+func (h *Handler) CommitReservation(ctx context.Context, req *connect.Request[inventoryv1.CommitReservationRequest]) (*connect.Response[inventoryv1.CommitReservationResponse], error) {
+	cmd, err := FromCommitReservation(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.CommitReservationResponse{Result: res.proto()}), nil
+}
+
+// ReleaseReservation implements CommandService.
+func (h *Handler) ReleaseReservation(ctx context.Context, req *connect.Request[inventoryv1.ReleaseReservationRequest]) (*connect.Response[inventoryv1.ReleaseReservationResponse], error) {
+	cmd, err := FromReleaseReservation(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.ReleaseReservationResponse{Result: res.proto()}), nil
+}
+
+// SetReorderPolicy implements CommandService.
+func (h *Handler) SetReorderPolicy(ctx context.Context, req *connect.Request[inventoryv1.SetReorderPolicyRequest]) (*connect.Response[inventoryv1.SetReorderPolicyResponse], error) {
+	cmd, err := FromSetReorderPolicy(req.Msg, h.now())
+	res, err := h.do(ctx, cmd, err)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&inventoryv1.SetReorderPolicyResponse{Result: res.proto()}), nil
 }
 
 // Apply implements CommandService.
@@ -150,6 +191,8 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 		vc *VersionConflictError
 		is *InsufficientStockError
 		no *NotOwnerError
+		rx *ReservationExistsError
+		rn *ReservationNotActiveError
 	)
 	ce := &inventoryv1.CommandError{}
 	code := connect.CodeInternal
@@ -166,6 +209,11 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 	case errors.As(err, &is):
 		code, msg = connect.CodeFailedPrecondition, is.Error()
 		ce.InsufficientStock = &inventoryv1.InsufficientStock{SkuId: is.SKU, StoreId: is.Store, Requested: is.Requested, Available: is.Available}
+	case errors.As(err, &rx):
+		code, msg = connect.CodeAlreadyExists, rx.Error()
+	case errors.As(err, &rn):
+		code, msg = connect.CodeFailedPrecondition, rn.Error()
+		ce.ReservationNotActive = &inventoryv1.ReservationNotActive{SkuId: rn.SKU, ReservationId: rn.ReservationID}
 	case errors.As(err, &no):
 		code, msg = connect.CodeUnavailable, no.Error()+"; retry"
 		if no.Owner != "" {
@@ -205,6 +253,9 @@ func (h *Handler) connectError(err error) *connect.Error {
 	}
 	if ce.InsufficientStock != nil {
 		addDetail(out, ce.InsufficientStock)
+	}
+	if ce.ReservationNotActive != nil {
+		addDetail(out, ce.ReservationNotActive)
 	}
 	return out
 }

@@ -227,6 +227,79 @@ func fromTransfer(r *inventoryv1.TransferStockRequest, c *checker) (*Command, er
 	return cmd, c.err()
 }
 
+// Reservation limits.
+const (
+	DefaultReservationTTL = 15 * time.Minute
+	MinReservationTTL     = time.Second
+	MaxReservationTTL     = 24 * time.Hour
+	MaxReorderLevel       = 10_000_000
+)
+
+// FromReserve validates a reservation request.
+func FromReserve(r *inventoryv1.ReserveRequest, now time.Time) (*Command, error) {
+	return fromReserve(r, &checker{now: now})
+}
+
+func fromReserve(r *inventoryv1.ReserveRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindReserve, Store: r.GetStoreId(), Quantity: r.GetQuantity(), ReservationID: r.GetReservationId(), TTL: DefaultReservationTTL}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), "", r.ExpectedVersion, nil, r.GetMetadata(), false}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	c.id("reservation_id", r.GetReservationId(), true)
+	c.quantity("quantity", r.GetQuantity())
+	if r.GetTtl() != nil {
+		if err := r.GetTtl().CheckValid(); err != nil {
+			c.add("ttl", "not a valid duration")
+		} else if d := r.GetTtl().AsDuration(); d < MinReservationTTL || d > MaxReservationTTL {
+			c.add("ttl", "%s to %s, got %s", MinReservationTTL, MaxReservationTTL, d)
+		} else {
+			cmd.TTL = d
+		}
+	}
+	return cmd, c.err()
+}
+
+// FromCommitReservation validates a commit of a reservation.
+func FromCommitReservation(r *inventoryv1.CommitReservationRequest, now time.Time) (*Command, error) {
+	return fromCommitReservation(r, &checker{now: now})
+}
+
+func fromCommitReservation(r *inventoryv1.CommitReservationRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindCommitReservation, ReservationID: r.GetReservationId()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), "", nil, r.GetOccurredAt(), r.GetMetadata(), false}, cmd)
+	c.id("reservation_id", r.GetReservationId(), true)
+	return cmd, c.err()
+}
+
+// FromReleaseReservation validates a release of a reservation.
+func FromReleaseReservation(r *inventoryv1.ReleaseReservationRequest, now time.Time) (*Command, error) {
+	return fromReleaseReservation(r, &checker{now: now})
+}
+
+func fromReleaseReservation(r *inventoryv1.ReleaseReservationRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindReleaseReservation, ReservationID: r.GetReservationId()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), "", nil, nil, nil, false}, cmd)
+	c.id("reservation_id", r.GetReservationId(), true)
+	return cmd, c.err()
+}
+
+// FromSetReorderPolicy validates a reorder policy.
+func FromSetReorderPolicy(r *inventoryv1.SetReorderPolicyRequest, now time.Time) (*Command, error) {
+	return fromSetReorderPolicy(r, &checker{now: now})
+}
+
+func fromSetReorderPolicy(r *inventoryv1.SetReorderPolicyRequest, c *checker) (*Command, error) {
+	cmd := &Command{Kind: KindSetReorderPolicy, Store: r.GetStoreId(), ReorderPoint: r.GetReorderPoint(), TargetLevel: r.GetTargetLevel()}
+	c.common(common{r.GetCommandId(), r.GetSkuId(), r.GetUserId(), "", r.ExpectedVersion, nil, nil, false}, cmd)
+	c.id("store_id", r.GetStoreId(), true)
+	if p := r.GetReorderPoint(); p < 0 || p > MaxReorderLevel {
+		c.add("reorder_point", "0 to %d, got %d", MaxReorderLevel, p)
+	}
+	if t := r.GetTargetLevel(); t <= r.GetReorderPoint() || t > MaxReorderLevel {
+		c.add("target_level", "must be above reorder_point (%d) and at most %d, got %d", r.GetReorderPoint(), MaxReorderLevel, t)
+	}
+	return cmd, c.err()
+}
+
 // FromBatchCommand validates command i of an Apply batch; field paths are
 // prefixed with "commands[i].<kind>.".
 func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, error) {
@@ -247,6 +320,19 @@ func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, 
 	case *inventoryv1.Command_Transfer:
 		c.prefix = fmt.Sprintf("commands[%d].transfer.", i)
 		return fromTransfer(k.Transfer, c)
+	case *inventoryv1.Command_Reserve:
+		c.prefix = fmt.Sprintf("commands[%d].reserve.", i)
+		return fromReserve(k.Reserve, c)
+	case *inventoryv1.Command_CommitReservation:
+		c.prefix = fmt.Sprintf("commands[%d].commit_reservation.", i)
+		return fromCommitReservation(k.CommitReservation, c)
+	case *inventoryv1.Command_ReleaseReservation:
+		c.prefix = fmt.Sprintf("commands[%d].release_reservation.", i)
+		return fromReleaseReservation(k.ReleaseReservation, c)
+	case *inventoryv1.Command_ReorderPolicy:
+		c.prefix = fmt.Sprintf("commands[%d].reorder_policy.", i)
+		return fromSetReorderPolicy(k.ReorderPolicy, c)
 	}
-	return nil, &ValidationError{Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i), Description: "one of sale, return, receipt, adjustment, transfer is required"}}}
+	return nil, &ValidationError{Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i),
+		Description: "one of sale, return, receipt, adjustment, transfer, reserve, commit_reservation, release_reservation, reorder_policy is required"}}}
 }

@@ -36,6 +36,11 @@ type WriterConfig struct {
 	Logger *slog.Logger
 	// Metrics, when set, is updated by every writer.
 	Metrics *Metrics
+	// ExpiryInterval is how often a writer releases expired reservations.
+	// Default 250ms.
+	ExpiryInterval time.Duration
+	// Now is the writer's clock. Default time.Now.
+	Now func() time.Time
 }
 
 func (c *WriterConfig) defaults() {
@@ -53,6 +58,12 @@ func (c *WriterConfig) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ExpiryInterval <= 0 {
+		c.ExpiryInterval = 250 * time.Millisecond
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 
@@ -73,6 +84,8 @@ type Result struct {
 	// Negative is set when the command took available stock below zero
 	// under allow_negative.
 	Negative bool
+	// ExpiresAt is when a new reservation expires.
+	ExpiresAt time.Time
 }
 
 // StoreLevel is a store's stock after a command.
@@ -95,6 +108,9 @@ func (r *Result) addEvent(e *inventoryv1.InventoryEvent) {
 	r.EventIDs = append(r.EventIDs, e.GetEventId())
 	r.Stores = append(r.Stores, StoreLevel{Store: e.GetStoreId(), Level: Level{OnHand: e.GetOnHandAfter(), Reserved: e.GetReservedAfter()}})
 	r.Negative = r.Negative || e.GetAllowNegative()
+	if e.GetReservationExpiresAt() != nil {
+		r.ExpiresAt = e.GetReservationExpiresAt().AsTime()
+	}
 }
 
 type request struct {
@@ -128,6 +144,8 @@ type Writer struct {
 	producer *kgo.Client
 	skus     map[string]*SKU
 	dedupe   *window
+	// reserving are the SKUs with active reservations, which expiry scans.
+	reserving map[string]struct{}
 }
 
 // OpenWriter takes over partition: it fences any previous writer of it (its
@@ -178,6 +196,10 @@ func (w *Writer) open(ctx context.Context) error {
 		return err
 	}
 	w.producer, w.skus, w.dedupe = producer, skus, dedupe
+	w.reserving = map[string]struct{}{}
+	for id, sku := range skus {
+		w.track(id, sku)
+	}
 	w.log.Info("partition writer ready", "skus", len(skus), "events_replayed", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -339,10 +361,20 @@ func (w *Writer) run() {
 		close(w.done)
 	}()
 	var batch []*request
+	expiry := time.NewTicker(w.cfg.ExpiryInterval)
+	defer expiry.Stop()
 	for {
-		reqs, ok := <-w.reqs
-		if !ok {
-			return
+		var reqs []*request
+		select {
+		case more, ok := <-w.reqs:
+			if !ok {
+				return
+			}
+			reqs = more
+		case <-expiry.C:
+			if reqs = w.expired(); len(reqs) == 0 {
+				continue
+			}
 		}
 		batch = append(batch[:0], reqs...)
 		// Group commit: everything that queued while the previous
@@ -365,6 +397,32 @@ func (w *Writer) run() {
 			}
 		}
 	}
+}
+
+// track keeps the set of SKUs with active reservations current.
+func (w *Writer) track(id string, sku *SKU) {
+	if len(sku.Reservations) > 0 {
+		w.reserving[id] = struct{}{}
+	} else {
+		delete(w.reserving, id)
+	}
+}
+
+// expired returns release requests for every reservation past its expiry.
+// Their outcomes go nowhere: a release that loses a race with a commit is
+// simply not needed any more.
+func (w *Writer) expired() []*request {
+	now := w.cfg.Now()
+	var out []*request
+	for id := range w.reserving {
+		for _, c := range w.skus[id].Expired(now) {
+			out = append(out, &request{ctx: context.Background(), cmd: c, done: make(chan reply, 1)})
+		}
+	}
+	if len(out) > 0 {
+		w.log.Debug("releasing expired reservations", "count", len(out))
+	}
+	return out
 }
 
 // recover reopens the writer after a failed transaction: the commit may or
@@ -440,7 +498,7 @@ func isFenced(err error) bool {
 // Unavailable; the error is returned so the writer rebuilds.
 func (w *Writer) commit(batch []*request) error {
 	start := time.Now()
-	now := start.UTC()
+	now := w.cfg.Now().UTC()
 	overlay := map[string]*SKU{}
 	pending := map[string]*Result{}
 	replies := make([]reply, len(batch))
@@ -508,6 +566,7 @@ func (w *Writer) commit(batch []*request) error {
 		}
 		for id, sku := range overlay {
 			w.skus[id] = sku
+			w.track(id, sku)
 		}
 		for key, res := range pending {
 			w.dedupe.put(key, res)

@@ -9,6 +9,7 @@ package inventoryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,555 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ReserveRequest holds units for a checkout.
+type ReserveRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	SkuId     string                 `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	StoreId   string                 `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Units held, > 0, at most the available quantity.
+	Quantity int64 `protobuf:"varint,4,opt,name=quantity,proto3" json:"quantity,omitempty"`
+	// Client-chosen id of the reservation (1-128 bytes), unique per SKU.
+	ReservationId string `protobuf:"bytes,5,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	// How long to hold: 1 s to 24 h; default 15 minutes.
+	Ttl             *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	ExpectedVersion *int64               `protobuf:"varint,7,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	UserId          string               `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Metadata        map[string]string    `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReserveRequest) Reset() {
+	*x = ReserveRequest{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveRequest) ProtoMessage() {}
+
+func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveRequest.ProtoReflect.Descriptor instead.
+func (*ReserveRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReserveRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetQuantity() int64 {
+	if x != nil {
+		return x.Quantity
+	}
+	return 0
+}
+
+func (x *ReserveRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *ReserveRequest) GetExpectedVersion() int64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *ReserveRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// ReserveResponse is the outcome of an accepted reservation.
+type ReserveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *CommandResult         `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveResponse) Reset() {
+	*x = ReserveResponse{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveResponse) ProtoMessage() {}
+
+func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveResponse.ProtoReflect.Descriptor instead.
+func (*ReserveResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReserveResponse) GetResult() *CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ReserveResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// CommitReservationRequest sells a reservation's units.
+type CommitReservationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	SkuId         string                 `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	ReservationId string                 `protobuf:"bytes,3,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	UserId        string                 `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitReservationRequest) Reset() {
+	*x = CommitReservationRequest{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitReservationRequest) ProtoMessage() {}
+
+func (x *CommitReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitReservationRequest.ProtoReflect.Descriptor instead.
+func (*CommitReservationRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CommitReservationRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommitReservationRequest) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *CommitReservationRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *CommitReservationRequest) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *CommitReservationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CommitReservationRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// CommitReservationResponse is the outcome of a committed reservation.
+type CommitReservationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *CommandResult         `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitReservationResponse) Reset() {
+	*x = CommitReservationResponse{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitReservationResponse) ProtoMessage() {}
+
+func (x *CommitReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitReservationResponse.ProtoReflect.Descriptor instead.
+func (*CommitReservationResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CommitReservationResponse) GetResult() *CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// ReleaseReservationRequest gives a reservation's units back.
+type ReleaseReservationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	SkuId         string                 `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	ReservationId string                 `protobuf:"bytes,3,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseReservationRequest) Reset() {
+	*x = ReleaseReservationRequest{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseReservationRequest) ProtoMessage() {}
+
+func (x *ReleaseReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseReservationRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseReservationRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReleaseReservationRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *ReleaseReservationRequest) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *ReleaseReservationRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *ReleaseReservationRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ReleaseReservationResponse is the outcome of a released reservation.
+type ReleaseReservationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *CommandResult         `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseReservationResponse) Reset() {
+	*x = ReleaseReservationResponse{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseReservationResponse) ProtoMessage() {}
+
+func (x *ReleaseReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseReservationResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseReservationResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReleaseReservationResponse) GetResult() *CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// SetReorderPolicyRequest sets a store's reorder policy for a SKU.
+type SetReorderPolicyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	SkuId     string                 `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	StoreId   string                 `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Low stock is available <= reorder_point; >= 0.
+	ReorderPoint int64 `protobuf:"varint,4,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
+	// A reorder brings available up to this; > reorder_point.
+	TargetLevel     int64  `protobuf:"varint,5,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
+	ExpectedVersion *int64 `protobuf:"varint,6,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	UserId          string `protobuf:"bytes,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetReorderPolicyRequest) Reset() {
+	*x = SetReorderPolicyRequest{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReorderPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReorderPolicyRequest) ProtoMessage() {}
+
+func (x *SetReorderPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReorderPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetReorderPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetReorderPolicyRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *SetReorderPolicyRequest) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *SetReorderPolicyRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *SetReorderPolicyRequest) GetReorderPoint() int64 {
+	if x != nil {
+		return x.ReorderPoint
+	}
+	return 0
+}
+
+func (x *SetReorderPolicyRequest) GetTargetLevel() int64 {
+	if x != nil {
+		return x.TargetLevel
+	}
+	return 0
+}
+
+func (x *SetReorderPolicyRequest) GetExpectedVersion() int64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SetReorderPolicyRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// SetReorderPolicyResponse is the outcome of a policy change.
+type SetReorderPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *CommandResult         `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReorderPolicyResponse) Reset() {
+	*x = SetReorderPolicyResponse{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReorderPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReorderPolicyResponse) ProtoMessage() {}
+
+func (x *SetReorderPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReorderPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetReorderPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetReorderPolicyResponse) GetResult() *CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
 
 // RecordSaleRequest records units sold.
 type RecordSaleRequest struct {
@@ -49,7 +599,7 @@ type RecordSaleRequest struct {
 
 func (x *RecordSaleRequest) Reset() {
 	*x = RecordSaleRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[0]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -61,7 +611,7 @@ func (x *RecordSaleRequest) String() string {
 func (*RecordSaleRequest) ProtoMessage() {}
 
 func (x *RecordSaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[0]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -74,7 +624,7 @@ func (x *RecordSaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSaleRequest.ProtoReflect.Descriptor instead.
 func (*RecordSaleRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{0}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordSaleRequest) GetCommandId() string {
@@ -157,7 +707,7 @@ type RecordSaleResponse struct {
 
 func (x *RecordSaleResponse) Reset() {
 	*x = RecordSaleResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[1]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +719,7 @@ func (x *RecordSaleResponse) String() string {
 func (*RecordSaleResponse) ProtoMessage() {}
 
 func (x *RecordSaleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[1]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +732,7 @@ func (x *RecordSaleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSaleResponse.ProtoReflect.Descriptor instead.
 func (*RecordSaleResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordSaleResponse) GetResult() *CommandResult {
@@ -211,7 +761,7 @@ type RecordReturnRequest struct {
 
 func (x *RecordReturnRequest) Reset() {
 	*x = RecordReturnRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[2]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +773,7 @@ func (x *RecordReturnRequest) String() string {
 func (*RecordReturnRequest) ProtoMessage() {}
 
 func (x *RecordReturnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[2]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +786,7 @@ func (x *RecordReturnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReturnRequest.ProtoReflect.Descriptor instead.
 func (*RecordReturnRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordReturnRequest) GetCommandId() string {
@@ -312,7 +862,7 @@ type RecordReturnResponse struct {
 
 func (x *RecordReturnResponse) Reset() {
 	*x = RecordReturnResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[3]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +874,7 @@ func (x *RecordReturnResponse) String() string {
 func (*RecordReturnResponse) ProtoMessage() {}
 
 func (x *RecordReturnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[3]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +887,7 @@ func (x *RecordReturnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordReturnResponse.ProtoReflect.Descriptor instead.
 func (*RecordReturnResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordReturnResponse) GetResult() *CommandResult {
@@ -366,7 +916,7 @@ type ReceiveStockRequest struct {
 
 func (x *ReceiveStockRequest) Reset() {
 	*x = ReceiveStockRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[4]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +928,7 @@ func (x *ReceiveStockRequest) String() string {
 func (*ReceiveStockRequest) ProtoMessage() {}
 
 func (x *ReceiveStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[4]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +941,7 @@ func (x *ReceiveStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveStockRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReceiveStockRequest) GetCommandId() string {
@@ -467,7 +1017,7 @@ type ReceiveStockResponse struct {
 
 func (x *ReceiveStockResponse) Reset() {
 	*x = ReceiveStockResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[5]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +1029,7 @@ func (x *ReceiveStockResponse) String() string {
 func (*ReceiveStockResponse) ProtoMessage() {}
 
 func (x *ReceiveStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[5]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +1042,7 @@ func (x *ReceiveStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveStockResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReceiveStockResponse) GetResult() *CommandResult {
@@ -525,7 +1075,7 @@ type AdjustStockRequest struct {
 
 func (x *AdjustStockRequest) Reset() {
 	*x = AdjustStockRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[6]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +1087,7 @@ func (x *AdjustStockRequest) String() string {
 func (*AdjustStockRequest) ProtoMessage() {}
 
 func (x *AdjustStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[6]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +1100,7 @@ func (x *AdjustStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdjustStockRequest.ProtoReflect.Descriptor instead.
 func (*AdjustStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdjustStockRequest) GetCommandId() string {
@@ -640,7 +1190,7 @@ type AdjustStockResponse struct {
 
 func (x *AdjustStockResponse) Reset() {
 	*x = AdjustStockResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[7]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +1202,7 @@ func (x *AdjustStockResponse) String() string {
 func (*AdjustStockResponse) ProtoMessage() {}
 
 func (x *AdjustStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[7]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +1215,7 @@ func (x *AdjustStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdjustStockResponse.ProtoReflect.Descriptor instead.
 func (*AdjustStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AdjustStockResponse) GetResult() *CommandResult {
@@ -697,7 +1247,7 @@ type TransferStockRequest struct {
 
 func (x *TransferStockRequest) Reset() {
 	*x = TransferStockRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[8]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +1259,7 @@ func (x *TransferStockRequest) String() string {
 func (*TransferStockRequest) ProtoMessage() {}
 
 func (x *TransferStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[8]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +1272,7 @@ func (x *TransferStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferStockRequest.ProtoReflect.Descriptor instead.
 func (*TransferStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferStockRequest) GetCommandId() string {
@@ -812,7 +1362,7 @@ type TransferStockResponse struct {
 
 func (x *TransferStockResponse) Reset() {
 	*x = TransferStockResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[9]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1374,7 @@ func (x *TransferStockResponse) String() string {
 func (*TransferStockResponse) ProtoMessage() {}
 
 func (x *TransferStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[9]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1387,7 @@ func (x *TransferStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferStockResponse.ProtoReflect.Descriptor instead.
 func (*TransferStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferStockResponse) GetResult() *CommandResult {
@@ -858,7 +1408,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[10]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1420,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[10]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1433,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApplyRequest) GetCommands() []*Command {
@@ -903,6 +1453,10 @@ type Command struct {
 	//	*Command_Receipt
 	//	*Command_Adjustment
 	//	*Command_Transfer
+	//	*Command_Reserve
+	//	*Command_CommitReservation
+	//	*Command_ReleaseReservation
+	//	*Command_ReorderPolicy
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -910,7 +1464,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[11]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1476,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[11]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1489,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Command) GetKind() isCommand_Kind {
@@ -990,6 +1544,42 @@ func (x *Command) GetTransfer() *TransferStockRequest {
 	return nil
 }
 
+func (x *Command) GetReserve() *ReserveRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Reserve); ok {
+			return x.Reserve
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCommitReservation() *CommitReservationRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_CommitReservation); ok {
+			return x.CommitReservation
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReleaseReservation() *ReleaseReservationRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ReleaseReservation); ok {
+			return x.ReleaseReservation
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReorderPolicy() *SetReorderPolicyRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_ReorderPolicy); ok {
+			return x.ReorderPolicy
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -1014,6 +1604,22 @@ type Command_Transfer struct {
 	Transfer *TransferStockRequest `protobuf:"bytes,5,opt,name=transfer,proto3,oneof"`
 }
 
+type Command_Reserve struct {
+	Reserve *ReserveRequest `protobuf:"bytes,6,opt,name=reserve,proto3,oneof"`
+}
+
+type Command_CommitReservation struct {
+	CommitReservation *CommitReservationRequest `protobuf:"bytes,7,opt,name=commit_reservation,json=commitReservation,proto3,oneof"`
+}
+
+type Command_ReleaseReservation struct {
+	ReleaseReservation *ReleaseReservationRequest `protobuf:"bytes,8,opt,name=release_reservation,json=releaseReservation,proto3,oneof"`
+}
+
+type Command_ReorderPolicy struct {
+	ReorderPolicy *SetReorderPolicyRequest `protobuf:"bytes,9,opt,name=reorder_policy,json=reorderPolicy,proto3,oneof"`
+}
+
 func (*Command_Sale) isCommand_Kind() {}
 
 func (*Command_Return) isCommand_Kind() {}
@@ -1023,6 +1629,14 @@ func (*Command_Receipt) isCommand_Kind() {}
 func (*Command_Adjustment) isCommand_Kind() {}
 
 func (*Command_Transfer) isCommand_Kind() {}
+
+func (*Command_Reserve) isCommand_Kind() {}
+
+func (*Command_CommitReservation) isCommand_Kind() {}
+
+func (*Command_ReleaseReservation) isCommand_Kind() {}
+
+func (*Command_ReorderPolicy) isCommand_Kind() {}
 
 // ApplyResponse has one outcome per command, in request order.
 type ApplyResponse struct {
@@ -1034,7 +1648,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[12]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1660,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[12]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1673,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApplyResponse) GetOutcomes() []*CommandOutcome {
@@ -1083,7 +1697,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[13]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1709,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[13]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1722,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommandOutcome) GetOutcome() isCommandOutcome_Outcome {
@@ -1174,7 +1788,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[14]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1800,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[14]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1813,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CommandResult) GetSkuId() string {
@@ -1258,7 +1872,7 @@ type StoreLevel struct {
 
 func (x *StoreLevel) Reset() {
 	*x = StoreLevel{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[15]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1884,7 @@ func (x *StoreLevel) String() string {
 func (*StoreLevel) ProtoMessage() {}
 
 func (x *StoreLevel) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[15]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1897,7 @@ func (x *StoreLevel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreLevel.ProtoReflect.Descriptor instead.
 func (*StoreLevel) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StoreLevel) GetStoreId() string {
@@ -1320,18 +1934,19 @@ type CommandError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Connect code name: "invalid_argument", "aborted", "failed_precondition",
 	// "unavailable", ...
-	Code              string             `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message           string             `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	FieldViolations   []*FieldViolation  `protobuf:"bytes,3,rep,name=field_violations,json=fieldViolations,proto3" json:"field_violations,omitempty"`
-	VersionConflict   *VersionConflict   `protobuf:"bytes,4,opt,name=version_conflict,json=versionConflict,proto3" json:"version_conflict,omitempty"`
-	InsufficientStock *InsufficientStock `protobuf:"bytes,5,opt,name=insufficient_stock,json=insufficientStock,proto3" json:"insufficient_stock,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	Code                 string                `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message              string                `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	FieldViolations      []*FieldViolation     `protobuf:"bytes,3,rep,name=field_violations,json=fieldViolations,proto3" json:"field_violations,omitempty"`
+	VersionConflict      *VersionConflict      `protobuf:"bytes,4,opt,name=version_conflict,json=versionConflict,proto3" json:"version_conflict,omitempty"`
+	InsufficientStock    *InsufficientStock    `protobuf:"bytes,5,opt,name=insufficient_stock,json=insufficientStock,proto3" json:"insufficient_stock,omitempty"`
+	ReservationNotActive *ReservationNotActive `protobuf:"bytes,6,opt,name=reservation_not_active,json=reservationNotActive,proto3" json:"reservation_not_active,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CommandError) Reset() {
 	*x = CommandError{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[16]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1958,7 @@ func (x *CommandError) String() string {
 func (*CommandError) ProtoMessage() {}
 
 func (x *CommandError) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[16]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1971,7 @@ func (x *CommandError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandError.ProtoReflect.Descriptor instead.
 func (*CommandError) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommandError) GetCode() string {
@@ -1394,6 +2009,67 @@ func (x *CommandError) GetInsufficientStock() *InsufficientStock {
 	return nil
 }
 
+func (x *CommandError) GetReservationNotActive() *ReservationNotActive {
+	if x != nil {
+		return x.ReservationNotActive
+	}
+	return nil
+}
+
+// ReservationNotActive is the detail of a FAILED_PRECONDITION error: the
+// reservation was committed, released, expired, or never made.
+type ReservationNotActive struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SkuId         string                 `protobuf:"bytes,1,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	ReservationId string                 `protobuf:"bytes,2,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReservationNotActive) Reset() {
+	*x = ReservationNotActive{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReservationNotActive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReservationNotActive) ProtoMessage() {}
+
+func (x *ReservationNotActive) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReservationNotActive.ProtoReflect.Descriptor instead.
+func (*ReservationNotActive) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReservationNotActive) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *ReservationNotActive) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
 // FieldViolation names one problem with one field of a request.
 type FieldViolation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1406,7 +2082,7 @@ type FieldViolation struct {
 
 func (x *FieldViolation) Reset() {
 	*x = FieldViolation{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[17]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +2094,7 @@ func (x *FieldViolation) String() string {
 func (*FieldViolation) ProtoMessage() {}
 
 func (x *FieldViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[17]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +2107,7 @@ func (x *FieldViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldViolation.ProtoReflect.Descriptor instead.
 func (*FieldViolation) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FieldViolation) GetField() string {
@@ -1460,7 +2136,7 @@ type VersionConflict struct {
 
 func (x *VersionConflict) Reset() {
 	*x = VersionConflict{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +2148,7 @@ func (x *VersionConflict) String() string {
 func (*VersionConflict) ProtoMessage() {}
 
 func (x *VersionConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +2161,7 @@ func (x *VersionConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionConflict.ProtoReflect.Descriptor instead.
 func (*VersionConflict) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VersionConflict) GetSkuId() string {
@@ -1523,7 +2199,7 @@ type InsufficientStock struct {
 
 func (x *InsufficientStock) Reset() {
 	*x = InsufficientStock{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[19]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +2211,7 @@ func (x *InsufficientStock) String() string {
 func (*InsufficientStock) ProtoMessage() {}
 
 func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[19]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +2224,7 @@ func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsufficientStock.ProtoReflect.Descriptor instead.
 func (*InsufficientStock) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InsufficientStock) GetSkuId() string {
@@ -1583,7 +2259,60 @@ var File_tally_inventory_v1_command_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\n" +
-	" tally/inventory/v1/command.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftally/inventory/v1/events.proto\"\xe8\x03\n" +
+	" tally/inventory/v1/command.proto\x12\x12tally.inventory.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftally/inventory/v1/events.proto\"\xba\x03\n" +
+	"\x0eReserveRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
+	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12\x19\n" +
+	"\bstore_id\x18\x03 \x01(\tR\astoreId\x12\x1a\n" +
+	"\bquantity\x18\x04 \x01(\x03R\bquantity\x12%\n" +
+	"\x0ereservation_id\x18\x05 \x01(\tR\rreservationId\x12+\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12.\n" +
+	"\x10expected_version\x18\a \x01(\x03H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x17\n" +
+	"\auser_id\x18\b \x01(\tR\x06userId\x12L\n" +
+	"\bmetadata\x18\t \x03(\v20.tally.inventory.v1.ReserveRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x13\n" +
+	"\x11_expected_version\"\x87\x01\n" +
+	"\x0fReserveResponse\x129\n" +
+	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xe2\x02\n" +
+	"\x18CommitReservationRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
+	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12%\n" +
+	"\x0ereservation_id\x18\x03 \x01(\tR\rreservationId\x12;\n" +
+	"\voccurred_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x17\n" +
+	"\auser_id\x18\x05 \x01(\tR\x06userId\x12V\n" +
+	"\bmetadata\x18\x06 \x03(\v2:.tally.inventory.v1.CommitReservationRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\x19CommitReservationResponse\x129\n" +
+	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\"\x91\x01\n" +
+	"\x19ReleaseReservationRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
+	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12%\n" +
+	"\x0ereservation_id\x18\x03 \x01(\tR\rreservationId\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\"W\n" +
+	"\x1aReleaseReservationResponse\x129\n" +
+	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\"\x90\x02\n" +
+	"\x17SetReorderPolicyRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
+	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12\x19\n" +
+	"\bstore_id\x18\x03 \x01(\tR\astoreId\x12#\n" +
+	"\rreorder_point\x18\x04 \x01(\x03R\freorderPoint\x12!\n" +
+	"\ftarget_level\x18\x05 \x01(\x03R\vtargetLevel\x12.\n" +
+	"\x10expected_version\x18\x06 \x01(\x03H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x17\n" +
+	"\auser_id\x18\a \x01(\tR\x06userIdB\x13\n" +
+	"\x11_expected_version\"U\n" +
+	"\x18SetReorderPolicyResponse\x129\n" +
+	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\"\xe8\x03\n" +
 	"\x11RecordSaleRequest\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
@@ -1683,7 +2412,7 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\x15TransferStockResponse\x129\n" +
 	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\"G\n" +
 	"\fApplyRequest\x127\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1b.tally.inventory.v1.CommandR\bcommands\"\xe8\x02\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1b.tally.inventory.v1.CommandR\bcommands\"\xbf\x05\n" +
 	"\aCommand\x12;\n" +
 	"\x04sale\x18\x01 \x01(\v2%.tally.inventory.v1.RecordSaleRequestH\x00R\x04sale\x12A\n" +
 	"\x06return\x18\x02 \x01(\v2'.tally.inventory.v1.RecordReturnRequestH\x00R\x06return\x12C\n" +
@@ -1691,7 +2420,11 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"adjustment\x18\x04 \x01(\v2&.tally.inventory.v1.AdjustStockRequestH\x00R\n" +
 	"adjustment\x12F\n" +
-	"\btransfer\x18\x05 \x01(\v2(.tally.inventory.v1.TransferStockRequestH\x00R\btransferB\x06\n" +
+	"\btransfer\x18\x05 \x01(\v2(.tally.inventory.v1.TransferStockRequestH\x00R\btransfer\x12>\n" +
+	"\areserve\x18\x06 \x01(\v2\".tally.inventory.v1.ReserveRequestH\x00R\areserve\x12]\n" +
+	"\x12commit_reservation\x18\a \x01(\v2,.tally.inventory.v1.CommitReservationRequestH\x00R\x11commitReservation\x12`\n" +
+	"\x13release_reservation\x18\b \x01(\v2-.tally.inventory.v1.ReleaseReservationRequestH\x00R\x12releaseReservation\x12T\n" +
+	"\x0ereorder_policy\x18\t \x01(\v2+.tally.inventory.v1.SetReorderPolicyRequestH\x00R\rreorderPolicyB\x06\n" +
 	"\x04kind\"O\n" +
 	"\rApplyResponse\x12>\n" +
 	"\boutcomes\x18\x01 \x03(\v2\".tally.inventory.v1.CommandOutcomeR\boutcomes\"\x92\x01\n" +
@@ -1712,13 +2445,17 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x17\n" +
 	"\aon_hand\x18\x02 \x01(\x03R\x06onHand\x12\x1a\n" +
 	"\breserved\x18\x03 \x01(\x03R\breserved\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\xb1\x02\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\x91\x03\n" +
 	"\fCommandError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12M\n" +
 	"\x10field_violations\x18\x03 \x03(\v2\".tally.inventory.v1.FieldViolationR\x0ffieldViolations\x12N\n" +
 	"\x10version_conflict\x18\x04 \x01(\v2#.tally.inventory.v1.VersionConflictR\x0fversionConflict\x12T\n" +
-	"\x12insufficient_stock\x18\x05 \x01(\v2%.tally.inventory.v1.InsufficientStockR\x11insufficientStock\"H\n" +
+	"\x12insufficient_stock\x18\x05 \x01(\v2%.tally.inventory.v1.InsufficientStockR\x11insufficientStock\x12^\n" +
+	"\x16reservation_not_active\x18\x06 \x01(\v2(.tally.inventory.v1.ReservationNotActiveR\x14reservationNotActive\"T\n" +
+	"\x14ReservationNotActive\x12\x15\n" +
+	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12%\n" +
+	"\x0ereservation_id\x18\x02 \x01(\tR\rreservationId\"H\n" +
 	"\x0eFieldViolation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\"|\n" +
@@ -1730,7 +2467,7 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x1c\n" +
 	"\trequested\x18\x03 \x01(\x03R\trequested\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\x03R\tavailable2\xc7\x04\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable2\xf1\a\n" +
 	"\x0eCommandService\x12[\n" +
 	"\n" +
 	"RecordSale\x12%.tally.inventory.v1.RecordSaleRequest\x1a&.tally.inventory.v1.RecordSaleResponse\x12a\n" +
@@ -1738,7 +2475,11 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\fReceiveStock\x12'.tally.inventory.v1.ReceiveStockRequest\x1a(.tally.inventory.v1.ReceiveStockResponse\x12^\n" +
 	"\vAdjustStock\x12&.tally.inventory.v1.AdjustStockRequest\x1a'.tally.inventory.v1.AdjustStockResponse\x12d\n" +
 	"\rTransferStock\x12(.tally.inventory.v1.TransferStockRequest\x1a).tally.inventory.v1.TransferStockResponse\x12L\n" +
-	"\x05Apply\x12 .tally.inventory.v1.ApplyRequest\x1a!.tally.inventory.v1.ApplyResponseB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
+	"\x05Apply\x12 .tally.inventory.v1.ApplyRequest\x1a!.tally.inventory.v1.ApplyResponse\x12R\n" +
+	"\aReserve\x12\".tally.inventory.v1.ReserveRequest\x1a#.tally.inventory.v1.ReserveResponse\x12p\n" +
+	"\x11CommitReservation\x12,.tally.inventory.v1.CommitReservationRequest\x1a-.tally.inventory.v1.CommitReservationResponse\x12s\n" +
+	"\x12ReleaseReservation\x12-.tally.inventory.v1.ReleaseReservationRequest\x1a..tally.inventory.v1.ReleaseReservationResponse\x12m\n" +
+	"\x10SetReorderPolicy\x12+.tally.inventory.v1.SetReorderPolicyRequest\x1a,.tally.inventory.v1.SetReorderPolicyResponseB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_tally_inventory_v1_command_proto_rawDescOnce sync.Once
@@ -1752,83 +2493,117 @@ func file_tally_inventory_v1_command_proto_rawDescGZIP() []byte {
 	return file_tally_inventory_v1_command_proto_rawDescData
 }
 
-var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_tally_inventory_v1_command_proto_goTypes = []any{
-	(*RecordSaleRequest)(nil),     // 0: tally.inventory.v1.RecordSaleRequest
-	(*RecordSaleResponse)(nil),    // 1: tally.inventory.v1.RecordSaleResponse
-	(*RecordReturnRequest)(nil),   // 2: tally.inventory.v1.RecordReturnRequest
-	(*RecordReturnResponse)(nil),  // 3: tally.inventory.v1.RecordReturnResponse
-	(*ReceiveStockRequest)(nil),   // 4: tally.inventory.v1.ReceiveStockRequest
-	(*ReceiveStockResponse)(nil),  // 5: tally.inventory.v1.ReceiveStockResponse
-	(*AdjustStockRequest)(nil),    // 6: tally.inventory.v1.AdjustStockRequest
-	(*AdjustStockResponse)(nil),   // 7: tally.inventory.v1.AdjustStockResponse
-	(*TransferStockRequest)(nil),  // 8: tally.inventory.v1.TransferStockRequest
-	(*TransferStockResponse)(nil), // 9: tally.inventory.v1.TransferStockResponse
-	(*ApplyRequest)(nil),          // 10: tally.inventory.v1.ApplyRequest
-	(*Command)(nil),               // 11: tally.inventory.v1.Command
-	(*ApplyResponse)(nil),         // 12: tally.inventory.v1.ApplyResponse
-	(*CommandOutcome)(nil),        // 13: tally.inventory.v1.CommandOutcome
-	(*CommandResult)(nil),         // 14: tally.inventory.v1.CommandResult
-	(*StoreLevel)(nil),            // 15: tally.inventory.v1.StoreLevel
-	(*CommandError)(nil),          // 16: tally.inventory.v1.CommandError
-	(*FieldViolation)(nil),        // 17: tally.inventory.v1.FieldViolation
-	(*VersionConflict)(nil),       // 18: tally.inventory.v1.VersionConflict
-	(*InsufficientStock)(nil),     // 19: tally.inventory.v1.InsufficientStock
-	nil,                           // 20: tally.inventory.v1.RecordSaleRequest.MetadataEntry
-	nil,                           // 21: tally.inventory.v1.RecordReturnRequest.MetadataEntry
-	nil,                           // 22: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
-	nil,                           // 23: tally.inventory.v1.AdjustStockRequest.MetadataEntry
-	nil,                           // 24: tally.inventory.v1.TransferStockRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(AdjustmentReason)(0),         // 26: tally.inventory.v1.AdjustmentReason
+	(*ReserveRequest)(nil),             // 0: tally.inventory.v1.ReserveRequest
+	(*ReserveResponse)(nil),            // 1: tally.inventory.v1.ReserveResponse
+	(*CommitReservationRequest)(nil),   // 2: tally.inventory.v1.CommitReservationRequest
+	(*CommitReservationResponse)(nil),  // 3: tally.inventory.v1.CommitReservationResponse
+	(*ReleaseReservationRequest)(nil),  // 4: tally.inventory.v1.ReleaseReservationRequest
+	(*ReleaseReservationResponse)(nil), // 5: tally.inventory.v1.ReleaseReservationResponse
+	(*SetReorderPolicyRequest)(nil),    // 6: tally.inventory.v1.SetReorderPolicyRequest
+	(*SetReorderPolicyResponse)(nil),   // 7: tally.inventory.v1.SetReorderPolicyResponse
+	(*RecordSaleRequest)(nil),          // 8: tally.inventory.v1.RecordSaleRequest
+	(*RecordSaleResponse)(nil),         // 9: tally.inventory.v1.RecordSaleResponse
+	(*RecordReturnRequest)(nil),        // 10: tally.inventory.v1.RecordReturnRequest
+	(*RecordReturnResponse)(nil),       // 11: tally.inventory.v1.RecordReturnResponse
+	(*ReceiveStockRequest)(nil),        // 12: tally.inventory.v1.ReceiveStockRequest
+	(*ReceiveStockResponse)(nil),       // 13: tally.inventory.v1.ReceiveStockResponse
+	(*AdjustStockRequest)(nil),         // 14: tally.inventory.v1.AdjustStockRequest
+	(*AdjustStockResponse)(nil),        // 15: tally.inventory.v1.AdjustStockResponse
+	(*TransferStockRequest)(nil),       // 16: tally.inventory.v1.TransferStockRequest
+	(*TransferStockResponse)(nil),      // 17: tally.inventory.v1.TransferStockResponse
+	(*ApplyRequest)(nil),               // 18: tally.inventory.v1.ApplyRequest
+	(*Command)(nil),                    // 19: tally.inventory.v1.Command
+	(*ApplyResponse)(nil),              // 20: tally.inventory.v1.ApplyResponse
+	(*CommandOutcome)(nil),             // 21: tally.inventory.v1.CommandOutcome
+	(*CommandResult)(nil),              // 22: tally.inventory.v1.CommandResult
+	(*StoreLevel)(nil),                 // 23: tally.inventory.v1.StoreLevel
+	(*CommandError)(nil),               // 24: tally.inventory.v1.CommandError
+	(*ReservationNotActive)(nil),       // 25: tally.inventory.v1.ReservationNotActive
+	(*FieldViolation)(nil),             // 26: tally.inventory.v1.FieldViolation
+	(*VersionConflict)(nil),            // 27: tally.inventory.v1.VersionConflict
+	(*InsufficientStock)(nil),          // 28: tally.inventory.v1.InsufficientStock
+	nil,                                // 29: tally.inventory.v1.ReserveRequest.MetadataEntry
+	nil,                                // 30: tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	nil,                                // 31: tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	nil,                                // 32: tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	nil,                                // 33: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	nil,                                // 34: tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	nil,                                // 35: tally.inventory.v1.TransferStockRequest.MetadataEntry
+	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
+	(AdjustmentReason)(0),              // 38: tally.inventory.v1.AdjustmentReason
 }
 var file_tally_inventory_v1_command_proto_depIdxs = []int32{
-	25, // 0: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	20, // 1: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
-	14, // 2: tally.inventory.v1.RecordSaleResponse.result:type_name -> tally.inventory.v1.CommandResult
-	25, // 3: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	21, // 4: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
-	14, // 5: tally.inventory.v1.RecordReturnResponse.result:type_name -> tally.inventory.v1.CommandResult
-	25, // 6: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	22, // 7: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
-	14, // 8: tally.inventory.v1.ReceiveStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	26, // 9: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
-	25, // 10: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	23, // 11: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
-	14, // 12: tally.inventory.v1.AdjustStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	25, // 13: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	24, // 14: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
-	14, // 15: tally.inventory.v1.TransferStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	11, // 16: tally.inventory.v1.ApplyRequest.commands:type_name -> tally.inventory.v1.Command
-	0,  // 17: tally.inventory.v1.Command.sale:type_name -> tally.inventory.v1.RecordSaleRequest
-	2,  // 18: tally.inventory.v1.Command.return:type_name -> tally.inventory.v1.RecordReturnRequest
-	4,  // 19: tally.inventory.v1.Command.receipt:type_name -> tally.inventory.v1.ReceiveStockRequest
-	6,  // 20: tally.inventory.v1.Command.adjustment:type_name -> tally.inventory.v1.AdjustStockRequest
-	8,  // 21: tally.inventory.v1.Command.transfer:type_name -> tally.inventory.v1.TransferStockRequest
-	13, // 22: tally.inventory.v1.ApplyResponse.outcomes:type_name -> tally.inventory.v1.CommandOutcome
-	14, // 23: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
-	16, // 24: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
-	15, // 25: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
-	17, // 26: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
-	18, // 27: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
-	19, // 28: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
-	0,  // 29: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
-	2,  // 30: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
-	4,  // 31: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
-	6,  // 32: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
-	8,  // 33: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
-	10, // 34: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
-	1,  // 35: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
-	3,  // 36: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
-	5,  // 37: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
-	7,  // 38: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
-	9,  // 39: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
-	12, // 40: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	36, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
+	29, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
+	22, // 2: tally.inventory.v1.ReserveResponse.result:type_name -> tally.inventory.v1.CommandResult
+	37, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	30, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	22, // 6: tally.inventory.v1.CommitReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
+	22, // 7: tally.inventory.v1.ReleaseReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
+	22, // 8: tally.inventory.v1.SetReorderPolicyResponse.result:type_name -> tally.inventory.v1.CommandResult
+	37, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	31, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	22, // 11: tally.inventory.v1.RecordSaleResponse.result:type_name -> tally.inventory.v1.CommandResult
+	37, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	32, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	22, // 14: tally.inventory.v1.RecordReturnResponse.result:type_name -> tally.inventory.v1.CommandResult
+	37, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	22, // 17: tally.inventory.v1.ReceiveStockResponse.result:type_name -> tally.inventory.v1.CommandResult
+	38, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
+	37, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	34, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	22, // 21: tally.inventory.v1.AdjustStockResponse.result:type_name -> tally.inventory.v1.CommandResult
+	37, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
+	22, // 24: tally.inventory.v1.TransferStockResponse.result:type_name -> tally.inventory.v1.CommandResult
+	19, // 25: tally.inventory.v1.ApplyRequest.commands:type_name -> tally.inventory.v1.Command
+	8,  // 26: tally.inventory.v1.Command.sale:type_name -> tally.inventory.v1.RecordSaleRequest
+	10, // 27: tally.inventory.v1.Command.return:type_name -> tally.inventory.v1.RecordReturnRequest
+	12, // 28: tally.inventory.v1.Command.receipt:type_name -> tally.inventory.v1.ReceiveStockRequest
+	14, // 29: tally.inventory.v1.Command.adjustment:type_name -> tally.inventory.v1.AdjustStockRequest
+	16, // 30: tally.inventory.v1.Command.transfer:type_name -> tally.inventory.v1.TransferStockRequest
+	0,  // 31: tally.inventory.v1.Command.reserve:type_name -> tally.inventory.v1.ReserveRequest
+	2,  // 32: tally.inventory.v1.Command.commit_reservation:type_name -> tally.inventory.v1.CommitReservationRequest
+	4,  // 33: tally.inventory.v1.Command.release_reservation:type_name -> tally.inventory.v1.ReleaseReservationRequest
+	6,  // 34: tally.inventory.v1.Command.reorder_policy:type_name -> tally.inventory.v1.SetReorderPolicyRequest
+	21, // 35: tally.inventory.v1.ApplyResponse.outcomes:type_name -> tally.inventory.v1.CommandOutcome
+	22, // 36: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
+	24, // 37: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
+	23, // 38: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
+	26, // 39: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
+	27, // 40: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
+	28, // 41: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
+	25, // 42: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
+	8,  // 43: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
+	10, // 44: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
+	12, // 45: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
+	14, // 46: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
+	16, // 47: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
+	18, // 48: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
+	0,  // 49: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
+	2,  // 50: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
+	4,  // 51: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
+	6,  // 52: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
+	9,  // 53: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
+	11, // 54: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
+	13, // 55: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
+	15, // 56: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
+	17, // 57: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
+	20, // 58: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
+	1,  // 59: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
+	3,  // 60: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
+	5,  // 61: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
+	7,  // 62: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
+	53, // [53:63] is the sub-list for method output_type
+	43, // [43:53] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_command_proto_init() }
@@ -1838,18 +2613,24 @@ func file_tally_inventory_v1_command_proto_init() {
 	}
 	file_tally_inventory_v1_events_proto_init()
 	file_tally_inventory_v1_command_proto_msgTypes[0].OneofWrappers = []any{}
-	file_tally_inventory_v1_command_proto_msgTypes[2].OneofWrappers = []any{}
-	file_tally_inventory_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_tally_inventory_v1_command_proto_msgTypes[6].OneofWrappers = []any{}
 	file_tally_inventory_v1_command_proto_msgTypes[8].OneofWrappers = []any{}
-	file_tally_inventory_v1_command_proto_msgTypes[11].OneofWrappers = []any{
+	file_tally_inventory_v1_command_proto_msgTypes[10].OneofWrappers = []any{}
+	file_tally_inventory_v1_command_proto_msgTypes[12].OneofWrappers = []any{}
+	file_tally_inventory_v1_command_proto_msgTypes[14].OneofWrappers = []any{}
+	file_tally_inventory_v1_command_proto_msgTypes[16].OneofWrappers = []any{}
+	file_tally_inventory_v1_command_proto_msgTypes[19].OneofWrappers = []any{
 		(*Command_Sale)(nil),
 		(*Command_Return)(nil),
 		(*Command_Receipt)(nil),
 		(*Command_Adjustment)(nil),
 		(*Command_Transfer)(nil),
+		(*Command_Reserve)(nil),
+		(*Command_CommitReservation)(nil),
+		(*Command_ReleaseReservation)(nil),
+		(*Command_ReorderPolicy)(nil),
 	}
-	file_tally_inventory_v1_command_proto_msgTypes[13].OneofWrappers = []any{
+	file_tally_inventory_v1_command_proto_msgTypes[21].OneofWrappers = []any{
 		(*CommandOutcome_Result)(nil),
 		(*CommandOutcome_Error)(nil),
 	}
@@ -1859,7 +2640,7 @@ func file_tally_inventory_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_command_proto_rawDesc), len(file_tally_inventory_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CommandService_RecordSale_FullMethodName    = "/tally.inventory.v1.CommandService/RecordSale"
-	CommandService_RecordReturn_FullMethodName  = "/tally.inventory.v1.CommandService/RecordReturn"
-	CommandService_ReceiveStock_FullMethodName  = "/tally.inventory.v1.CommandService/ReceiveStock"
-	CommandService_AdjustStock_FullMethodName   = "/tally.inventory.v1.CommandService/AdjustStock"
-	CommandService_TransferStock_FullMethodName = "/tally.inventory.v1.CommandService/TransferStock"
-	CommandService_Apply_FullMethodName         = "/tally.inventory.v1.CommandService/Apply"
+	CommandService_RecordSale_FullMethodName         = "/tally.inventory.v1.CommandService/RecordSale"
+	CommandService_RecordReturn_FullMethodName       = "/tally.inventory.v1.CommandService/RecordReturn"
+	CommandService_ReceiveStock_FullMethodName       = "/tally.inventory.v1.CommandService/ReceiveStock"
+	CommandService_AdjustStock_FullMethodName        = "/tally.inventory.v1.CommandService/AdjustStock"
+	CommandService_TransferStock_FullMethodName      = "/tally.inventory.v1.CommandService/TransferStock"
+	CommandService_Apply_FullMethodName              = "/tally.inventory.v1.CommandService/Apply"
+	CommandService_Reserve_FullMethodName            = "/tally.inventory.v1.CommandService/Reserve"
+	CommandService_CommitReservation_FullMethodName  = "/tally.inventory.v1.CommandService/CommitReservation"
+	CommandService_ReleaseReservation_FullMethodName = "/tally.inventory.v1.CommandService/ReleaseReservation"
+	CommandService_SetReorderPolicy_FullMethodName   = "/tally.inventory.v1.CommandService/SetReorderPolicy"
 )
 
 // CommandServiceClient is the client API for CommandService service.
@@ -60,6 +64,17 @@ type CommandServiceClient interface {
 	// per command, in order. Each command succeeds or fails on its own; commands
 	// for the same SKU are applied in the order given.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// Reserve holds available units at a store for a checkout until they are
+	// committed, released, or the reservation expires (then the SKU's writer
+	// releases it with an event).
+	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
+	// CommitReservation turns an active reservation into a sale.
+	CommitReservation(ctx context.Context, in *CommitReservationRequest, opts ...grpc.CallOption) (*CommitReservationResponse, error)
+	// ReleaseReservation gives an active reservation's units back.
+	ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error)
+	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
+	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
+	SetReorderPolicy(ctx context.Context, in *SetReorderPolicyRequest, opts ...grpc.CallOption) (*SetReorderPolicyResponse, error)
 }
 
 type commandServiceClient struct {
@@ -130,6 +145,46 @@ func (c *commandServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 	return out, nil
 }
 
+func (c *commandServiceClient) Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveResponse)
+	err := c.cc.Invoke(ctx, CommandService_Reserve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *commandServiceClient) CommitReservation(ctx context.Context, in *CommitReservationRequest, opts ...grpc.CallOption) (*CommitReservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitReservationResponse)
+	err := c.cc.Invoke(ctx, CommandService_CommitReservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *commandServiceClient) ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseReservationResponse)
+	err := c.cc.Invoke(ctx, CommandService_ReleaseReservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, in *SetReorderPolicyRequest, opts ...grpc.CallOption) (*SetReorderPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetReorderPolicyResponse)
+	err := c.cc.Invoke(ctx, CommandService_SetReorderPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CommandServiceServer is the server API for CommandService service.
 // All implementations must embed UnimplementedCommandServiceServer
 // for forward compatibility.
@@ -163,6 +218,17 @@ type CommandServiceServer interface {
 	// per command, in order. Each command succeeds or fails on its own; commands
 	// for the same SKU are applied in the order given.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// Reserve holds available units at a store for a checkout until they are
+	// committed, released, or the reservation expires (then the SKU's writer
+	// releases it with an event).
+	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
+	// CommitReservation turns an active reservation into a sale.
+	CommitReservation(context.Context, *CommitReservationRequest) (*CommitReservationResponse, error)
+	// ReleaseReservation gives an active reservation's units back.
+	ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error)
+	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
+	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
+	SetReorderPolicy(context.Context, *SetReorderPolicyRequest) (*SetReorderPolicyResponse, error)
 	mustEmbedUnimplementedCommandServiceServer()
 }
 
@@ -190,6 +256,18 @@ func (UnimplementedCommandServiceServer) TransferStock(context.Context, *Transfe
 }
 func (UnimplementedCommandServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedCommandServiceServer) Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reserve not implemented")
+}
+func (UnimplementedCommandServiceServer) CommitReservation(context.Context, *CommitReservationRequest) (*CommitReservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CommitReservation not implemented")
+}
+func (UnimplementedCommandServiceServer) ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseReservation not implemented")
+}
+func (UnimplementedCommandServiceServer) SetReorderPolicy(context.Context, *SetReorderPolicyRequest) (*SetReorderPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetReorderPolicy not implemented")
 }
 func (UnimplementedCommandServiceServer) mustEmbedUnimplementedCommandServiceServer() {}
 func (UnimplementedCommandServiceServer) testEmbeddedByValue()                        {}
@@ -320,6 +398,78 @@ func _CommandService_Apply_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CommandService_Reserve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).Reserve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_Reserve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).Reserve(ctx, req.(*ReserveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CommandService_CommitReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).CommitReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_CommitReservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).CommitReservation(ctx, req.(*CommitReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CommandService_ReleaseReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).ReleaseReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_ReleaseReservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).ReleaseReservation(ctx, req.(*ReleaseReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CommandService_SetReorderPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetReorderPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).SetReorderPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_SetReorderPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).SetReorderPolicy(ctx, req.(*SetReorderPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CommandService_ServiceDesc is the grpc.ServiceDesc for CommandService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -350,6 +500,22 @@ var CommandService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _CommandService_Apply_Handler,
+		},
+		{
+			MethodName: "Reserve",
+			Handler:    _CommandService_Reserve_Handler,
+		},
+		{
+			MethodName: "CommitReservation",
+			Handler:    _CommandService_CommitReservation_Handler,
+		},
+		{
+			MethodName: "ReleaseReservation",
+			Handler:    _CommandService_ReleaseReservation_Handler,
+		},
+		{
+			MethodName: "SetReorderPolicy",
+			Handler:    _CommandService_SetReorderPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -45,27 +45,44 @@ const (
 	EventType_EVENT_TYPE_TRANSFER_OUT EventType = 5
 	// Units arriving at the destination store of a transfer (quantity_delta > 0).
 	EventType_EVENT_TYPE_TRANSFER_IN EventType = 6
+	// Units held for a checkout (reserved_delta > 0, on_hand unchanged).
+	EventType_EVENT_TYPE_RESERVATION_CREATED EventType = 7
+	// A reservation turned into a sale (quantity_delta = reserved_delta < 0).
+	EventType_EVENT_TYPE_RESERVATION_COMMITTED EventType = 8
+	// A reservation given back, by the client or on expiry (reserved_delta < 0;
+	// reason "released" or "expired").
+	EventType_EVENT_TYPE_RESERVATION_RELEASED EventType = 9
+	// The store's reorder policy for the SKU was set (no stock change).
+	EventType_EVENT_TYPE_REORDER_POLICY_SET EventType = 10
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "EVENT_TYPE_SALE",
-		2: "EVENT_TYPE_RETURN",
-		3: "EVENT_TYPE_RECEIPT",
-		4: "EVENT_TYPE_STOCK_ADJUSTMENT",
-		5: "EVENT_TYPE_TRANSFER_OUT",
-		6: "EVENT_TYPE_TRANSFER_IN",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "EVENT_TYPE_SALE",
+		2:  "EVENT_TYPE_RETURN",
+		3:  "EVENT_TYPE_RECEIPT",
+		4:  "EVENT_TYPE_STOCK_ADJUSTMENT",
+		5:  "EVENT_TYPE_TRANSFER_OUT",
+		6:  "EVENT_TYPE_TRANSFER_IN",
+		7:  "EVENT_TYPE_RESERVATION_CREATED",
+		8:  "EVENT_TYPE_RESERVATION_COMMITTED",
+		9:  "EVENT_TYPE_RESERVATION_RELEASED",
+		10: "EVENT_TYPE_REORDER_POLICY_SET",
 	}
 	EventType_value = map[string]int32{
-		"EVENT_TYPE_UNSPECIFIED":      0,
-		"EVENT_TYPE_SALE":             1,
-		"EVENT_TYPE_RETURN":           2,
-		"EVENT_TYPE_RECEIPT":          3,
-		"EVENT_TYPE_STOCK_ADJUSTMENT": 4,
-		"EVENT_TYPE_TRANSFER_OUT":     5,
-		"EVENT_TYPE_TRANSFER_IN":      6,
+		"EVENT_TYPE_UNSPECIFIED":           0,
+		"EVENT_TYPE_SALE":                  1,
+		"EVENT_TYPE_RETURN":                2,
+		"EVENT_TYPE_RECEIPT":               3,
+		"EVENT_TYPE_STOCK_ADJUSTMENT":      4,
+		"EVENT_TYPE_TRANSFER_OUT":          5,
+		"EVENT_TYPE_TRANSFER_IN":           6,
+		"EVENT_TYPE_RESERVATION_CREATED":   7,
+		"EVENT_TYPE_RESERVATION_COMMITTED": 8,
+		"EVENT_TYPE_RESERVATION_RELEASED":  9,
+		"EVENT_TYPE_REORDER_POLICY_SET":    10,
 	}
 )
 
@@ -202,8 +219,18 @@ type InventoryEvent struct {
 	// For transfers: the other store (destination on TRANSFER_OUT, source on
 	// TRANSFER_IN).
 	CounterpartStoreId string `protobuf:"bytes,17,opt,name=counterpart_store_id,json=counterpartStoreId,proto3" json:"counterpart_store_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Signed change to reserved at store_id (reservation events).
+	ReservedDelta int64 `protobuf:"varint,18,opt,name=reserved_delta,json=reservedDelta,proto3" json:"reserved_delta,omitempty"`
+	// Set on reservation events.
+	ReservationId string `protobuf:"bytes,19,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	// Set on EVENT_TYPE_RESERVATION_CREATED: when the SKU's writer releases it.
+	ReservationExpiresAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=reservation_expires_at,json=reservationExpiresAt,proto3" json:"reservation_expires_at,omitempty"`
+	// Set on EVENT_TYPE_REORDER_POLICY_SET: low stock is available <=
+	// reorder_point; a reorder brings available up to target_level.
+	ReorderPoint  int64 `protobuf:"varint,21,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
+	TargetLevel   int64 `protobuf:"varint,22,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InventoryEvent) Reset() {
@@ -355,11 +382,46 @@ func (x *InventoryEvent) GetCounterpartStoreId() string {
 	return ""
 }
 
+func (x *InventoryEvent) GetReservedDelta() int64 {
+	if x != nil {
+		return x.ReservedDelta
+	}
+	return 0
+}
+
+func (x *InventoryEvent) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *InventoryEvent) GetReservationExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReservationExpiresAt
+	}
+	return nil
+}
+
+func (x *InventoryEvent) GetReorderPoint() int64 {
+	if x != nil {
+		return x.ReorderPoint
+	}
+	return 0
+}
+
+func (x *InventoryEvent) GetTargetLevel() int64 {
+	if x != nil {
+		return x.TargetLevel
+	}
+	return 0
+}
+
 var File_tally_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x06\n" +
+	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\b\n" +
 	"\x0eInventoryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12<\n" +
 	"\n" +
@@ -383,10 +445,15 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\x0ereserved_after\x18\x0e \x01(\x03R\rreservedAfter\x12%\n" +
 	"\x0eallow_negative\x18\x0f \x01(\bR\rallowNegative\x12Q\n" +
 	"\x11adjustment_reason\x18\x10 \x01(\x0e2$.tally.inventory.v1.AdjustmentReasonR\x10adjustmentReason\x120\n" +
-	"\x14counterpart_store_id\x18\x11 \x01(\tR\x12counterpartStoreId\x1a;\n" +
+	"\x14counterpart_store_id\x18\x11 \x01(\tR\x12counterpartStoreId\x12%\n" +
+	"\x0ereserved_delta\x18\x12 \x01(\x03R\rreservedDelta\x12%\n" +
+	"\x0ereservation_id\x18\x13 \x01(\tR\rreservationId\x12P\n" +
+	"\x16reservation_expires_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x14reservationExpiresAt\x12#\n" +
+	"\rreorder_point\x18\x15 \x01(\x03R\freorderPoint\x12!\n" +
+	"\ftarget_level\x18\x16 \x01(\x03R\vtargetLevel\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd7\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_SALE\x10\x01\x12\x15\n" +
@@ -394,7 +461,12 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\x12EVENT_TYPE_RECEIPT\x10\x03\x12\x1f\n" +
 	"\x1bEVENT_TYPE_STOCK_ADJUSTMENT\x10\x04\x12\x1b\n" +
 	"\x17EVENT_TYPE_TRANSFER_OUT\x10\x05\x12\x1a\n" +
-	"\x16EVENT_TYPE_TRANSFER_IN\x10\x06*\xf6\x01\n" +
+	"\x16EVENT_TYPE_TRANSFER_IN\x10\x06\x12\"\n" +
+	"\x1eEVENT_TYPE_RESERVATION_CREATED\x10\a\x12$\n" +
+	" EVENT_TYPE_RESERVATION_COMMITTED\x10\b\x12#\n" +
+	"\x1fEVENT_TYPE_RESERVATION_RELEASED\x10\t\x12!\n" +
+	"\x1dEVENT_TYPE_REORDER_POLICY_SET\x10\n" +
+	"*\xf6\x01\n" +
 	"\x10AdjustmentReason\x12!\n" +
 	"\x1dADJUSTMENT_REASON_UNSPECIFIED\x10\x00\x12&\n" +
 	"\"ADJUSTMENT_REASON_COUNT_CORRECTION\x10\x01\x12\x1d\n" +
@@ -431,11 +503,12 @@ var file_tally_inventory_v1_events_proto_depIdxs = []int32{
 	4, // 2: tally.inventory.v1.InventoryEvent.recorded_at:type_name -> google.protobuf.Timestamp
 	3, // 3: tally.inventory.v1.InventoryEvent.metadata:type_name -> tally.inventory.v1.InventoryEvent.MetadataEntry
 	1, // 4: tally.inventory.v1.InventoryEvent.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 5: tally.inventory.v1.InventoryEvent.reservation_expires_at:type_name -> google.protobuf.Timestamp
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_events_proto_init() }

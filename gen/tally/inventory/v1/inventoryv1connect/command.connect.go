@@ -50,6 +50,17 @@ const (
 	CommandServiceTransferStockProcedure = "/tally.inventory.v1.CommandService/TransferStock"
 	// CommandServiceApplyProcedure is the fully-qualified name of the CommandService's Apply RPC.
 	CommandServiceApplyProcedure = "/tally.inventory.v1.CommandService/Apply"
+	// CommandServiceReserveProcedure is the fully-qualified name of the CommandService's Reserve RPC.
+	CommandServiceReserveProcedure = "/tally.inventory.v1.CommandService/Reserve"
+	// CommandServiceCommitReservationProcedure is the fully-qualified name of the CommandService's
+	// CommitReservation RPC.
+	CommandServiceCommitReservationProcedure = "/tally.inventory.v1.CommandService/CommitReservation"
+	// CommandServiceReleaseReservationProcedure is the fully-qualified name of the CommandService's
+	// ReleaseReservation RPC.
+	CommandServiceReleaseReservationProcedure = "/tally.inventory.v1.CommandService/ReleaseReservation"
+	// CommandServiceSetReorderPolicyProcedure is the fully-qualified name of the CommandService's
+	// SetReorderPolicy RPC.
+	CommandServiceSetReorderPolicyProcedure = "/tally.inventory.v1.CommandService/SetReorderPolicy"
 )
 
 // CommandServiceClient is a client for the tally.inventory.v1.CommandService service.
@@ -68,6 +79,17 @@ type CommandServiceClient interface {
 	// per command, in order. Each command succeeds or fails on its own; commands
 	// for the same SKU are applied in the order given.
 	Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error)
+	// Reserve holds available units at a store for a checkout until they are
+	// committed, released, or the reservation expires (then the SKU's writer
+	// releases it with an event).
+	Reserve(context.Context, *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error)
+	// CommitReservation turns an active reservation into a sale.
+	CommitReservation(context.Context, *connect.Request[v1.CommitReservationRequest]) (*connect.Response[v1.CommitReservationResponse], error)
+	// ReleaseReservation gives an active reservation's units back.
+	ReleaseReservation(context.Context, *connect.Request[v1.ReleaseReservationRequest]) (*connect.Response[v1.ReleaseReservationResponse], error)
+	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
+	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
+	SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error)
 }
 
 // NewCommandServiceClient constructs a client for the tally.inventory.v1.CommandService service. By
@@ -117,17 +139,45 @@ func NewCommandServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(commandServiceMethods.ByName("Apply")),
 			connect.WithClientOptions(opts...),
 		),
+		reserve: connect.NewClient[v1.ReserveRequest, v1.ReserveResponse](
+			httpClient,
+			baseURL+CommandServiceReserveProcedure,
+			connect.WithSchema(commandServiceMethods.ByName("Reserve")),
+			connect.WithClientOptions(opts...),
+		),
+		commitReservation: connect.NewClient[v1.CommitReservationRequest, v1.CommitReservationResponse](
+			httpClient,
+			baseURL+CommandServiceCommitReservationProcedure,
+			connect.WithSchema(commandServiceMethods.ByName("CommitReservation")),
+			connect.WithClientOptions(opts...),
+		),
+		releaseReservation: connect.NewClient[v1.ReleaseReservationRequest, v1.ReleaseReservationResponse](
+			httpClient,
+			baseURL+CommandServiceReleaseReservationProcedure,
+			connect.WithSchema(commandServiceMethods.ByName("ReleaseReservation")),
+			connect.WithClientOptions(opts...),
+		),
+		setReorderPolicy: connect.NewClient[v1.SetReorderPolicyRequest, v1.SetReorderPolicyResponse](
+			httpClient,
+			baseURL+CommandServiceSetReorderPolicyProcedure,
+			connect.WithSchema(commandServiceMethods.ByName("SetReorderPolicy")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // commandServiceClient implements CommandServiceClient.
 type commandServiceClient struct {
-	recordSale    *connect.Client[v1.RecordSaleRequest, v1.RecordSaleResponse]
-	recordReturn  *connect.Client[v1.RecordReturnRequest, v1.RecordReturnResponse]
-	receiveStock  *connect.Client[v1.ReceiveStockRequest, v1.ReceiveStockResponse]
-	adjustStock   *connect.Client[v1.AdjustStockRequest, v1.AdjustStockResponse]
-	transferStock *connect.Client[v1.TransferStockRequest, v1.TransferStockResponse]
-	apply         *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	recordSale         *connect.Client[v1.RecordSaleRequest, v1.RecordSaleResponse]
+	recordReturn       *connect.Client[v1.RecordReturnRequest, v1.RecordReturnResponse]
+	receiveStock       *connect.Client[v1.ReceiveStockRequest, v1.ReceiveStockResponse]
+	adjustStock        *connect.Client[v1.AdjustStockRequest, v1.AdjustStockResponse]
+	transferStock      *connect.Client[v1.TransferStockRequest, v1.TransferStockResponse]
+	apply              *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	reserve            *connect.Client[v1.ReserveRequest, v1.ReserveResponse]
+	commitReservation  *connect.Client[v1.CommitReservationRequest, v1.CommitReservationResponse]
+	releaseReservation *connect.Client[v1.ReleaseReservationRequest, v1.ReleaseReservationResponse]
+	setReorderPolicy   *connect.Client[v1.SetReorderPolicyRequest, v1.SetReorderPolicyResponse]
 }
 
 // RecordSale calls tally.inventory.v1.CommandService.RecordSale.
@@ -160,6 +210,26 @@ func (c *commandServiceClient) Apply(ctx context.Context, req *connect.Request[v
 	return c.apply.CallUnary(ctx, req)
 }
 
+// Reserve calls tally.inventory.v1.CommandService.Reserve.
+func (c *commandServiceClient) Reserve(ctx context.Context, req *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error) {
+	return c.reserve.CallUnary(ctx, req)
+}
+
+// CommitReservation calls tally.inventory.v1.CommandService.CommitReservation.
+func (c *commandServiceClient) CommitReservation(ctx context.Context, req *connect.Request[v1.CommitReservationRequest]) (*connect.Response[v1.CommitReservationResponse], error) {
+	return c.commitReservation.CallUnary(ctx, req)
+}
+
+// ReleaseReservation calls tally.inventory.v1.CommandService.ReleaseReservation.
+func (c *commandServiceClient) ReleaseReservation(ctx context.Context, req *connect.Request[v1.ReleaseReservationRequest]) (*connect.Response[v1.ReleaseReservationResponse], error) {
+	return c.releaseReservation.CallUnary(ctx, req)
+}
+
+// SetReorderPolicy calls tally.inventory.v1.CommandService.SetReorderPolicy.
+func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, req *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error) {
+	return c.setReorderPolicy.CallUnary(ctx, req)
+}
+
 // CommandServiceHandler is an implementation of the tally.inventory.v1.CommandService service.
 type CommandServiceHandler interface {
 	// RecordSale takes units off a store's stock.
@@ -176,6 +246,17 @@ type CommandServiceHandler interface {
 	// per command, in order. Each command succeeds or fails on its own; commands
 	// for the same SKU are applied in the order given.
 	Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error)
+	// Reserve holds available units at a store for a checkout until they are
+	// committed, released, or the reservation expires (then the SKU's writer
+	// releases it with an event).
+	Reserve(context.Context, *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error)
+	// CommitReservation turns an active reservation into a sale.
+	CommitReservation(context.Context, *connect.Request[v1.CommitReservationRequest]) (*connect.Response[v1.CommitReservationResponse], error)
+	// ReleaseReservation gives an active reservation's units back.
+	ReleaseReservation(context.Context, *connect.Request[v1.ReleaseReservationRequest]) (*connect.Response[v1.ReleaseReservationResponse], error)
+	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
+	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
+	SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error)
 }
 
 // NewCommandServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -221,6 +302,30 @@ func NewCommandServiceHandler(svc CommandServiceHandler, opts ...connect.Handler
 		connect.WithSchema(commandServiceMethods.ByName("Apply")),
 		connect.WithHandlerOptions(opts...),
 	)
+	commandServiceReserveHandler := connect.NewUnaryHandler(
+		CommandServiceReserveProcedure,
+		svc.Reserve,
+		connect.WithSchema(commandServiceMethods.ByName("Reserve")),
+		connect.WithHandlerOptions(opts...),
+	)
+	commandServiceCommitReservationHandler := connect.NewUnaryHandler(
+		CommandServiceCommitReservationProcedure,
+		svc.CommitReservation,
+		connect.WithSchema(commandServiceMethods.ByName("CommitReservation")),
+		connect.WithHandlerOptions(opts...),
+	)
+	commandServiceReleaseReservationHandler := connect.NewUnaryHandler(
+		CommandServiceReleaseReservationProcedure,
+		svc.ReleaseReservation,
+		connect.WithSchema(commandServiceMethods.ByName("ReleaseReservation")),
+		connect.WithHandlerOptions(opts...),
+	)
+	commandServiceSetReorderPolicyHandler := connect.NewUnaryHandler(
+		CommandServiceSetReorderPolicyProcedure,
+		svc.SetReorderPolicy,
+		connect.WithSchema(commandServiceMethods.ByName("SetReorderPolicy")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.inventory.v1.CommandService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CommandServiceRecordSaleProcedure:
@@ -235,6 +340,14 @@ func NewCommandServiceHandler(svc CommandServiceHandler, opts ...connect.Handler
 			commandServiceTransferStockHandler.ServeHTTP(w, r)
 		case CommandServiceApplyProcedure:
 			commandServiceApplyHandler.ServeHTTP(w, r)
+		case CommandServiceReserveProcedure:
+			commandServiceReserveHandler.ServeHTTP(w, r)
+		case CommandServiceCommitReservationProcedure:
+			commandServiceCommitReservationHandler.ServeHTTP(w, r)
+		case CommandServiceReleaseReservationProcedure:
+			commandServiceReleaseReservationHandler.ServeHTTP(w, r)
+		case CommandServiceSetReorderPolicyProcedure:
+			commandServiceSetReorderPolicyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -266,4 +379,20 @@ func (UnimplementedCommandServiceHandler) TransferStock(context.Context, *connec
 
 func (UnimplementedCommandServiceHandler) Apply(context.Context, *connect.Request[v1.ApplyRequest]) (*connect.Response[v1.ApplyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.Apply is not implemented"))
+}
+
+func (UnimplementedCommandServiceHandler) Reserve(context.Context, *connect.Request[v1.ReserveRequest]) (*connect.Response[v1.ReserveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.Reserve is not implemented"))
+}
+
+func (UnimplementedCommandServiceHandler) CommitReservation(context.Context, *connect.Request[v1.CommitReservationRequest]) (*connect.Response[v1.CommitReservationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.CommitReservation is not implemented"))
+}
+
+func (UnimplementedCommandServiceHandler) ReleaseReservation(context.Context, *connect.Request[v1.ReleaseReservationRequest]) (*connect.Response[v1.ReleaseReservationResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.ReleaseReservation is not implemented"))
+}
+
+func (UnimplementedCommandServiceHandler) SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.SetReorderPolicy is not implemented"))
 }
