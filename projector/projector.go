@@ -90,9 +90,10 @@ func (c *Config) Validate() error {
 
 // Postgres projects the events topic into the Postgres read model.
 type Postgres struct {
-	cfg Config
-	log *slog.Logger
-	cl  *kgo.Client
+	cfg      Config
+	log      *slog.Logger
+	cl       *kgo.Client
+	policies *policies
 }
 
 // NewPostgres prepares a projector; Run consumes.
@@ -101,7 +102,7 @@ func NewPostgres(cfg Config) (*Postgres, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Postgres{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer)}, nil
+	return &Postgres{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer), policies: &policies{}}, nil
 }
 
 // Run consumes until ctx ends. A batch whose transaction fails is retried
@@ -176,6 +177,11 @@ func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[in
 	stored, err := LoadOffsets(ctx, p.cfg.Pool, p.cfg.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("load projector offsets: %w", err)
+	}
+	// Another instance may have projected policy changes of these
+	// partitions since we last looked.
+	if err := p.policies.load(ctx, p.cfg.Pool); err != nil {
+		return nil, fmt.Errorf("load reorder policies: %w", err)
 	}
 	out := map[string]map[int32]kgo.Offset{}
 	for topic, parts := range assigned {
@@ -279,6 +285,7 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 	if err != nil {
 		return err
 	}
+	p.policies.set(state.policies)
 	p.cfg.Metrics.batchCommitted(partition, len(rows), len(dead), time.Since(start), recorded, next)
 	return nil
 }
@@ -290,16 +297,35 @@ type levelKey struct{ sku, store string }
 // so Postgres upserts each key once.
 type batchState struct {
 	levels map[levelKey]*inventoryv1.InventoryEvent
+	// before is the available quantity before the batch's first event of
+	// each (sku, store).
+	before map[levelKey]int64
+	// policies set in the batch, newest per key.
+	policies       map[levelKey]Policy
+	policyVersions map[levelKey]*inventoryv1.InventoryEvent
 }
 
 func newBatchState() *batchState {
-	return &batchState{levels: map[levelKey]*inventoryv1.InventoryEvent{}}
+	return &batchState{
+		levels: map[levelKey]*inventoryv1.InventoryEvent{}, before: map[levelKey]int64{},
+		policies: map[levelKey]Policy{}, policyVersions: map[levelKey]*inventoryv1.InventoryEvent{},
+	}
 }
 
 func (b *batchState) add(e *inventoryv1.InventoryEvent) {
 	k := levelKey{e.GetSkuId(), e.GetStoreId()}
-	if cur := b.levels[k]; cur == nil || cur.GetSkuVersion() < e.GetSkuVersion() {
+	cur := b.levels[k]
+	if cur == nil {
+		b.before[k] = (e.GetOnHandAfter() - e.GetQuantityDelta()) - (e.GetReservedAfter() - e.GetReservedDelta())
+	}
+	if cur == nil || cur.GetSkuVersion() < e.GetSkuVersion() {
 		b.levels[k] = e
+	}
+	if isPolicy(e) {
+		if pv := b.policyVersions[k]; pv == nil || pv.GetSkuVersion() < e.GetSkuVersion() {
+			b.policyVersions[k] = e
+			b.policies[k] = Policy{e.GetReorderPoint(), e.GetTargetLevel()}
+		}
 	}
 }
 
@@ -312,7 +338,7 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
 	if len(rows) > 0 {
-		if err := writeRows(ctx, tx, rows, state, staged); err != nil {
+		if err := writeRows(ctx, tx, rows, state, p.policies, staged); err != nil {
 			return err
 		}
 	}
@@ -338,7 +364,7 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 // row already there (a replay), the transaction is retried by the caller
 // with staged=true: COPY into a temp table, then INSERT … ON CONFLICT DO
 // NOTHING.
-func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, staged bool) error {
+func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cache *policies, staged bool) error {
 	if staged {
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
 			(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
@@ -366,9 +392,33 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, stag
 	if _, err := tx.Exec(ctx, `INSERT INTO stock_levels (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[])
 		ON CONFLICT (sku_id, store_id) DO UPDATE
-		SET on_hand = excluded.on_hand, reserved = excluded.reserved, sku_version = excluded.sku_version, updated_at = excluded.updated_at
+		SET on_hand = excluded.on_hand, reserved = excluded.reserved, sku_version = excluded.sku_version,
+		    updated_at = excluded.updated_at, projected_at = now()
 		WHERE stock_levels.sku_version < excluded.sku_version`, skus, stores, onHand, reserved, versions, updated); err != nil {
 		return fmt.Errorf("stock_levels: %w", err)
+	}
+	if len(b.policyVersions) > 0 {
+		var pSKU, pStore []string
+		var pPoint, pTarget, pVersion []int64
+		var pAt []time.Time
+		for k, e := range b.policyVersions {
+			pSKU, pStore = append(pSKU, k.sku), append(pStore, k.store)
+			pPoint, pTarget = append(pPoint, e.GetReorderPoint()), append(pTarget, e.GetTargetLevel())
+			pVersion, pAt = append(pVersion, e.GetSkuVersion()), append(pAt, e.GetRecordedAt().AsTime())
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO reorder_policies (sku_id, store_id, reorder_point, target_level, sku_version, updated_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[])
+			ON CONFLICT (sku_id, store_id) DO UPDATE
+			SET reorder_point = excluded.reorder_point, target_level = excluded.target_level,
+			    sku_version = excluded.sku_version, updated_at = excluded.updated_at
+			WHERE reorder_policies.sku_version < excluded.sku_version`, pSKU, pStore, pPoint, pTarget, pVersion, pAt); err != nil {
+			return fmt.Errorf("reorder_policies: %w", err)
+		}
+	}
+	if notes := payloads(b.changes(cache)); len(notes) > 0 {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify('`+StockChannel+`', n) FROM unnest($1::text[]) n`, notes); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
 	}
 	return nil
 }

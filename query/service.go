@@ -45,13 +45,16 @@ type Config struct {
 	Consumer string
 	// PollInterval is how often a min_version read re-checks. Default 2ms.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// WatchBuffer is each low-stock watch's queue length. Default 1024.
+	WatchBuffer int
+	Logger      *slog.Logger
 }
 
 // Service implements QueryService.
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	hub *Hub
 }
 
 var _ inventoryv1connect.QueryServiceHandler = (*Service)(nil)
@@ -70,7 +73,12 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "query")}
+	if cfg.WatchBuffer <= 0 {
+		cfg.WatchBuffer = 1024
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "query")}
+	s.hub = &Hub{svc: s, buffer: cfg.WatchBuffer, subs: map[*subscription]struct{}{}, ready: make(chan struct{})}
+	return s
 }
 
 const levelColumns = "s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version, s.updated_at"

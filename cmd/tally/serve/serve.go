@@ -53,6 +53,7 @@ type Config struct {
 	Advertise    string
 	Grace        time.Duration
 	LogLevel     string
+	WatchBuffer  int
 
 	roles    Role
 	embedded bool
@@ -78,6 +79,9 @@ func (c *Config) flags(fs *flag.FlagSet) {
 		config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
 		config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
 	}
+	if c.roles&RoleQuery != 0 {
+		config.Int(fs, &c.WatchBuffer, "watch-buffer", 1024, "low-stock messages queued per WatchLowStock stream before it is cut off with RESOURCE_EXHAUSTED")
+	}
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -93,6 +97,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.embedded && c.roles&(RoleProjector|RoleQuery) != 0 && c.DatabaseURL == "" {
 		errs = append(errs, errors.New("--database-url (or DATABASE_URL) is required"))
+	}
+	if c.roles&RoleQuery != 0 && (c.WatchBuffer < 1 || c.WatchBuffer > 1<<20) {
+		errs = append(errs, fmt.Errorf("--watch-buffer must be 1 to %d, got %d", 1<<20, c.WatchBuffer))
 	}
 	if c.roles&RoleCommand != 0 && (c.Partitions < 1 || c.Partitions > 10000) {
 		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions))
@@ -237,9 +244,10 @@ func Start(ctx context.Context, c *Config) error {
 			return err
 		}
 		defer admCl.Close()
-		q := query.New(query.Config{Pool: pool, Admin: kadm.NewClient(admCl), Logger: log})
+		q := query.New(query.Config{Pool: pool, Admin: kadm.NewClient(admCl), Logger: log, WatchBuffer: c.WatchBuffer})
 		path, h := inventoryv1connect.NewQueryServiceHandler(q)
 		srv.Handle(inventoryv1connect.QueryServiceName, path, h)
+		g.Go(func() error { return q.RunHub(gctx) })
 	}
 	if c.roles&RoleProjector != 0 {
 		p, err := projector.NewPostgres(projector.Config{Brokers: brokers, Pool: pool, Logger: log, Metrics: projector.NewMetrics(reg)})

@@ -22,9 +22,9 @@ import (
 // The whole of `tally serve`, as a user runs it: embedded Kafka, its own
 // Postgres cluster, every service on one port.
 var (
-	addr string
-	cmds inventoryv1.CommandServiceClient
-	qry  inventoryv1.QueryServiceClient
+	addr, kafkaAddr, dataDir string
+	cmds                     inventoryv1.CommandServiceClient
+	qry                      inventoryv1.QueryServiceClient
 )
 
 func TestMain(m *testing.M) {
@@ -38,12 +38,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	addr = freeAddr()
+	addr, kafkaAddr, dataDir = freeAddr(), freeAddr(), dir
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", "127.0.0.1:0", "--partitions", "3", "--log-level", "warn"})
+		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512"})
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

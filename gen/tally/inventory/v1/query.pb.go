@@ -22,6 +22,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// LowStockState is an item's state for a watch.
+type LowStockState int32
+
+const (
+	LowStockState_LOW_STOCK_STATE_UNSPECIFIED LowStockState = 0
+	// Available is at or below the reorder point (or threshold), above zero.
+	LowStockState_LOW_STOCK_STATE_LOW LowStockState = 1
+	// Available is zero or less.
+	LowStockState_LOW_STOCK_STATE_OUT_OF_STOCK LowStockState = 2
+	// Available is above the reorder point again.
+	LowStockState_LOW_STOCK_STATE_RECOVERED LowStockState = 3
+)
+
+// Enum value maps for LowStockState.
+var (
+	LowStockState_name = map[int32]string{
+		0: "LOW_STOCK_STATE_UNSPECIFIED",
+		1: "LOW_STOCK_STATE_LOW",
+		2: "LOW_STOCK_STATE_OUT_OF_STOCK",
+		3: "LOW_STOCK_STATE_RECOVERED",
+	}
+	LowStockState_value = map[string]int32{
+		"LOW_STOCK_STATE_UNSPECIFIED":  0,
+		"LOW_STOCK_STATE_LOW":          1,
+		"LOW_STOCK_STATE_OUT_OF_STOCK": 2,
+		"LOW_STOCK_STATE_RECOVERED":    3,
+	}
+)
+
+func (x LowStockState) Enum() *LowStockState {
+	p := new(LowStockState)
+	*p = x
+	return p
+}
+
+func (x LowStockState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LowStockState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tally_inventory_v1_query_proto_enumTypes[0].Descriptor()
+}
+
+func (LowStockState) Type() protoreflect.EnumType {
+	return &file_tally_inventory_v1_query_proto_enumTypes[0]
+}
+
+func (x LowStockState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LowStockState.Descriptor instead.
+func (LowStockState) EnumDescriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{0}
+}
+
 // TimeBasis chooses which clock GetStockAsOf reads.
 type TimeBasis int32
 
@@ -63,11 +119,11 @@ func (x TimeBasis) String() string {
 }
 
 func (TimeBasis) Descriptor() protoreflect.EnumDescriptor {
-	return file_tally_inventory_v1_query_proto_enumTypes[0].Descriptor()
+	return file_tally_inventory_v1_query_proto_enumTypes[1].Descriptor()
 }
 
 func (TimeBasis) Type() protoreflect.EnumType {
-	return &file_tally_inventory_v1_query_proto_enumTypes[0]
+	return &file_tally_inventory_v1_query_proto_enumTypes[1]
 }
 
 func (x TimeBasis) Number() protoreflect.EnumNumber {
@@ -76,7 +132,283 @@ func (x TimeBasis) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TimeBasis.Descriptor instead.
 func (TimeBasis) EnumDescriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{1}
+}
+
+// WatchLowStockRequest filters a watch.
+type WatchLowStockRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these stores; empty = all.
+	StoreIds []string `protobuf:"bytes,1,rep,name=store_ids,json=storeIds,proto3" json:"store_ids,omitempty"`
+	// Only SKUs starting with this.
+	SkuPrefix string `protobuf:"bytes,2,opt,name=sku_prefix,json=skuPrefix,proto3" json:"sku_prefix,omitempty"`
+	// Judge low stock against this instead of each item's reorder point
+	// (0 to 100).
+	Threshold *int64 `protobuf:"varint,3,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
+	// From a previous message: re-send what changed since, instead of the
+	// initial list.
+	ResumeToken   string `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchLowStockRequest) Reset() {
+	*x = WatchLowStockRequest{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchLowStockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchLowStockRequest) ProtoMessage() {}
+
+func (x *WatchLowStockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchLowStockRequest.ProtoReflect.Descriptor instead.
+func (*WatchLowStockRequest) Descriptor() ([]byte, []int) {
 	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchLowStockRequest) GetStoreIds() []string {
+	if x != nil {
+		return x.StoreIds
+	}
+	return nil
+}
+
+func (x *WatchLowStockRequest) GetSkuPrefix() string {
+	if x != nil {
+		return x.SkuPrefix
+	}
+	return ""
+}
+
+func (x *WatchLowStockRequest) GetThreshold() int64 {
+	if x != nil && x.Threshold != nil {
+		return *x.Threshold
+	}
+	return 0
+}
+
+func (x *WatchLowStockRequest) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
+// LowStockItem is one (sku, store) a watch reports.
+type LowStockItem struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SkuId        string                 `protobuf:"bytes,1,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	StoreId      string                 `protobuf:"bytes,2,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	OnHand       int64                  `protobuf:"varint,3,opt,name=on_hand,json=onHand,proto3" json:"on_hand,omitempty"`
+	Reserved     int64                  `protobuf:"varint,4,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	Available    int64                  `protobuf:"varint,5,opt,name=available,proto3" json:"available,omitempty"`
+	ReorderPoint int64                  `protobuf:"varint,6,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
+	TargetLevel  int64                  `protobuf:"varint,7,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
+	// max(0, max(target_level, ceil(sales_last_7_days / 7 * cover_days))
+	//   - available), cover_days = 14.
+	RecommendedReorderQuantity int64 `protobuf:"varint,8,opt,name=recommended_reorder_quantity,json=recommendedReorderQuantity,proto3" json:"recommended_reorder_quantity,omitempty"`
+	// Units sold (sales and committed reservations) in the 7 days before now.
+	SalesLast_7Days int64         `protobuf:"varint,9,opt,name=sales_last_7_days,json=salesLast7Days,proto3" json:"sales_last_7_days,omitempty"`
+	SkuVersion      int64         `protobuf:"varint,10,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
+	State           LowStockState `protobuf:"varint,11,opt,name=state,proto3,enum=tally.inventory.v1.LowStockState" json:"state,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LowStockItem) Reset() {
+	*x = LowStockItem{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LowStockItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LowStockItem) ProtoMessage() {}
+
+func (x *LowStockItem) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LowStockItem.ProtoReflect.Descriptor instead.
+func (*LowStockItem) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LowStockItem) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *LowStockItem) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *LowStockItem) GetOnHand() int64 {
+	if x != nil {
+		return x.OnHand
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetReserved() int64 {
+	if x != nil {
+		return x.Reserved
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetAvailable() int64 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetReorderPoint() int64 {
+	if x != nil {
+		return x.ReorderPoint
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetTargetLevel() int64 {
+	if x != nil {
+		return x.TargetLevel
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetRecommendedReorderQuantity() int64 {
+	if x != nil {
+		return x.RecommendedReorderQuantity
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetSalesLast_7Days() int64 {
+	if x != nil {
+		return x.SalesLast_7Days
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetSkuVersion() int64 {
+	if x != nil {
+		return x.SkuVersion
+	}
+	return 0
+}
+
+func (x *LowStockItem) GetState() LowStockState {
+	if x != nil {
+		return x.State
+	}
+	return LowStockState_LOW_STOCK_STATE_UNSPECIFIED
+}
+
+// WatchLowStockResponse is one message of a watch.
+type WatchLowStockResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent on the caught_up marker.
+	Item *LowStockItem `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	// Pass the newest one back to resume without a gap.
+	ResumeToken string `protobuf:"bytes,2,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	// Part of the initial list (or of a resume's catch-up).
+	Initial bool `protobuf:"varint,3,opt,name=initial,proto3" json:"initial,omitempty"`
+	// Sent once, after the initial list: what follows is live.
+	CaughtUp      bool `protobuf:"varint,4,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchLowStockResponse) Reset() {
+	*x = WatchLowStockResponse{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchLowStockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchLowStockResponse) ProtoMessage() {}
+
+func (x *WatchLowStockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchLowStockResponse.ProtoReflect.Descriptor instead.
+func (*WatchLowStockResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchLowStockResponse) GetItem() *LowStockItem {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *WatchLowStockResponse) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
+func (x *WatchLowStockResponse) GetInitial() bool {
+	if x != nil {
+		return x.Initial
+	}
+	return false
+}
+
+func (x *WatchLowStockResponse) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
 }
 
 // StockLevel is one store's stock of a SKU in the read model.
@@ -98,7 +430,7 @@ type StockLevel struct {
 
 func (x *StockLevel) Reset() {
 	*x = StockLevel{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[0]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +442,7 @@ func (x *StockLevel) String() string {
 func (*StockLevel) ProtoMessage() {}
 
 func (x *StockLevel) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[0]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +455,7 @@ func (x *StockLevel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StockLevel.ProtoReflect.Descriptor instead.
 func (*StockLevel) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{0}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StockLevel) GetSkuId() string {
@@ -189,7 +521,7 @@ type GetStockRequest struct {
 
 func (x *GetStockRequest) Reset() {
 	*x = GetStockRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[1]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +533,7 @@ func (x *GetStockRequest) String() string {
 func (*GetStockRequest) ProtoMessage() {}
 
 func (x *GetStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[1]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +546,7 @@ func (x *GetStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockRequest.ProtoReflect.Descriptor instead.
 func (*GetStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{1}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetStockRequest) GetSkuId() string {
@@ -250,7 +582,7 @@ type GetStockResponse struct {
 
 func (x *GetStockResponse) Reset() {
 	*x = GetStockResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[2]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +594,7 @@ func (x *GetStockResponse) String() string {
 func (*GetStockResponse) ProtoMessage() {}
 
 func (x *GetStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[2]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +607,7 @@ func (x *GetStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockResponse.ProtoReflect.Descriptor instead.
 func (*GetStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{2}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetStockResponse) GetLevel() *StockLevel {
@@ -303,7 +635,7 @@ type StockKey struct {
 
 func (x *StockKey) Reset() {
 	*x = StockKey{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[3]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +647,7 @@ func (x *StockKey) String() string {
 func (*StockKey) ProtoMessage() {}
 
 func (x *StockKey) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[3]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +660,7 @@ func (x *StockKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StockKey.ProtoReflect.Descriptor instead.
 func (*StockKey) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{3}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StockKey) GetSkuId() string {
@@ -355,7 +687,7 @@ type BatchGetStockRequest struct {
 
 func (x *BatchGetStockRequest) Reset() {
 	*x = BatchGetStockRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[4]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +699,7 @@ func (x *BatchGetStockRequest) String() string {
 func (*BatchGetStockRequest) ProtoMessage() {}
 
 func (x *BatchGetStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[4]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +712,7 @@ func (x *BatchGetStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetStockRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{4}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BatchGetStockRequest) GetKeys() []*StockKey {
@@ -402,7 +734,7 @@ type BatchGetStockResponse struct {
 
 func (x *BatchGetStockResponse) Reset() {
 	*x = BatchGetStockResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[5]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +746,7 @@ func (x *BatchGetStockResponse) String() string {
 func (*BatchGetStockResponse) ProtoMessage() {}
 
 func (x *BatchGetStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[5]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +759,7 @@ func (x *BatchGetStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetStockResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{5}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BatchGetStockResponse) GetLevels() []*StockLevel {
@@ -461,7 +793,7 @@ type ListStockRequest struct {
 
 func (x *ListStockRequest) Reset() {
 	*x = ListStockRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[6]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +805,7 @@ func (x *ListStockRequest) String() string {
 func (*ListStockRequest) ProtoMessage() {}
 
 func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[6]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +818,7 @@ func (x *ListStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockRequest.ProtoReflect.Descriptor instead.
 func (*ListStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{6}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListStockRequest) GetStoreId() string {
@@ -536,7 +868,7 @@ type ListStockResponse struct {
 
 func (x *ListStockResponse) Reset() {
 	*x = ListStockResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[7]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +880,7 @@ func (x *ListStockResponse) String() string {
 func (*ListStockResponse) ProtoMessage() {}
 
 func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[7]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +893,7 @@ func (x *ListStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStockResponse.ProtoReflect.Descriptor instead.
 func (*ListStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{7}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListStockResponse) GetLevels() []*StockLevel {
@@ -592,7 +924,7 @@ type GetStockHistoryRequest struct {
 
 func (x *GetStockHistoryRequest) Reset() {
 	*x = GetStockHistoryRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[8]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +936,7 @@ func (x *GetStockHistoryRequest) String() string {
 func (*GetStockHistoryRequest) ProtoMessage() {}
 
 func (x *GetStockHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[8]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +949,7 @@ func (x *GetStockHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetStockHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{8}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStockHistoryRequest) GetSkuId() string {
@@ -659,7 +991,7 @@ type GetStockHistoryResponse struct {
 
 func (x *GetStockHistoryResponse) Reset() {
 	*x = GetStockHistoryResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[9]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +1003,7 @@ func (x *GetStockHistoryResponse) String() string {
 func (*GetStockHistoryResponse) ProtoMessage() {}
 
 func (x *GetStockHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[9]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +1016,7 @@ func (x *GetStockHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetStockHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{9}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStockHistoryResponse) GetEvents() []*InventoryEvent {
@@ -714,7 +1046,7 @@ type GetStockAsOfRequest struct {
 
 func (x *GetStockAsOfRequest) Reset() {
 	*x = GetStockAsOfRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[10]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +1058,7 @@ func (x *GetStockAsOfRequest) String() string {
 func (*GetStockAsOfRequest) ProtoMessage() {}
 
 func (x *GetStockAsOfRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[10]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +1071,7 @@ func (x *GetStockAsOfRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockAsOfRequest.ProtoReflect.Descriptor instead.
 func (*GetStockAsOfRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{10}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetStockAsOfRequest) GetSkuId() string {
@@ -784,7 +1116,7 @@ type GetStockAsOfResponse struct {
 
 func (x *GetStockAsOfResponse) Reset() {
 	*x = GetStockAsOfResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[11]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +1128,7 @@ func (x *GetStockAsOfResponse) String() string {
 func (*GetStockAsOfResponse) ProtoMessage() {}
 
 func (x *GetStockAsOfResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[11]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1141,7 @@ func (x *GetStockAsOfResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStockAsOfResponse.ProtoReflect.Descriptor instead.
 func (*GetStockAsOfResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{11}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetStockAsOfResponse) GetOnHand() int64 {
@@ -842,7 +1174,7 @@ type GetProjectionStatusRequest struct {
 
 func (x *GetProjectionStatusRequest) Reset() {
 	*x = GetProjectionStatusRequest{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[12]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1186,7 @@ func (x *GetProjectionStatusRequest) String() string {
 func (*GetProjectionStatusRequest) ProtoMessage() {}
 
 func (x *GetProjectionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[12]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1199,7 @@ func (x *GetProjectionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectionStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetProjectionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{12}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{15}
 }
 
 // GetProjectionStatusResponse has one entry per partition.
@@ -882,7 +1214,7 @@ type GetProjectionStatusResponse struct {
 
 func (x *GetProjectionStatusResponse) Reset() {
 	*x = GetProjectionStatusResponse{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[13]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1226,7 @@ func (x *GetProjectionStatusResponse) String() string {
 func (*GetProjectionStatusResponse) ProtoMessage() {}
 
 func (x *GetProjectionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[13]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1239,7 @@ func (x *GetProjectionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProjectionStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetProjectionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{13}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetProjectionStatusResponse) GetPartitions() []*PartitionStatus {
@@ -944,7 +1276,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[14]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1288,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[14]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1301,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{14}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1027,7 +1359,7 @@ type ProjectionBehind struct {
 
 func (x *ProjectionBehind) Reset() {
 	*x = ProjectionBehind{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[15]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1371,7 @@ func (x *ProjectionBehind) String() string {
 func (*ProjectionBehind) ProtoMessage() {}
 
 func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[15]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1384,7 @@ func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionBehind.ProtoReflect.Descriptor instead.
 func (*ProjectionBehind) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{15}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProjectionBehind) GetSkuId() string {
@@ -1080,7 +1412,34 @@ var File_tally_inventory_v1_query_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\n" +
-	"\x1etally/inventory/v1/query.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftally/inventory/v1/events.proto\"\xed\x01\n" +
+	"\x1etally/inventory/v1/query.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftally/inventory/v1/events.proto\"\xa6\x01\n" +
+	"\x14WatchLowStockRequest\x12\x1b\n" +
+	"\tstore_ids\x18\x01 \x03(\tR\bstoreIds\x12\x1d\n" +
+	"\n" +
+	"sku_prefix\x18\x02 \x01(\tR\tskuPrefix\x12!\n" +
+	"\tthreshold\x18\x03 \x01(\x03H\x00R\tthreshold\x88\x01\x01\x12!\n" +
+	"\fresume_token\x18\x04 \x01(\tR\vresumeTokenB\f\n" +
+	"\n" +
+	"_threshold\"\xa2\x03\n" +
+	"\fLowStockItem\x12\x15\n" +
+	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x19\n" +
+	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x17\n" +
+	"\aon_hand\x18\x03 \x01(\x03R\x06onHand\x12\x1a\n" +
+	"\breserved\x18\x04 \x01(\x03R\breserved\x12\x1c\n" +
+	"\tavailable\x18\x05 \x01(\x03R\tavailable\x12#\n" +
+	"\rreorder_point\x18\x06 \x01(\x03R\freorderPoint\x12!\n" +
+	"\ftarget_level\x18\a \x01(\x03R\vtargetLevel\x12@\n" +
+	"\x1crecommended_reorder_quantity\x18\b \x01(\x03R\x1arecommendedReorderQuantity\x12)\n" +
+	"\x11sales_last_7_days\x18\t \x01(\x03R\x0esalesLast7Days\x12\x1f\n" +
+	"\vsku_version\x18\n" +
+	" \x01(\x03R\n" +
+	"skuVersion\x127\n" +
+	"\x05state\x18\v \x01(\x0e2!.tally.inventory.v1.LowStockStateR\x05state\"\xa7\x01\n" +
+	"\x15WatchLowStockResponse\x124\n" +
+	"\x04item\x18\x01 \x01(\v2 .tally.inventory.v1.LowStockItemR\x04item\x12!\n" +
+	"\fresume_token\x18\x02 \x01(\tR\vresumeToken\x12\x18\n" +
+	"\ainitial\x18\x03 \x01(\bR\ainitial\x12\x1b\n" +
+	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp\"\xed\x01\n" +
 	"\n" +
 	"StockLevel\x12\x15\n" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x19\n" +
@@ -1157,18 +1516,24 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\x03R\n" +
 	"minVersion\x12+\n" +
-	"\x11projected_version\x18\x03 \x01(\x03R\x10projectedVersion*Y\n" +
+	"\x11projected_version\x18\x03 \x01(\x03R\x10projectedVersion*\x8a\x01\n" +
+	"\rLowStockState\x12\x1f\n" +
+	"\x1bLOW_STOCK_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13LOW_STOCK_STATE_LOW\x10\x01\x12 \n" +
+	"\x1cLOW_STOCK_STATE_OUT_OF_STOCK\x10\x02\x12\x1d\n" +
+	"\x19LOW_STOCK_STATE_RECOVERED\x10\x03*Y\n" +
 	"\tTimeBasis\x12\x1a\n" +
 	"\x16TIME_BASIS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TIME_BASIS_RECORDED\x10\x01\x12\x17\n" +
-	"\x13TIME_BASIS_OCCURRED\x10\x022\xec\x04\n" +
+	"\x13TIME_BASIS_OCCURRED\x10\x022\xd4\x05\n" +
 	"\fQueryService\x12U\n" +
 	"\bGetStock\x12#.tally.inventory.v1.GetStockRequest\x1a$.tally.inventory.v1.GetStockResponse\x12d\n" +
 	"\rBatchGetStock\x12(.tally.inventory.v1.BatchGetStockRequest\x1a).tally.inventory.v1.BatchGetStockResponse\x12X\n" +
 	"\tListStock\x12$.tally.inventory.v1.ListStockRequest\x1a%.tally.inventory.v1.ListStockResponse\x12j\n" +
 	"\x0fGetStockHistory\x12*.tally.inventory.v1.GetStockHistoryRequest\x1a+.tally.inventory.v1.GetStockHistoryResponse\x12a\n" +
 	"\fGetStockAsOf\x12'.tally.inventory.v1.GetStockAsOfRequest\x1a(.tally.inventory.v1.GetStockAsOfResponse\x12v\n" +
-	"\x13GetProjectionStatus\x12..tally.inventory.v1.GetProjectionStatusRequest\x1a/.tally.inventory.v1.GetProjectionStatusResponseB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
+	"\x13GetProjectionStatus\x12..tally.inventory.v1.GetProjectionStatusRequest\x1a/.tally.inventory.v1.GetProjectionStatusResponse\x12f\n" +
+	"\rWatchLowStock\x12(.tally.inventory.v1.WatchLowStockRequest\x1a).tally.inventory.v1.WatchLowStockResponse0\x01B?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_tally_inventory_v1_query_proto_rawDescOnce sync.Once
@@ -1182,59 +1547,67 @@ func file_tally_inventory_v1_query_proto_rawDescGZIP() []byte {
 	return file_tally_inventory_v1_query_proto_rawDescData
 }
 
-var file_tally_inventory_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tally_inventory_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_tally_inventory_v1_query_proto_goTypes = []any{
-	(TimeBasis)(0),                      // 0: tally.inventory.v1.TimeBasis
-	(*StockLevel)(nil),                  // 1: tally.inventory.v1.StockLevel
-	(*GetStockRequest)(nil),             // 2: tally.inventory.v1.GetStockRequest
-	(*GetStockResponse)(nil),            // 3: tally.inventory.v1.GetStockResponse
-	(*StockKey)(nil),                    // 4: tally.inventory.v1.StockKey
-	(*BatchGetStockRequest)(nil),        // 5: tally.inventory.v1.BatchGetStockRequest
-	(*BatchGetStockResponse)(nil),       // 6: tally.inventory.v1.BatchGetStockResponse
-	(*ListStockRequest)(nil),            // 7: tally.inventory.v1.ListStockRequest
-	(*ListStockResponse)(nil),           // 8: tally.inventory.v1.ListStockResponse
-	(*GetStockHistoryRequest)(nil),      // 9: tally.inventory.v1.GetStockHistoryRequest
-	(*GetStockHistoryResponse)(nil),     // 10: tally.inventory.v1.GetStockHistoryResponse
-	(*GetStockAsOfRequest)(nil),         // 11: tally.inventory.v1.GetStockAsOfRequest
-	(*GetStockAsOfResponse)(nil),        // 12: tally.inventory.v1.GetStockAsOfResponse
-	(*GetProjectionStatusRequest)(nil),  // 13: tally.inventory.v1.GetProjectionStatusRequest
-	(*GetProjectionStatusResponse)(nil), // 14: tally.inventory.v1.GetProjectionStatusResponse
-	(*PartitionStatus)(nil),             // 15: tally.inventory.v1.PartitionStatus
-	(*ProjectionBehind)(nil),            // 16: tally.inventory.v1.ProjectionBehind
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
-	(*InventoryEvent)(nil),              // 18: tally.inventory.v1.InventoryEvent
+	(LowStockState)(0),                  // 0: tally.inventory.v1.LowStockState
+	(TimeBasis)(0),                      // 1: tally.inventory.v1.TimeBasis
+	(*WatchLowStockRequest)(nil),        // 2: tally.inventory.v1.WatchLowStockRequest
+	(*LowStockItem)(nil),                // 3: tally.inventory.v1.LowStockItem
+	(*WatchLowStockResponse)(nil),       // 4: tally.inventory.v1.WatchLowStockResponse
+	(*StockLevel)(nil),                  // 5: tally.inventory.v1.StockLevel
+	(*GetStockRequest)(nil),             // 6: tally.inventory.v1.GetStockRequest
+	(*GetStockResponse)(nil),            // 7: tally.inventory.v1.GetStockResponse
+	(*StockKey)(nil),                    // 8: tally.inventory.v1.StockKey
+	(*BatchGetStockRequest)(nil),        // 9: tally.inventory.v1.BatchGetStockRequest
+	(*BatchGetStockResponse)(nil),       // 10: tally.inventory.v1.BatchGetStockResponse
+	(*ListStockRequest)(nil),            // 11: tally.inventory.v1.ListStockRequest
+	(*ListStockResponse)(nil),           // 12: tally.inventory.v1.ListStockResponse
+	(*GetStockHistoryRequest)(nil),      // 13: tally.inventory.v1.GetStockHistoryRequest
+	(*GetStockHistoryResponse)(nil),     // 14: tally.inventory.v1.GetStockHistoryResponse
+	(*GetStockAsOfRequest)(nil),         // 15: tally.inventory.v1.GetStockAsOfRequest
+	(*GetStockAsOfResponse)(nil),        // 16: tally.inventory.v1.GetStockAsOfResponse
+	(*GetProjectionStatusRequest)(nil),  // 17: tally.inventory.v1.GetProjectionStatusRequest
+	(*GetProjectionStatusResponse)(nil), // 18: tally.inventory.v1.GetProjectionStatusResponse
+	(*PartitionStatus)(nil),             // 19: tally.inventory.v1.PartitionStatus
+	(*ProjectionBehind)(nil),            // 20: tally.inventory.v1.ProjectionBehind
+	(*timestamppb.Timestamp)(nil),       // 21: google.protobuf.Timestamp
+	(*InventoryEvent)(nil),              // 22: tally.inventory.v1.InventoryEvent
 }
 var file_tally_inventory_v1_query_proto_depIdxs = []int32{
-	17, // 0: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 1: tally.inventory.v1.GetStockResponse.level:type_name -> tally.inventory.v1.StockLevel
-	4,  // 2: tally.inventory.v1.BatchGetStockRequest.keys:type_name -> tally.inventory.v1.StockKey
-	1,  // 3: tally.inventory.v1.BatchGetStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
-	4,  // 4: tally.inventory.v1.BatchGetStockResponse.missing:type_name -> tally.inventory.v1.StockKey
-	1,  // 5: tally.inventory.v1.ListStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
-	18, // 6: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
-	17, // 7: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
-	0,  // 8: tally.inventory.v1.GetStockAsOfRequest.basis:type_name -> tally.inventory.v1.TimeBasis
-	0,  // 9: tally.inventory.v1.GetStockAsOfResponse.basis:type_name -> tally.inventory.v1.TimeBasis
-	15, // 10: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
-	17, // 11: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
-	5,  // 13: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
-	7,  // 14: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
-	9,  // 15: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
-	11, // 16: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
-	13, // 17: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
-	3,  // 18: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
-	6,  // 19: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
-	8,  // 20: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
-	10, // 21: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
-	12, // 22: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
-	14, // 23: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	0,  // 0: tally.inventory.v1.LowStockItem.state:type_name -> tally.inventory.v1.LowStockState
+	3,  // 1: tally.inventory.v1.WatchLowStockResponse.item:type_name -> tally.inventory.v1.LowStockItem
+	21, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 3: tally.inventory.v1.GetStockResponse.level:type_name -> tally.inventory.v1.StockLevel
+	8,  // 4: tally.inventory.v1.BatchGetStockRequest.keys:type_name -> tally.inventory.v1.StockKey
+	5,  // 5: tally.inventory.v1.BatchGetStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
+	8,  // 6: tally.inventory.v1.BatchGetStockResponse.missing:type_name -> tally.inventory.v1.StockKey
+	5,  // 7: tally.inventory.v1.ListStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
+	22, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
+	21, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
+	1,  // 10: tally.inventory.v1.GetStockAsOfRequest.basis:type_name -> tally.inventory.v1.TimeBasis
+	1,  // 11: tally.inventory.v1.GetStockAsOfResponse.basis:type_name -> tally.inventory.v1.TimeBasis
+	19, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
+	21, // 13: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
+	6,  // 14: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
+	9,  // 15: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
+	11, // 16: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
+	13, // 17: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
+	15, // 18: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
+	17, // 19: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
+	2,  // 20: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
+	7,  // 21: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
+	10, // 22: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
+	12, // 23: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
+	14, // 24: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
+	16, // 25: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
+	18, // 26: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
+	4,  // 27: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_query_proto_init() }
@@ -1243,14 +1616,15 @@ func file_tally_inventory_v1_query_proto_init() {
 		return
 	}
 	file_tally_inventory_v1_events_proto_init()
-	file_tally_inventory_v1_query_proto_msgTypes[6].OneofWrappers = []any{}
+	file_tally_inventory_v1_query_proto_msgTypes[0].OneofWrappers = []any{}
+	file_tally_inventory_v1_query_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_query_proto_rawDesc), len(file_tally_inventory_v1_query_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

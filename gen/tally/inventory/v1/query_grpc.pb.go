@@ -25,6 +25,7 @@ const (
 	QueryService_GetStockHistory_FullMethodName     = "/tally.inventory.v1.QueryService/GetStockHistory"
 	QueryService_GetStockAsOf_FullMethodName        = "/tally.inventory.v1.QueryService/GetStockAsOf"
 	QueryService_GetProjectionStatus_FullMethodName = "/tally.inventory.v1.QueryService/GetProjectionStatus"
+	QueryService_WatchLowStock_FullMethodName       = "/tally.inventory.v1.QueryService/WatchLowStock"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -54,6 +55,13 @@ type QueryServiceClient interface {
 	GetStockAsOf(ctx context.Context, in *GetStockAsOfRequest, opts ...grpc.CallOption) (*GetStockAsOfResponse, error)
 	// GetProjectionStatus reports how far the read model trails the log.
 	GetProjectionStatus(ctx context.Context, in *GetProjectionStatusRequest, opts ...grpc.CallOption) (*GetProjectionStatusResponse, error)
+	// WatchLowStock first sends every item at or below its reorder point (or
+	// resumes after a resume_token), then one message each time an item goes
+	// low, recovers or runs out. Transitions are judged on available stock
+	// (on_hand - reserved), per committed projection batch: only what is
+	// committed in the read model is announced. A stream that cannot keep up
+	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
+	WatchLowStock(ctx context.Context, in *WatchLowStockRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchLowStockResponse], error)
 }
 
 type queryServiceClient struct {
@@ -124,6 +132,25 @@ func (c *queryServiceClient) GetProjectionStatus(ctx context.Context, in *GetPro
 	return out, nil
 }
 
+func (c *queryServiceClient) WatchLowStock(ctx context.Context, in *WatchLowStockRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchLowStockResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueryService_ServiceDesc.Streams[0], QueryService_WatchLowStock_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchLowStockRequest, WatchLowStockResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueryService_WatchLowStockClient = grpc.ServerStreamingClient[WatchLowStockResponse]
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -151,6 +178,13 @@ type QueryServiceServer interface {
 	GetStockAsOf(context.Context, *GetStockAsOfRequest) (*GetStockAsOfResponse, error)
 	// GetProjectionStatus reports how far the read model trails the log.
 	GetProjectionStatus(context.Context, *GetProjectionStatusRequest) (*GetProjectionStatusResponse, error)
+	// WatchLowStock first sends every item at or below its reorder point (or
+	// resumes after a resume_token), then one message each time an item goes
+	// low, recovers or runs out. Transitions are judged on available stock
+	// (on_hand - reserved), per committed projection batch: only what is
+	// committed in the read model is announced. A stream that cannot keep up
+	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
+	WatchLowStock(*WatchLowStockRequest, grpc.ServerStreamingServer[WatchLowStockResponse]) error
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -178,6 +212,9 @@ func (UnimplementedQueryServiceServer) GetStockAsOf(context.Context, *GetStockAs
 }
 func (UnimplementedQueryServiceServer) GetProjectionStatus(context.Context, *GetProjectionStatusRequest) (*GetProjectionStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetProjectionStatus not implemented")
+}
+func (UnimplementedQueryServiceServer) WatchLowStock(*WatchLowStockRequest, grpc.ServerStreamingServer[WatchLowStockResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchLowStock not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -308,6 +345,17 @@ func _QueryService_GetProjectionStatus_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_WatchLowStock_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchLowStockRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QueryServiceServer).WatchLowStock(m, &grpc.GenericServerStream[WatchLowStockRequest, WatchLowStockResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueryService_WatchLowStockServer = grpc.ServerStreamingServer[WatchLowStockResponse]
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +388,12 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _QueryService_GetProjectionStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchLowStock",
+			Handler:       _QueryService_WatchLowStock_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tally/inventory/v1/query.proto",
 }

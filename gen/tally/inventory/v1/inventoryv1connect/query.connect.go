@@ -49,6 +49,9 @@ const (
 	// QueryServiceGetProjectionStatusProcedure is the fully-qualified name of the QueryService's
 	// GetProjectionStatus RPC.
 	QueryServiceGetProjectionStatusProcedure = "/tally.inventory.v1.QueryService/GetProjectionStatus"
+	// QueryServiceWatchLowStockProcedure is the fully-qualified name of the QueryService's
+	// WatchLowStock RPC.
+	QueryServiceWatchLowStockProcedure = "/tally.inventory.v1.QueryService/WatchLowStock"
 )
 
 // QueryServiceClient is a client for the tally.inventory.v1.QueryService service.
@@ -68,6 +71,13 @@ type QueryServiceClient interface {
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
 	// GetProjectionStatus reports how far the read model trails the log.
 	GetProjectionStatus(context.Context, *connect.Request[v1.GetProjectionStatusRequest]) (*connect.Response[v1.GetProjectionStatusResponse], error)
+	// WatchLowStock first sends every item at or below its reorder point (or
+	// resumes after a resume_token), then one message each time an item goes
+	// low, recovers or runs out. Transitions are judged on available stock
+	// (on_hand - reserved), per committed projection batch: only what is
+	// committed in the read model is announced. A stream that cannot keep up
+	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
+	WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest]) (*connect.ServerStreamForClient[v1.WatchLowStockResponse], error)
 }
 
 // NewQueryServiceClient constructs a client for the tally.inventory.v1.QueryService service. By
@@ -117,6 +127,12 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(queryServiceMethods.ByName("GetProjectionStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		watchLowStock: connect.NewClient[v1.WatchLowStockRequest, v1.WatchLowStockResponse](
+			httpClient,
+			baseURL+QueryServiceWatchLowStockProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("WatchLowStock")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -128,6 +144,7 @@ type queryServiceClient struct {
 	getStockHistory     *connect.Client[v1.GetStockHistoryRequest, v1.GetStockHistoryResponse]
 	getStockAsOf        *connect.Client[v1.GetStockAsOfRequest, v1.GetStockAsOfResponse]
 	getProjectionStatus *connect.Client[v1.GetProjectionStatusRequest, v1.GetProjectionStatusResponse]
+	watchLowStock       *connect.Client[v1.WatchLowStockRequest, v1.WatchLowStockResponse]
 }
 
 // GetStock calls tally.inventory.v1.QueryService.GetStock.
@@ -160,6 +177,11 @@ func (c *queryServiceClient) GetProjectionStatus(ctx context.Context, req *conne
 	return c.getProjectionStatus.CallUnary(ctx, req)
 }
 
+// WatchLowStock calls tally.inventory.v1.QueryService.WatchLowStock.
+func (c *queryServiceClient) WatchLowStock(ctx context.Context, req *connect.Request[v1.WatchLowStockRequest]) (*connect.ServerStreamForClient[v1.WatchLowStockResponse], error) {
+	return c.watchLowStock.CallServerStream(ctx, req)
+}
+
 // QueryServiceHandler is an implementation of the tally.inventory.v1.QueryService service.
 type QueryServiceHandler interface {
 	// GetStock returns one store's stock of a SKU. With min_version it first
@@ -177,6 +199,13 @@ type QueryServiceHandler interface {
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
 	// GetProjectionStatus reports how far the read model trails the log.
 	GetProjectionStatus(context.Context, *connect.Request[v1.GetProjectionStatusRequest]) (*connect.Response[v1.GetProjectionStatusResponse], error)
+	// WatchLowStock first sends every item at or below its reorder point (or
+	// resumes after a resume_token), then one message each time an item goes
+	// low, recovers or runs out. Transitions are judged on available stock
+	// (on_hand - reserved), per committed projection batch: only what is
+	// committed in the read model is announced. A stream that cannot keep up
+	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
+	WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest], *connect.ServerStream[v1.WatchLowStockResponse]) error
 }
 
 // NewQueryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -222,6 +251,12 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(queryServiceMethods.ByName("GetProjectionStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	queryServiceWatchLowStockHandler := connect.NewServerStreamHandler(
+		QueryServiceWatchLowStockProcedure,
+		svc.WatchLowStock,
+		connect.WithSchema(queryServiceMethods.ByName("WatchLowStock")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.inventory.v1.QueryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case QueryServiceGetStockProcedure:
@@ -236,6 +271,8 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 			queryServiceGetStockAsOfHandler.ServeHTTP(w, r)
 		case QueryServiceGetProjectionStatusProcedure:
 			queryServiceGetProjectionStatusHandler.ServeHTTP(w, r)
+		case QueryServiceWatchLowStockProcedure:
+			queryServiceWatchLowStockHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -267,4 +304,8 @@ func (UnimplementedQueryServiceHandler) GetStockAsOf(context.Context, *connect.R
 
 func (UnimplementedQueryServiceHandler) GetProjectionStatus(context.Context, *connect.Request[v1.GetProjectionStatusRequest]) (*connect.Response[v1.GetProjectionStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.QueryService.GetProjectionStatus is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest], *connect.ServerStream[v1.WatchLowStockResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.QueryService.WatchLowStock is not implemented"))
 }

@@ -1,0 +1,389 @@
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+// The projector's announcement contract (projector.StockChannel and its
+// payload). Repeated here, not imported: query/ and projector/ meet only in
+// the database.
+const (
+	stockChannel        = "tally_stock"
+	defaultReorderPoint = 10
+	defaultTargetLevel  = 30
+	watchCeiling        = 100
+	// CoverDays is how many days of sales a recommended reorder covers.
+	CoverDays = 14
+	// resumeMargin covers projector transactions that committed out of
+	// order: a resume looks back this much further than its token.
+	resumeMargin = 5 * time.Second
+)
+
+type stockChange struct {
+	SKU             string `json:"k"`
+	Store           string `json:"s"`
+	AvailableBefore int64  `json:"b"`
+	Available       int64  `json:"a"`
+	OnHand          int64  `json:"o"`
+	Reserved        int64  `json:"r"`
+	Version         int64  `json:"v"`
+	ReorderPoint    int64  `json:"p"`
+	ReorderBefore   int64  `json:"q"`
+	TargetLevel     int64  `json:"t"`
+}
+
+// Hub LISTENs for the projector's announcements on one connection and fans
+// them out to every watch of this instance.
+type Hub struct {
+	svc *Service
+	// Buffer is each watch's queue; a watch whose queue is full is ended
+	// with ResourceExhausted.
+	buffer int
+
+	mu     sync.Mutex
+	subs   map[*subscription]struct{}
+	ready  chan struct{}
+	closed bool
+}
+
+type subscription struct {
+	// match picks the changes this watch wants, so others' bursts never
+	// take room in its queue.
+	match    func(stockChange) bool
+	ch       chan stockChange
+	overflow chan struct{}
+	lost     chan struct{}
+	once     sync.Once
+}
+
+// RunHub listens until ctx ends, reconnecting after failures. Watches that
+// may have missed announcements during an outage are ended with
+// Unavailable so their clients resume.
+func (s *Service) RunHub(ctx context.Context) error {
+	h := s.hub
+	for {
+		err := h.listen(ctx)
+		h.dropAll()
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("low-stock listener lost its connection; reconnecting", "error", err)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (h *Hub) listen(ctx context.Context) error {
+	conn, err := h.svc.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection ends up in LISTEN state: never give it back.
+	pc := conn.Hijack()
+	defer pc.Close(context.Background())
+	if _, err := pc.Exec(ctx, "LISTEN "+stockChannel); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	close(h.ready)
+	h.mu.Unlock()
+	for {
+		n, err := pc.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var changes []stockChange
+		if err := json.Unmarshal([]byte(n.Payload), &changes); err != nil {
+			h.svc.log.Error("undecodable low-stock announcement", "error", err)
+			continue
+		}
+		h.mu.Lock()
+		for sub := range h.subs {
+			for _, c := range changes {
+				if !sub.match(c) {
+					continue
+				}
+				select {
+				case sub.ch <- c:
+					continue
+				default:
+				}
+				// A full queue: this watch is cut off (it ends with
+				// ResourceExhausted once its handler is free) and gets
+				// nothing more, so it cannot slow anyone down.
+				sub.once.Do(func() { close(sub.overflow) })
+				delete(h.subs, sub)
+				break
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *Hub) dropAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs {
+		close(sub.lost)
+		delete(h.subs, sub)
+	}
+	h.ready = make(chan struct{})
+}
+
+// subscribe registers a watch once the listener is up.
+func (h *Hub) subscribe(ctx context.Context, match func(stockChange) bool) (*subscription, error) {
+	h.mu.Lock()
+	ready := h.ready
+	h.mu.Unlock()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(5 * time.Second):
+		return nil, errors.New("low-stock listener not connected")
+	}
+	sub := &subscription{match: match, ch: make(chan stockChange, h.buffer), overflow: make(chan struct{}), lost: make(chan struct{})}
+	h.mu.Lock()
+	h.subs[sub] = struct{}{}
+	h.mu.Unlock()
+	return sub, nil
+}
+
+func (h *Hub) unsubscribe(sub *subscription) {
+	h.mu.Lock()
+	delete(h.subs, sub)
+	h.mu.Unlock()
+}
+
+// watchFilter is a validated WatchLowStockRequest.
+type watchFilter struct {
+	stores    map[string]bool
+	storeList []string
+	prefix    string
+	threshold *int64
+}
+
+func (f *watchFilter) matches(sku, store string) bool {
+	return strings.HasPrefix(sku, f.prefix) && (len(f.stores) == 0 || f.stores[store])
+}
+
+func (f *watchFilter) point(reorderPoint int64) int64 {
+	if f.threshold != nil {
+		return *f.threshold
+	}
+	return reorderPoint
+}
+
+func stateOf(available, point int64) inventoryv1.LowStockState {
+	switch {
+	case available <= 0:
+		return inventoryv1.LowStockState_LOW_STOCK_STATE_OUT_OF_STOCK
+	case available <= point:
+		return inventoryv1.LowStockState_LOW_STOCK_STATE_LOW
+	}
+	return inventoryv1.LowStockState_LOW_STOCK_STATE_RECOVERED
+}
+
+// RecommendedReorder is the documented formula:
+// max(0, max(target, ceil(sales7/7 × CoverDays)) − available).
+func RecommendedReorder(available, target, sales7 int64) int64 {
+	cover := int64(math.Ceil(float64(sales7) / 7 * CoverDays))
+	return max(0, max(target, cover)-available)
+}
+
+func encodeResume(t time.Time) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10)))
+}
+
+func decodeResume(s string) (time.Time, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	us, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || us <= 0 {
+		return time.Time{}, false
+	}
+	return time.UnixMicro(us), true
+}
+
+// WatchLowStock implements QueryService.
+func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[inventoryv1.WatchLowStockRequest], stream *connect.ServerStream[inventoryv1.WatchLowStockResponse]) error {
+	m := req.Msg
+	v := &violations{}
+	f := &watchFilter{stores: map[string]bool{}, prefix: m.GetSkuPrefix(), threshold: m.Threshold}
+	for i, st := range m.GetStoreIds() {
+		v.id(fmt.Sprintf("store_ids[%d]", i), st)
+		f.stores[st] = true
+		f.storeList = append(f.storeList, st)
+	}
+	if len(m.GetSkuPrefix()) > maxIDBytes {
+		v.add("sku_prefix", fmt.Sprintf("at most %d bytes", maxIDBytes))
+	}
+	if m.Threshold != nil && (m.GetThreshold() < 0 || m.GetThreshold() > watchCeiling) {
+		v.add("threshold", fmt.Sprintf("0 to %d, got %d", watchCeiling, m.GetThreshold()))
+	}
+	var since time.Time
+	if m.GetResumeToken() != "" {
+		t, ok := decodeResume(m.GetResumeToken())
+		if !ok {
+			v.add("resume_token", "not a resume token of WatchLowStock")
+		}
+		since = t
+	}
+	if err := v.err(); err != nil {
+		return s.connectError(err)
+	}
+	if s.hub == nil {
+		return connect.NewError(connect.CodeUnimplemented, errors.New("low-stock watching is not enabled on this instance"))
+	}
+	// Subscribe before reading the snapshot, so nothing committed in
+	// between is missed; the per-item version check drops what the
+	// snapshot already covered.
+	sub, err := s.hub.subscribe(ctx, func(c stockChange) bool {
+		return f.matches(c.SKU, c.Store) && stateOf(c.AvailableBefore, f.point(c.ReorderBefore)) != stateOf(c.Available, f.point(c.ReorderPoint))
+	})
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	defer s.hub.unsubscribe(sub)
+
+	seen := map[[2]string]int64{}
+	// Resume tokens come from the database clock (projected_at is set by
+	// it), never from ours, so every instance reads them the same way.
+	initial, dbNow, err := s.lowStockSnapshot(ctx, f, since)
+	if err != nil {
+		return s.connectError(err)
+	}
+	token := encodeResume(dbNow)
+	for _, it := range initial {
+		seen[[2]string{it.GetSkuId(), it.GetStoreId()}] = it.GetSkuVersion()
+		if err := stream.Send(&inventoryv1.WatchLowStockResponse{Item: it, Initial: true, ResumeToken: token}); err != nil {
+			return err
+		}
+	}
+	if err := stream.Send(&inventoryv1.WatchLowStockResponse{CaughtUp: true, ResumeToken: token}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.overflow:
+			return connect.NewError(connect.CodeResourceExhausted, errors.New("this watch fell too far behind; reconnect with the last resume_token"))
+		case <-sub.lost:
+			return connect.NewError(connect.CodeUnavailable, errors.New("announcements were interrupted; reconnect with the last resume_token"))
+		case c := <-sub.ch:
+			key := [2]string{c.SKU, c.Store}
+			if c.Version <= seen[key] {
+				continue // the snapshot already showed this or a newer state
+			}
+			after := stateOf(c.Available, f.point(c.ReorderPoint))
+			seen[key] = c.Version
+			sales, now, err := s.sales7(ctx, c.SKU, c.Store)
+			if err != nil {
+				return s.connectError(err)
+			}
+			it := &inventoryv1.LowStockItem{
+				SkuId: c.SKU, StoreId: c.Store, OnHand: c.OnHand, Reserved: c.Reserved, Available: c.Available,
+				ReorderPoint: f.point(c.ReorderPoint), TargetLevel: c.TargetLevel, SalesLast_7Days: sales,
+				RecommendedReorderQuantity: RecommendedReorder(c.Available, c.TargetLevel, sales),
+				SkuVersion:                 c.Version, State: after,
+			}
+			// A live message's token is the database time it was sent at:
+			// the change it reports was committed before that.
+			if err := stream.Send(&inventoryv1.WatchLowStockResponse{Item: it, ResumeToken: encodeResume(now)}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// lowStockSnapshot returns the items to send first: every item now at or
+// below its point, or with a resume time, every item projected since
+// (minus resumeMargin) in whatever state it is now. It also returns the
+// database time the snapshot was read at.
+func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since time.Time) ([]*inventoryv1.LowStockItem, time.Time, error) {
+	var stores any
+	if len(f.storeList) > 0 {
+		stores = f.storeList
+	}
+	var threshold any
+	if f.threshold != nil {
+		threshold = *f.threshold
+	}
+	var sinceArg any
+	if !since.IsZero() {
+		sinceArg = since.Add(-resumeMargin)
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `
+		SELECT s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version,
+		       COALESCE($3, p.reorder_point, $5), COALESCE(p.target_level, $6),
+		       COALESCE((SELECT sum(-l.quantity_delta) FROM inventory_ledger l
+		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type IN (1, 8)
+		                   AND l.occurred_at > now() - interval '7 days'), 0),
+		       now()
+		FROM stock_levels s
+		LEFT JOIN reorder_policies p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
+		WHERE ($1::text[] IS NULL OR s.store_id = ANY($1))
+		  AND s.sku_id LIKE $2 || '%'
+		  AND (CASE WHEN $4::timestamptz IS NULL
+		            THEN s.on_hand - s.reserved <= COALESCE($3, p.reorder_point, $5)
+		            ELSE s.projected_at >= $4 END)
+		ORDER BY s.store_id, s.sku_id`,
+		stores, likeEscape(f.prefix), threshold, sinceArg, defaultReorderPoint, defaultTargetLevel)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var out []*inventoryv1.LowStockItem
+	var dbNow time.Time
+	for rows.Next() {
+		it := &inventoryv1.LowStockItem{}
+		if err := rows.Scan(&it.SkuId, &it.StoreId, &it.OnHand, &it.Reserved, &it.SkuVersion, &it.ReorderPoint, &it.TargetLevel, &it.SalesLast_7Days, &dbNow); err != nil {
+			return nil, time.Time{}, err
+		}
+		it.Available = it.OnHand - it.Reserved
+		it.State = stateOf(it.Available, it.ReorderPoint)
+		it.RecommendedReorderQuantity = RecommendedReorder(it.Available, it.TargetLevel, it.SalesLast_7Days)
+		out = append(out, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, time.Time{}, err
+	}
+	if dbNow.IsZero() {
+		if err := s.cfg.Pool.QueryRow(ctx, "SELECT now()").Scan(&dbNow); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	return out, dbNow, nil
+}
+
+// sales7 is the units sold at a store in the 7 days before now, and the
+// database's now.
+func (s *Service) sales7(ctx context.Context, sku, store string) (int64, time.Time, error) {
+	var n int64
+	var now time.Time
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM inventory_ledger
+		WHERE sku_id = $1 AND store_id = $2 AND event_type IN (1, 8) AND occurred_at > now() - interval '7 days'`, sku, store).Scan(&n, &now)
+	return n, now, err
+}
+
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
