@@ -2,15 +2,18 @@ package serve_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/tally-oss/tally/cmd/tally/serve"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/query"
 )
 
@@ -306,5 +310,31 @@ func TestRecommendedReorderFormula(t *testing.T) {
 		if got := query.RecommendedReorder(c.available, c.target, c.sales7); got != c.want {
 			t.Errorf("RecommendedReorder(%d, %d, %d) = %d, want %d", c.available, c.target, c.sales7, got, c.want)
 		}
+	}
+}
+
+func TestWatchOverConnectJSONAndGRPCWeb(t *testing.T) {
+	p := uniq("proto")
+	getStock(t, p, "S1", receiveAt(t, p, "S1", 2)) // low from the start
+	// HTTP/1.1 only, as a mobile app's stack may be.
+	h1 := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: false, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	for name, opts := range map[string][]connect.ClientOption{
+		"connect+json over HTTP/1.1": {connect.WithProtoJSON()},
+		"grpc-web over HTTP/1.1":     {connect.WithGRPCWeb()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := inventoryv1connect.NewQueryServiceClient(h1, "http://"+addr, opts...)
+			st, err := c.WatchLowStock(t.Context(), connect.NewRequest(&inventoryv1.WatchLowStockRequest{SkuPrefix: p}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if !st.Receive() || st.Msg().GetItem().GetSkuId() != p || st.Msg().GetItem().GetAvailable() != 2 {
+				t.Fatalf("first message %v, %v", st.Msg(), st.Err())
+			}
+			if !st.Receive() || !st.Msg().GetCaughtUp() {
+				t.Fatalf("second message %v, %v; want caught_up", st.Msg(), st.Err())
+			}
+		})
 	}
 }
