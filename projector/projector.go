@@ -42,6 +42,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// MaxPollRecords bounds one poll (and so one batch). Default 20000.
 	MaxPollRecords int
+	// Silent turns off low-stock announcements (pg_notify), for rebuilds
+	// into another schema that no watcher should hear.
+	Silent bool
 	// Parallelism is how many partitions' batches are written at once.
 	// Default 4.
 	Parallelism int
@@ -133,7 +136,7 @@ func (p *Postgres) Run(ctx context.Context) error {
 		kgo.AdjustFetchOffsetsFn(p.storedOffsets),
 		kgo.FetchMaxBytes(64<<20),
 		kgo.FetchMaxPartitionBytes(16<<20),
-		kgo.FetchMaxWait(50*time.Millisecond),
+		kgo.FetchMaxWait(10*time.Millisecond),
 	)...)
 	if err != nil {
 		return err
@@ -338,7 +341,7 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
 	if len(rows) > 0 {
-		if err := writeRows(ctx, tx, rows, state, p.policies, staged); err != nil {
+		if err := writeRows(ctx, tx, rows, state, p.policies, staged, !p.cfg.Silent); err != nil {
 			return err
 		}
 	}
@@ -364,7 +367,7 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 // row already there (a replay), the transaction is retried by the caller
 // with staged=true: COPY into a temp table, then INSERT … ON CONFLICT DO
 // NOTHING.
-func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cache *policies, staged bool) error {
+func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cache *policies, staged, announce bool) error {
 	if staged {
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
 			(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
@@ -414,6 +417,9 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cach
 			WHERE reorder_policies.sku_version < excluded.sku_version`, pSKU, pStore, pPoint, pTarget, pVersion, pAt); err != nil {
 			return fmt.Errorf("reorder_policies: %w", err)
 		}
+	}
+	if !announce {
+		return nil
 	}
 	if notes := payloads(b.changes(cache)); len(notes) > 0 {
 		if _, err := tx.Exec(ctx, `SELECT pg_notify('`+StockChannel+`', n) FROM unnest($1::text[]) n`, notes); err != nil {

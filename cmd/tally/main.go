@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/tally-oss/tally/bench"
 	"github.com/tally-oss/tally/cmd/tally/serve"
 )
 
@@ -25,6 +27,17 @@ var subcommands = []subcommand{
 	{"projector", "run only the Postgres projector", serve.RunProjector},
 	{"query", "run only the read side (QueryService)", serve.RunQuery},
 	{"migrate", "apply the read model's schema migrations", serve.RunMigrate},
+	{"replay", "rebuild the read model from the log into a fresh schema", serve.RunReplay},
+	{"bench", "drive a Tally (or --embedded) with an open-loop workload and audit it", runBench},
+}
+
+func runBench(ctx context.Context, args []string) error {
+	return bench.Run(ctx, args, bench.Deps{
+		StartEmbedded: serve.StartEmbedded,
+		Replay: func(ctx context.Context, brokers []string, dsn string) (int64, time.Duration, error) {
+			return serve.Replay(ctx, brokers, dsn, "", os.Stderr)
+		},
+	})
 }
 
 func usage() {

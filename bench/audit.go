@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// Audit is the correctness check that ends a run against Tally.
+type Audit struct {
+	Events            int64    `json:"events"`
+	SKUs              int      `json:"skus"`
+	Levels            int      `json:"levels_compared"`
+	AcceptedChecked   int      `json:"accepted_commands_checked"`
+	Problems          []string `json:"problems"`
+	problemsTruncated int
+}
+
+func (a *Audit) fail(format string, args ...any) {
+	if len(a.Problems) >= 20 {
+		a.problemsTruncated++
+		return
+	}
+	a.Problems = append(a.Problems, fmt.Sprintf(format, args...))
+}
+
+// OK reports whether the audit found nothing wrong.
+func (a *Audit) OK() bool { return len(a.Problems) == 0 }
+
+// audit reads the whole log with an independent consumer and checks: every
+// accepted command is in it exactly once (two events for a transfer), per
+// SKU versions are 1..N in log order, no event takes available stock below
+// zero without the allow_negative flag, and the read model (through the
+// public API) equals the fold of the log.
+func audit(ctx context.Context, brokers []string, q inventoryv1.QueryServiceClient, accepted []acceptedCmd) (*Audit, error) {
+	a := &Audit{}
+	// Wait for the projection to catch up.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, err := q.GetProjectionStatus(ctx, &inventoryv1.GetProjectionStatusRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("projection status: %w", err)
+		}
+		if st.GetTotalLag() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("projection still %d behind after 2 minutes", st.GetTotalLag())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(kafka.EventsTopic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, kafka.EventsTopic)
+	if err != nil {
+		return nil, err
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
+	seen := map[int32]int64{}
+	versions := map[string]int64{}
+	counts := map[string]int{}
+	type key struct{ sku, store string }
+	fold := map[key]*inventoryv1.InventoryEvent{}
+	caughtUp := func() bool {
+		for p, end := range want {
+			if seen[p] < end {
+				return false
+			}
+		}
+		return true
+	}
+	for !caughtUp() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, ferr
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			rec := it.Next()
+			seen[rec.Partition] = rec.Offset + 1
+			if rec.Attrs.IsControl() {
+				continue
+			}
+			e := &inventoryv1.InventoryEvent{}
+			if err := proto.Unmarshal(rec.Value, e); err != nil {
+				a.fail("undecodable record at %d/%d", rec.Partition, rec.Offset)
+				continue
+			}
+			a.Events++
+			if e.GetSkuVersion() != versions[e.GetSkuId()]+1 {
+				a.fail("sku %s: version %d after %d (gap, repeat or reorder)", e.GetSkuId(), e.GetSkuVersion(), versions[e.GetSkuId()])
+			}
+			versions[e.GetSkuId()] = e.GetSkuVersion()
+			counts[e.GetCommandId()]++
+			avail := e.GetOnHandAfter() - e.GetReservedAfter()
+			if e.GetQuantityDelta()-e.GetReservedDelta() < 0 && avail < 0 && !e.GetAllowNegative() {
+				a.fail("sku %s store %s: available %d without the allow_negative flag", e.GetSkuId(), e.GetStoreId(), avail)
+			}
+			fold[key{e.GetSkuId(), e.GetStoreId()}] = e
+		}
+	}
+	a.SKUs = len(versions)
+	for _, c := range accepted {
+		n := 1
+		if c.transfer {
+			n = 2
+		}
+		if counts[c.id] != n {
+			a.fail("accepted command %s has %d events in the log, want %d", c.id, counts[c.id], n)
+		}
+		a.AcceptedChecked++
+	}
+	// The read model, through the API, against the fold.
+	keys := make([]key, 0, len(fold))
+	for k := range fold {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].sku < keys[j].sku || keys[i].sku == keys[j].sku && keys[i].store < keys[j].store
+	})
+	for i := 0; i < len(keys); i += 1000 {
+		chunk := keys[i:min(i+1000, len(keys))]
+		req := &inventoryv1.BatchGetStockRequest{}
+		for _, k := range chunk {
+			req.Keys = append(req.Keys, &inventoryv1.StockKey{SkuId: k.sku, StoreId: k.store})
+		}
+		resp, err := q.BatchGetStock(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("batch get: %w", err)
+		}
+		for _, m := range resp.GetMissing() {
+			a.fail("read model lacks %s/%s", m.GetSkuId(), m.GetStoreId())
+		}
+		for _, l := range resp.GetLevels() {
+			e := fold[key{l.GetSkuId(), l.GetStoreId()}]
+			if l.GetOnHand() != e.GetOnHandAfter() || l.GetReserved() != e.GetReservedAfter() || l.GetSkuVersion() != e.GetSkuVersion() {
+				a.fail("read model %s/%s on_hand %d v%d, log says %d v%d", l.GetSkuId(), l.GetStoreId(), l.GetOnHand(), l.GetSkuVersion(), e.GetOnHandAfter(), e.GetSkuVersion())
+			}
+			a.Levels++
+		}
+	}
+	if a.problemsTruncated > 0 {
+		a.Problems = append(a.Problems, fmt.Sprintf("... and %d more", a.problemsTruncated))
+	}
+	return a, nil
+}
+
+// histogram is a Prometheus histogram's cumulative buckets.
+type histogram struct {
+	bounds []float64
+	counts []uint64
+}
+
+// scrapeHistogram reads one histogram from a /metrics endpoint.
+func scrapeHistogram(ctx context.Context, addr, name string) (*histogram, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	f, ok := fams[name]
+	if !ok || len(f.GetMetric()) == 0 {
+		return nil, fmt.Errorf("no %s at %s/metrics", name, addr)
+	}
+	h := &histogram{}
+	for _, b := range f.GetMetric()[0].GetHistogram().GetBucket() {
+		h.bounds = append(h.bounds, b.GetUpperBound())
+		h.counts = append(h.counts, b.GetCumulativeCount())
+	}
+	return h, nil
+}
+
+// quantilesSince estimates quantiles (upper bucket bounds, ms) of what was
+// observed between two scrapes.
+func quantilesSince(before, after *histogram) *Percentiles {
+	if before == nil || after == nil || len(before.counts) != len(after.counts) {
+		return nil
+	}
+	n := len(after.counts)
+	delta := make([]uint64, n)
+	for i := range delta {
+		delta[i] = after.counts[i] - before.counts[i]
+	}
+	total := delta[n-1]
+	if total == 0 {
+		return nil
+	}
+	q := func(p float64) float64 {
+		target := uint64(p * float64(total))
+		for i, c := range delta {
+			if c >= target {
+				return after.bounds[i] * 1000
+			}
+		}
+		return after.bounds[n-1] * 1000
+	}
+	return &Percentiles{P50: q(0.5), P95: q(0.95), P99: q(0.99), P999: q(0.999), Max: q(1), Count: int64(total)}
+}
