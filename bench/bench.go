@@ -342,6 +342,11 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 	}
 	var before *histogram
 	if name == "tally" {
+		// Let the projection take in the seed first, so its backlog does
+		// not count as the run's visibility.
+		if err := waitCaughtUp(ctx, addr, time.Minute); err != nil {
+			return nil, err
+		}
 		before, _ = scrapeHistogram(ctx, addr, "tally_projector_visibility_seconds")
 	}
 	w := newWorkload(c.Seed, c.SKUs, c.Stores, c.Zipf, c.mix, runID)
@@ -412,5 +417,25 @@ func (r *Report) print(out io.Writer) {
 		} else {
 			fmt.Fprintf(out, "AUDIT FAILED:\n  %s\n", strings.Join(r.Audit.Problems, "\n  "))
 		}
+	}
+}
+
+// waitCaughtUp waits until the projection has no lag.
+func waitCaughtUp(ctx context.Context, addr string, limit time.Duration) error {
+	q, closeQ, err := queryClient(addr)
+	if err != nil {
+		return err
+	}
+	defer closeQ()
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := q.GetProjectionStatus(ctx, &inventoryv1.GetProjectionStatusRequest{})
+		if err == nil && st.GetTotalLag() == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("projection not caught up after %s (lag %d, %v)", limit, st.GetTotalLag(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

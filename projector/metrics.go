@@ -47,19 +47,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) batchCommitted(partition int32, events, dead int, d time.Duration, recorded []time.Time, next int64) {
+func (m *Metrics) batchCommitted(offsets []offsetRow, dead int, d time.Duration, recorded []time.Time) {
 	if m == nil {
 		return
 	}
 	now := time.Now()
-	p := strconv.Itoa(int(partition))
-	m.events.WithLabelValues(p).Add(float64(events))
+	for _, o := range offsets {
+		p := strconv.Itoa(int(o.partition))
+		m.events.WithLabelValues(p).Add(float64(o.events))
+		m.offset.WithLabelValues(p).Set(float64(o.next))
+	}
 	m.batches.WithLabelValues("committed").Inc()
 	m.batchSecs.Observe(d.Seconds())
 	for _, t := range recorded {
 		m.visibility.Observe(now.Sub(t).Seconds())
 	}
-	m.offset.WithLabelValues(p).Set(float64(next))
 }
 
 func (m *Metrics) batchFailed() {

@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -45,9 +44,6 @@ type Config struct {
 	// Silent turns off low-stock announcements (pg_notify), for rebuilds
 	// into another schema that no watcher should hear.
 	Silent bool
-	// Parallelism is how many partitions' batches are written at once.
-	// Default 4.
-	Parallelism int
 	// Logger, default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, is updated.
@@ -55,7 +51,7 @@ type Config struct {
 	// AfterStage, when set, runs inside each batch's transaction after the
 	// rows are written and before the commit: fault injection for tests
 	// (cancel the context there and the batch must leave no trace).
-	AfterStage func(partition int32)
+	AfterStage func()
 }
 
 func (c *Config) defaults() {
@@ -70,9 +66,6 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 20000
-	}
-	if c.Parallelism <= 0 {
-		c.Parallelism = 2
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -155,16 +148,18 @@ func (p *Postgres) Run(ctx context.Context) error {
 				p.log.Warn("fetch error", "topic", t, "partition", part, "error", err)
 			}
 		})
-		// Partitions hold disjoint SKUs, so their transactions touch
-		// disjoint rows and can commit in parallel.
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(p.cfg.Parallelism)
+		// One transaction per poll, for every partition in it: one commit
+		// (and one WAL flush) makes the whole poll visible at once.
+		var batch []partBatch
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) > 0 {
-				g.Go(func() error { return p.projectWithRetry(gctx, fp.Partition, fp.Records) })
+				batch = append(batch, partBatch{fp.Partition, fp.Records})
 			}
 		})
-		runErr := g.Wait()
+		var runErr error
+		if len(batch) > 0 {
+			runErr = p.projectWithRetry(ctx, batch)
+		}
 		cl.AllowRebalance()
 		if runErr != nil {
 			if ctx.Err() != nil {
@@ -214,10 +209,16 @@ func LoadOffsets(ctx context.Context, pool *pgxpool.Pool, consumer string) (map[
 	return out, err
 }
 
-func (p *Postgres) projectWithRetry(ctx context.Context, partition int32, recs []*kgo.Record) error {
+// partBatch is one partition's records of a poll.
+type partBatch struct {
+	partition int32
+	recs      []*kgo.Record
+}
+
+func (p *Postgres) projectWithRetry(ctx context.Context, batch []partBatch) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := p.project(ctx, partition, recs)
+		err := p.project(ctx, batch)
 		if err == nil {
 			return nil
 		}
@@ -225,7 +226,7 @@ func (p *Postgres) projectWithRetry(ctx context.Context, partition int32, recs [
 			return ctx.Err()
 		}
 		p.cfg.Metrics.batchFailed()
-		p.log.Warn("projecting batch failed; retrying", "partition", partition, "first_offset", recs[0].Offset, "records", len(recs), "error", err, "retry_in", backoff)
+		p.log.Warn("projecting batch failed; retrying", "partitions", len(batch), "first_offset", batch[0].recs[0].Offset, "error", err, "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -241,32 +242,45 @@ var ledgerColumns = []string{
 	"counterpart_store_id", "log_partition", "log_offset",
 }
 
-// project writes one partition's batch and its next offset in one
-// transaction.
-func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Record) error {
+// offsetRow is a partition's position after a batch.
+type offsetRow struct {
+	partition int32
+	next      int64
+	newest    time.Time
+	events    int
+}
+
+// project writes a poll's records of every partition, and each partition's
+// next offset, in one transaction.
+func (p *Postgres) project(ctx context.Context, batch []partBatch) error {
 	start := time.Now()
-	rows := make([][]any, 0, len(recs))
+	var rows [][]any
 	state := newBatchState()
 	var dead []*kgo.Record
 	var deadErrs []error
-	var newest time.Time
 	var recorded []time.Time
-	for _, r := range recs {
-		if r.Attrs.IsControl() {
-			continue
-		}
-		e := &inventoryv1.InventoryEvent{}
-		row, err := decodeRow(r, e)
-		if err != nil {
-			dead, deadErrs = append(dead, r), append(deadErrs, err)
-			continue
-		}
-		rows = append(rows, row)
-		state.add(e)
-		t := e.GetRecordedAt().AsTime()
-		recorded = append(recorded, t)
-		if t.After(newest) {
-			newest = t
+	offsets := make([]offsetRow, len(batch))
+	for i, pb := range batch {
+		o := &offsets[i]
+		o.partition, o.next = pb.partition, pb.recs[len(pb.recs)-1].Offset+1
+		for _, r := range pb.recs {
+			if r.Attrs.IsControl() {
+				continue
+			}
+			e := &inventoryv1.InventoryEvent{}
+			row, err := decodeRow(r, e)
+			if err != nil {
+				dead, deadErrs = append(dead, r), append(deadErrs, err)
+				continue
+			}
+			rows = append(rows, row)
+			state.add(e)
+			o.events++
+			t := e.GetRecordedAt().AsTime()
+			recorded = append(recorded, t)
+			if t.After(o.newest) {
+				o.newest = t
+			}
 		}
 	}
 	if len(dead) > 0 {
@@ -274,22 +288,17 @@ func (p *Postgres) project(ctx context.Context, partition int32, recs []*kgo.Rec
 			return err
 		}
 	}
-	next := recs[len(recs)-1].Offset + 1
-	var newestArg any
-	if !newest.IsZero() {
-		newestArg = newest
-	}
-	err := p.commitBatch(ctx, partition, rows, state, next, newestArg, false)
+	err := p.commitBatch(ctx, rows, state, offsets, false)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		// Some of these events are already in the ledger: a replay.
-		err = p.commitBatch(ctx, partition, rows, state, next, newestArg, true)
+		err = p.commitBatch(ctx, rows, state, offsets, true)
 	}
 	if err != nil {
 		return err
 	}
 	p.policies.set(state.policies)
-	p.cfg.Metrics.batchCommitted(partition, len(rows), len(dead), time.Since(start), recorded, next)
+	p.cfg.Metrics.batchCommitted(offsets, len(dead), time.Since(start), recorded)
 	return nil
 }
 
@@ -332,9 +341,9 @@ func (b *batchState) add(e *inventoryv1.InventoryEvent) {
 	}
 }
 
-// commitBatch writes one batch and the partition's next offset in one
+// commitBatch writes rows and the partitions' next offsets in one
 // transaction.
-func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]any, state *batchState, next int64, newest any, staged bool) error {
+func (p *Postgres) commitBatch(ctx context.Context, rows [][]any, state *batchState, offsets []offsetRow, staged bool) error {
 	tx, err := p.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return err
@@ -345,18 +354,25 @@ func (p *Postgres) commitBatch(ctx context.Context, partition int32, rows [][]an
 			return err
 		}
 	}
+	parts, nexts, newest := make([]int32, len(offsets)), make([]int64, len(offsets)), make([]*time.Time, len(offsets))
+	for i, o := range offsets {
+		parts[i], nexts[i] = o.partition, o.next
+		if !o.newest.IsZero() {
+			newest[i] = &o.newest
+		}
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
-		VALUES ($1, $2, $3, $4, now())
+		SELECT $1, * , now() FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[])
 		ON CONFLICT (consumer, log_partition) DO UPDATE
 		SET next_offset = excluded.next_offset,
 		    newest_recorded_at = COALESCE(excluded.newest_recorded_at, projector_offsets.newest_recorded_at),
 		    updated_at = now()
 		WHERE projector_offsets.next_offset < excluded.next_offset`,
-		p.cfg.Consumer, partition, next, newest); err != nil {
+		p.cfg.Consumer, parts, nexts, newest); err != nil {
 		return err
 	}
 	if p.cfg.AfterStage != nil {
-		p.cfg.AfterStage(partition)
+		p.cfg.AfterStage()
 	}
 	return tx.Commit(ctx)
 }

@@ -146,7 +146,7 @@ func uuidFor(sku string, v int64) string {
 	return fmt.Sprintf("%08x-%04x-7%03x-8%03x-%012x", uint32(h), uint16(h>>32), uint16(v>>12)&0xfff, uint16(v)&0xfff, uint64(v)+h>>16&0xffffffffffff)
 }
 
-func (f *fixture) projector(consumer string, hook func(int32), maxPoll int) *projector.Postgres {
+func (f *fixture) projector(consumer string, hook func(), maxPoll int) *projector.Postgres {
 	f.t.Helper()
 	p, err := projector.NewPostgres(projector.Config{
 		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic + consumer, Consumer: consumer, Pool: f.pool,
@@ -249,7 +249,7 @@ func TestKillBetweenCopyAndCommitLeavesNoTrace(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	var killed atomic.Bool
-	p := f.projector("pg", func(int32) {
+	p := f.projector("pg", func() {
 		// The rows are written; the commit is next. Die here.
 		killed.Store(true)
 		cancel()
@@ -284,7 +284,7 @@ func TestRandomKillsConvergeToTheFoldOfTheLog(t *testing.T) {
 		// sometimes at a random moment.
 		dieAt := r.IntN(5)
 		batches := 0
-		p := f.projector("pg", func(int32) {
+		p := f.projector("pg", func() {
 			if batches++; batches > dieAt && r.IntN(2) == 0 {
 				cancel()
 			}
