@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -71,6 +72,7 @@ type Config struct {
 	Replay       bool
 	JSON         bool
 	NoAudit      bool
+	CPUProfile   string
 
 	mix Mix
 }
@@ -99,6 +101,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	config.Bool(fs, &c.Replay, "replay", false, "also rebuild the read model from the log and report events/s")
 	config.Bool(fs, &c.JSON, "json", false, "print the report as JSON on stdout")
 	config.Bool(fs, &c.NoAudit, "no-audit", false, "skip the correctness audit")
+	config.String(fs, &c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (with --embedded: of Tally too) to this file")
 }
 
 // Validate reports every problem at once.
@@ -176,6 +179,17 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	brokers := config.List(c.KafkaBrokers)
 	if c.Embedded && c.Target != "noop" || c.Embedded && c.Compare {
 		dir := c.DataDir

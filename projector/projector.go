@@ -1,6 +1,6 @@
 // Package projector turns the log into read models: the PostgreSQL
-// operational model (this file), exactly once, by writing each batch's rows
-// and the partition's next offset in one transaction. It never imports
+// operational model (this file), exactly once, by writing each poll's rows
+// and its partitions' next offsets in one transaction. It never imports
 // command/ or query/: it meets them only in gen/, the log and the database.
 package projector
 

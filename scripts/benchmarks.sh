@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Regenerates BENCHMARKS.md: bash scripts/benchmarks.sh > BENCHMARKS.md
+# Every figure comes from `tally bench`; each run starts its own embedded
+# Tally (fresh data) unless noted. Takes about 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(mktemp -d)/tally
+go build -o "$bin" ./cmd/tally
+
+run() {
+  echo
+  echo '```'
+  echo "\$ tally bench $*"
+  "$bin" bench "$@" 2>/dev/null
+  echo '```'
+}
+
+cat <<HEAD
+# Benchmarks
+
+Regenerate with \`bash scripts/benchmarks.sh > BENCHMARKS.md\` (about 15 minutes).
+
+## The machine
+- $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB memory
+- $(go version)
+- Everything on this one machine: the load generator, Tally (\`tally serve\`: CommandService,
+  projector, QueryService), the embedded Kafka broker (franz-go's kfake, in the same process as
+  Tally) and PostgreSQL 15 (its own processes). They share the 2 cores.
+- Workload unless noted: 100,000 SKUs with Zipf(1.1) popularity, 50 stores, 70% sales, 10% returns,
+  15% receipts, 5% transfers, seed 1; the 5,000 hottest SKUs stocked at every store first. Sales
+  of unstocked SKUs are rejected and counted (insufficient_stock), not hidden.
+- Latency is measured from each call's scheduled start (open loop, no coordinated omission).
+  "vis" is write→query visibility: from the accepted response to the first successful
+  \`GetStock(min_version)\`, sampled on 1% of commands. "proj p99" is the projector's own
+  recorded_at→committed histogram (Prometheus bucket bound). Every Tally run ends with the audit.
+HEAD
+
+echo
+echo "## RPC ceiling of the box (no-op handler, same client)"
+run --target noop --rate 30000 --duration 10s
+run --target noop --rate 300000 --batch 100 --duration 10s
+
+echo
+echo "## Sweep, unary commands"
+run --embedded --sweep 1000,2000,5000,10000 --duration 10s
+
+echo
+echo "## Sweep, Apply batches of 100"
+run --embedded --batch 100 --sweep 10000,20000,40000 --duration 10s
+
+echo
+echo "## Against the naive Postgres design, unary (same Postgres server, offered beyond both capacities)"
+run --embedded --compare --rate 8000 --duration 10s
+
+echo
+echo "## Against the naive Postgres design, batches of 100"
+run --embedded --compare --batch 100 --rate 40000 --duration 10s
+
+echo
+echo "## Replay (rebuild the read model from the log into a fresh schema)"
+run --embedded --batch 100 --rate 20000 --duration 10s --replay
+
+cat <<'PAPER'
+
+## Beside the reference design's figures
+
+| | reference (event-sourcing paper) | Tally, this file |
+| --- | --- | --- |
+| hardware | 3 Kafka brokers × 4 vCPU, plus 8–32 stream-processing workers | one 2-core VM running load generator, Tally, Kafka (kfake) and PostgreSQL together |
+| 10k events/s | 300 ms average write→query | see the sweeps above (unary saturates near the no-op ceiling's share; batches sustain more) |
+| 100k events/s | 350 ms average write→query | not reached on 2 shared cores: see the limits below |
+
+## What limits these figures
+Measured with `tally bench --cpuprofile` (the embedded Tally is in the bench's process) and
+`BenchmarkProjectPostgres`:
+- The two cores are shared by everything. At 30k commands/s in batches the Go process uses about
+  one core (write side 18%, GC 18%, Connect/gRPC handling 14%, projector encoding rows for COPY 11%),
+  PostgreSQL the other.
+- The read model is bound by PostgreSQL CPU per event: a ledger insert with two B-tree inserts and a
+  stock_levels upsert; alone on the machine the projector reaches about 35–39k events/s
+  (`go test -run xxx -bench BenchmarkProjectPostgres -benchtime 200000x ./projector`). Above that rate
+  the projection lags and write→query visibility grows without bound while commands are still accepted.
+- Unary commands are bound by per-call RPC cost: the same client against a no-op handler is the ceiling.
+PAPER
