@@ -150,6 +150,7 @@ func drive(ctx context.Context, t target, w *workload, o driveOpts) *run {
 
 	var wg sync.WaitGroup
 	var lastDone atomic.Int64
+	var errOnce sync.Once
 	for range o.concurrency {
 		wg.Add(1)
 		go func() {
@@ -164,6 +165,9 @@ func drive(ctx context.Context, t target, w *workload, o driveOpts) *run {
 					if ctx.Err() != nil {
 						return
 					}
+					errOnce.Do(func() {
+						fmt.Fprintf(os.Stderr, "\n%s: a call failed (later failures are only counted): %v\n", o.name, err)
+					})
 					outs = make([]outcome, len(j.cmds))
 					for i := range outs {
 						outs[i] = outcome{reason: reasonOf(err)}
