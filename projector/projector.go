@@ -23,6 +23,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
 // Config configures the Postgres projector.
@@ -437,8 +438,8 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cach
 	if !announce {
 		return nil
 	}
-	if notes := payloads(b.changes(cache)); len(notes) > 0 {
-		if _, err := tx.Exec(ctx, `SELECT pg_notify('`+StockChannel+`', n) FROM unnest($1::text[]) n`, notes); err != nil {
+	if notes := stocknotify.Encode(b.changes(cache)); len(notes) > 0 {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, n) FROM unnest($2::text[]) n`, stocknotify.Channel, notes); err != nil {
 			return fmt.Errorf("notify: %w", err)
 		}
 	}

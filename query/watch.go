@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -15,35 +14,16 @@ import (
 	"connectrpc.com/connect"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
-// The projector's announcement contract (projector.StockChannel and its
-// payload). Repeated here, not imported: query/ and projector/ meet only in
-// the database.
 const (
-	stockChannel        = "tally_stock"
-	defaultReorderPoint = 10
-	defaultTargetLevel  = 30
-	watchCeiling        = 100
 	// CoverDays is how many days of sales a recommended reorder covers.
 	CoverDays = 14
 	// resumeMargin covers projector transactions that committed out of
 	// order: a resume looks back this much further than its token.
 	resumeMargin = 5 * time.Second
 )
-
-type stockChange struct {
-	SKU             string `json:"k"`
-	Store           string `json:"s"`
-	AvailableBefore int64  `json:"b"`
-	Available       int64  `json:"a"`
-	OnHand          int64  `json:"o"`
-	Reserved        int64  `json:"r"`
-	Version         int64  `json:"v"`
-	ReorderPoint    int64  `json:"p"`
-	ReorderBefore   int64  `json:"q"`
-	TargetLevel     int64  `json:"t"`
-}
 
 // Hub LISTENs for the projector's announcements on one connection and fans
 // them out to every watch of this instance.
@@ -62,8 +42,8 @@ type Hub struct {
 type subscription struct {
 	// match picks the changes this watch wants, so others' bursts never
 	// take room in its queue.
-	match    func(stockChange) bool
-	ch       chan stockChange
+	match    func(stocknotify.Change) bool
+	ch       chan stocknotify.Change
 	overflow chan struct{}
 	lost     chan struct{}
 	once     sync.Once
@@ -97,7 +77,7 @@ func (h *Hub) listen(ctx context.Context) error {
 	// The connection ends up in LISTEN state: never give it back.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
-	if _, err := pc.Exec(ctx, "LISTEN "+stockChannel); err != nil {
+	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel); err != nil {
 		return err
 	}
 	h.mu.Lock()
@@ -108,8 +88,8 @@ func (h *Hub) listen(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var changes []stockChange
-		if err := json.Unmarshal([]byte(n.Payload), &changes); err != nil {
+		changes, err := stocknotify.Decode(n.Payload)
+		if err != nil {
 			h.svc.log.Error("undecodable low-stock announcement", "error", err)
 			continue
 		}
@@ -147,7 +127,7 @@ func (h *Hub) dropAll() {
 }
 
 // subscribe registers a watch once the listener is up.
-func (h *Hub) subscribe(ctx context.Context, match func(stockChange) bool) (*subscription, error) {
+func (h *Hub) subscribe(ctx context.Context, match func(stocknotify.Change) bool) (*subscription, error) {
 	h.mu.Lock()
 	ready := h.ready
 	h.mu.Unlock()
@@ -158,7 +138,7 @@ func (h *Hub) subscribe(ctx context.Context, match func(stockChange) bool) (*sub
 	case <-time.After(5 * time.Second):
 		return nil, errors.New("low-stock listener not connected")
 	}
-	sub := &subscription{match: match, ch: make(chan stockChange, h.buffer), overflow: make(chan struct{}), lost: make(chan struct{})}
+	sub := &subscription{match: match, ch: make(chan stocknotify.Change, h.buffer), overflow: make(chan struct{}), lost: make(chan struct{})}
 	h.mu.Lock()
 	h.subs[sub] = struct{}{}
 	h.mu.Unlock()
@@ -236,8 +216,8 @@ func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[invent
 	if len(m.GetSkuPrefix()) > maxIDBytes {
 		v.add("sku_prefix", fmt.Sprintf("at most %d bytes", maxIDBytes))
 	}
-	if m.Threshold != nil && (m.GetThreshold() < 0 || m.GetThreshold() > watchCeiling) {
-		v.add("threshold", fmt.Sprintf("0 to %d, got %d", watchCeiling, m.GetThreshold()))
+	if m.Threshold != nil && (m.GetThreshold() < 0 || m.GetThreshold() > stocknotify.WatchCeiling) {
+		v.add("threshold", fmt.Sprintf("0 to %d, got %d", stocknotify.WatchCeiling, m.GetThreshold()))
 	}
 	var since time.Time
 	if m.GetResumeToken() != "" {
@@ -256,7 +236,7 @@ func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[invent
 	// Subscribe before reading the snapshot, so nothing committed in
 	// between is missed; the per-item version check drops what the
 	// snapshot already covered.
-	sub, err := s.hub.subscribe(ctx, func(c stockChange) bool {
+	sub, err := s.hub.subscribe(ctx, func(c stocknotify.Change) bool {
 		return f.matches(c.SKU, c.Store) && stateOf(c.AvailableBefore, f.point(c.ReorderBefore)) != stateOf(c.Available, f.point(c.ReorderPoint))
 	})
 	if err != nil {
@@ -347,7 +327,7 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 		            THEN s.on_hand - s.reserved <= COALESCE($3, p.reorder_point, $5)
 		            ELSE s.projected_at >= $4 END)
 		ORDER BY s.store_id, s.sku_id`,
-		stores, likeEscape(f.prefix), threshold, sinceArg, defaultReorderPoint, defaultTargetLevel)
+		stores, likeEscape(f.prefix), threshold, sinceArg, stocknotify.DefaultReorderPoint, stocknotify.DefaultTargetLevel)
 	if err != nil {
 		return nil, time.Time{}, err
 	}

@@ -67,8 +67,8 @@ cat <<'PAPER'
 | | reference (event-sourcing paper) | Tally, this file |
 | --- | --- | --- |
 | hardware | 3 Kafka brokers × 4 vCPU, plus 8–32 stream-processing workers | one 2-core VM running load generator, Tally, Kafka (kfake) and PostgreSQL together |
-| 10k events/s | 300 ms average write→query | see the sweeps above (unary saturates near the no-op ceiling's share; batches sustain more) |
-| 100k events/s | 350 ms average write→query | not reached on 2 shared cores: see the limits below |
+| 10k events/s | 300 ms average write→query | the 10,000/s row of "Sweep, Apply batches of 100" (sustained; compare its vis columns); unary commands saturate below 10k/s here |
+| 100k events/s | 350 ms average write→query | not reached on 2 shared cores: the highest batch row above is this box's limit, see below |
 
 ## What limits these figures
 Measured with `tally bench --cpuprofile` (the embedded Tally is in the bench's process) and
