@@ -171,9 +171,11 @@ func (c *Cluster) chown(dir string) error {
 			return err
 		}
 		if st.Mode().Perm()&0o001 == 0 {
+			// The server runs as postgres and must reach its directory.
 			if err := os.Chmod(p, st.Mode().Perm()|0o011); err != nil {
 				return err
 			}
+			c.log.Warn("made a parent directory traversable (o+x) so the postgres user can reach the data directory", "dir", p)
 		}
 	}
 	return nil
