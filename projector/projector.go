@@ -372,6 +372,11 @@ func (p *Postgres) commitBatch(ctx context.Context, rows [][]any, state *batchSt
 		p.cfg.Consumer, parts, nexts, newest); err != nil {
 		return err
 	}
+	if !p.cfg.Silent {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, stocknotify.ProjectedChannel); err != nil {
+			return err
+		}
+	}
 	if p.cfg.AfterStage != nil {
 		p.cfg.AfterStage()
 	}

@@ -43,7 +43,9 @@ type Config struct {
 	// Consumer is the projection whose offsets GetProjectionStatus reports.
 	// Default "postgres".
 	Consumer string
-	// PollInterval is how often a min_version read re-checks. Default 2ms.
+	// PollInterval is how often a min_version read re-checks when no
+	// projector commit wakes it first (the hub is not listening, or the
+	// notification was lost). Default 50ms.
 	PollInterval time.Duration
 	// WatchBuffer is each low-stock watch's queue length. Default 1024.
 	WatchBuffer int
@@ -68,7 +70,7 @@ func New(cfg Config) *Service {
 		cfg.Consumer = "postgres"
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 2 * time.Millisecond
+		cfg.PollInterval = 50 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -77,7 +79,7 @@ func New(cfg Config) *Service {
 		cfg.WatchBuffer = 1024
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "query")}
-	s.hub = &Hub{svc: s, buffer: cfg.WatchBuffer, subs: map[*subscription]struct{}{}, ready: make(chan struct{})}
+	s.hub = &Hub{svc: s, buffer: cfg.WatchBuffer, subs: map[*subscription]struct{}{}, ready: make(chan struct{}), advanced: make(chan struct{})}
 	return s
 }
 
@@ -126,6 +128,9 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (in
 	defer tick.Stop()
 	var projected int64
 	for {
+		// Take the wake-up channel before reading, so a commit between the
+		// read and the wait is not missed.
+		advanced := s.hub.advance()
 		var v int64
 		err := s.cfg.Pool.QueryRow(ctx, "SELECT COALESCE(max(sku_version), 0) FROM stock_levels WHERE sku_id = $1", sku).Scan(&v)
 		switch {
@@ -141,6 +146,7 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (in
 			return projected, nil
 		}
 		select {
+		case <-advanced:
 		case <-tick.C:
 		case <-ctx.Done():
 			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}

@@ -37,6 +37,24 @@ type Hub struct {
 	subs   map[*subscription]struct{}
 	ready  chan struct{}
 	closed bool
+	// advanced is closed (and replaced) whenever a projector transaction
+	// commits: min_version readers wait on it.
+	advanced chan struct{}
+}
+
+// projected wakes every reader waiting for the projection to advance.
+func (h *Hub) projected() {
+	h.mu.Lock()
+	close(h.advanced)
+	h.advanced = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// advance returns a channel closed at the next projector commit.
+func (h *Hub) advance() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.advanced
 }
 
 type subscription struct {
@@ -77,7 +95,7 @@ func (h *Hub) listen(ctx context.Context) error {
 	// The connection ends up in LISTEN state: never give it back.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
-	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel); err != nil {
+	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel); err != nil {
 		return err
 	}
 	h.mu.Lock()
@@ -87,6 +105,10 @@ func (h *Hub) listen(ctx context.Context) error {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == stocknotify.ProjectedChannel {
+			h.projected()
+			continue
 		}
 		changes, err := stocknotify.Decode(n.Payload)
 		if err != nil {

@@ -7,8 +7,12 @@ package stocknotify
 import "encoding/json"
 
 const (
-	// Channel is the NOTIFY channel.
+	// Channel is the NOTIFY channel of low-stock changes.
 	Channel = "tally_stock"
+	// ProjectedChannel is notified (empty payload) by every projector
+	// transaction, so readers waiting for a version re-check at once
+	// instead of polling.
+	ProjectedChannel = "tally_projected"
 	// DefaultReorderPoint and DefaultTargetLevel apply where no policy is set.
 	DefaultReorderPoint = 10
 	DefaultTargetLevel  = 30
