@@ -175,7 +175,7 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := c.Validate(); err != nil {
+	if err := errors.Join(config.EnvErrors(fs), c.Validate()); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

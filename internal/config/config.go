@@ -3,13 +3,34 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
+
+var (
+	envMu   sync.Mutex
+	envErrs = map[*flag.FlagSet][]error{}
+)
+
+func badEnv(fs *flag.FlagSet, name, v string, err error) {
+	envMu.Lock()
+	defer envMu.Unlock()
+	envErrs[fs] = append(envErrs[fs], fmt.Errorf("%s=%q: %v", EnvName(name), v, err))
+}
+
+// EnvErrors reports every environment variable behind fs's flags that could
+// not be parsed, so a typo in a deployment is an error, not a silent default.
+func EnvErrors(fs *flag.FlagSet) error {
+	envMu.Lock()
+	defer envMu.Unlock()
+	return errors.Join(envErrs[fs]...)
+}
 
 // EnvName is the environment variable behind a flag: --kafka-brokers is
 // TALLY_KAFKA_BROKERS.
@@ -32,6 +53,8 @@ func Int(fs *flag.FlagSet, p *int, name string, def int, u string) {
 	if v, ok := os.LookupEnv(EnvName(name)); ok {
 		if n, err := strconv.Atoi(v); err == nil {
 			def = n
+		} else {
+			badEnv(fs, name, v, err)
 		}
 	}
 	fs.IntVar(p, name, def, usage(name, u))
@@ -42,6 +65,8 @@ func Duration(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration
 	if v, ok := os.LookupEnv(EnvName(name)); ok {
 		if d, err := time.ParseDuration(v); err == nil {
 			def = d
+		} else {
+			badEnv(fs, name, v, err)
 		}
 	}
 	fs.DurationVar(p, name, def, usage(name, u))
@@ -52,6 +77,8 @@ func Bool(fs *flag.FlagSet, p *bool, name string, def bool, u string) {
 	if v, ok := os.LookupEnv(EnvName(name)); ok {
 		if b, err := strconv.ParseBool(v); err == nil {
 			def = b
+		} else {
+			badEnv(fs, name, v, err)
 		}
 	}
 	fs.BoolVar(p, name, def, usage(name, u))

@@ -119,7 +119,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	// Own process group (a Ctrl-C on the terminal reaches Tally, which then
+	// stops the server in order), and a fast shutdown if Tally dies without
+	// stopping it, so no orphaned server holds the data directory.
 	c.cmd.SysProcAttr.Setpgid = true
+	c.cmd.SysProcAttr.Pdeathsig = syscall.SIGINT
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start postgres: %w", err)

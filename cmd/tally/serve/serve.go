@@ -127,7 +127,7 @@ func parse(name string, args []string, roles Role, embedded bool) (*Config, erro
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	return c, c.Validate()
+	return c, errors.Join(config.EnvErrors(fs), c.Validate())
 }
 
 // Run is `tally serve`: every part in one process.
