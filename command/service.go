@@ -135,9 +135,6 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	return s, nil
 }
 
-// Partitions is the events topic's partition count.
-func (s *Service) Partitions() int32 { return s.partitions }
-
 func (s *Service) assigned(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -328,16 +328,6 @@ func (w *Writer) err() error {
 // partition (fenced).
 func (w *Writer) Done() <-chan struct{} { return w.done }
 
-// Err says why a stopped writer stopped (nil after Close).
-func (w *Writer) Err() error {
-	select {
-	case <-w.done:
-		return w.lastErr
-	default:
-		return nil
-	}
-}
-
 // Close stops taking commands, commits what is queued, and releases the
 // partition. It waits for the drain until ctx ends.
 func (w *Writer) Close(ctx context.Context) error {

@@ -85,10 +85,11 @@ func New(cfg Config) *Service {
 
 const levelColumns = "s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version, s.updated_at"
 
-func scanLevel(row pgx.Row) (*inventoryv1.StockLevel, error) {
+// scanLevel scans levelColumns, then extra columns into extra.
+func scanLevel(row pgx.Row, extra ...any) (*inventoryv1.StockLevel, error) {
 	l := &inventoryv1.StockLevel{}
 	var at time.Time
-	if err := row.Scan(&l.SkuId, &l.StoreId, &l.OnHand, &l.Reserved, &l.SkuVersion, &at); err != nil {
+	if err := row.Scan(append([]any{&l.SkuId, &l.StoreId, &l.OnHand, &l.Reserved, &l.SkuVersion, &at}, extra...)...); err != nil {
 		return nil, err
 	}
 	l.Available = l.OnHand - l.Reserved
@@ -108,11 +109,15 @@ func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1
 	if err := v.err(); err != nil {
 		return nil, s.connectError(err)
 	}
-	projected, err := s.waitForVersion(ctx, m.GetSkuId(), m.GetMinVersion())
-	if err != nil {
-		return nil, s.connectError(err)
+	if m.GetMinVersion() > 0 {
+		if err := s.waitForVersion(ctx, m.GetSkuId(), m.GetMinVersion()); err != nil {
+			return nil, s.connectError(err)
+		}
 	}
-	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, "SELECT "+levelColumns+" FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id = $2", m.GetSkuId(), m.GetStoreId()))
+	// The level and the SKU's newest projected version in one round trip.
+	var projected int64
+	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, `SELECT `+levelColumns+`, (SELECT max(sku_version) FROM stock_levels WHERE sku_id = $1)
+		FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id = $2`, m.GetSkuId(), m.GetStoreId()), &projected)
 	if err != nil {
 		return nil, s.connectError(notFound(err, m.GetSkuId(), m.GetStoreId()))
 	}
@@ -120,8 +125,8 @@ func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1
 }
 
 // waitForVersion waits until the SKU's projected version reaches min, up
-// to MaxWait or the call's deadline, and returns the projected version.
-func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (int64, error) {
+// to MaxWait or the call's deadline.
+func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) error {
 	ctx, cancel := context.WithTimeout(ctx, MaxWait)
 	defer cancel()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -138,18 +143,18 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) (in
 			projected = v
 		case errors.Is(err, pgx.ErrNoRows):
 		case ctx.Err() != nil:
-			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
+			return &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
 		default:
-			return 0, err
+			return err
 		}
 		if projected >= min {
-			return projected, nil
+			return nil
 		}
 		select {
 		case <-advanced:
 		case <-tick.C:
 		case <-ctx.Done():
-			return 0, &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
+			return &BehindError{SKU: sku, MinVersion: min, Projected: projected, cause: ctx.Err()}
 		}
 	}
 }

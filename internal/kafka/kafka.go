@@ -116,9 +116,6 @@ func StartEmbedded(dataDir string, port int, log *slog.Logger) (*Embedded, error
 // Addrs are the broker addresses to give clients.
 func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
 
-// Cluster exposes the kfake cluster, for fault injection in tests.
-func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
-
 // Close stops the broker, flushing its data to disk.
 func (e *Embedded) Close() { e.cluster.Close() }
 
