@@ -3,6 +3,9 @@ package bench
 import (
 	"testing"
 
+	"connectrpc.com/connect"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -54,5 +57,26 @@ func TestQuantilesFromPrometheusBuckets(t *testing.T) {
 	p := quantilesSince(before, after)
 	if p == nil || p.Count != 100 || p.P50 != 1 || p.P95 != 100 || p.P99 != 100 || p.Max != 1000 {
 		t.Fatalf("quantiles %+v", p)
+	}
+}
+
+func TestUnaryAndBatchRejectionsAreNamedAlike(t *testing.T) {
+	for _, c := range []struct {
+		code   codes.Code
+		batch  string
+		reason string
+	}{
+		{codes.FailedPrecondition, "failed_precondition", "insufficient_stock"},
+		{codes.Aborted, "aborted", "version_conflict"},
+		{codes.Unavailable, "unavailable", "unavailable"},
+	} {
+		var bc connect.Code
+		if err := bc.UnmarshalText([]byte(c.batch)); err != nil {
+			t.Fatal(err)
+		}
+		unary, batch := reasonOf(status.Error(c.code, "x")), reasonOfCode(codes.Code(bc))
+		if unary != c.reason || batch != c.reason {
+			t.Errorf("%v: unary %q, batch %q, want %q", c.code, unary, batch, c.reason)
+		}
 	}
 }

@@ -56,8 +56,14 @@ func dialGRPC(addr string) (*grpcTarget, error) {
 
 func (t *grpcTarget) close() { t.conn.Close() }
 
-func reasonOf(err error) string {
-	switch status.Code(err) {
+// reasonOf names a rejected call's reason from its status code.
+func reasonOf(err error) string { return reasonOfCode(codes.Code(status.Code(err))) }
+
+// reasonOfCode is the one mapping from a code to a reported reason, for
+// unary errors and for Apply's per-command errors alike (gRPC and Connect
+// number their codes the same).
+func reasonOfCode(c codes.Code) string {
+	switch c {
 	case codes.FailedPrecondition:
 		return "insufficient_stock"
 	case codes.Aborted:
@@ -69,7 +75,7 @@ func reasonOf(err error) string {
 	case codes.DeadlineExceeded:
 		return "deadline_exceeded"
 	}
-	return "error:" + status.Code(err).String()
+	return "error:" + c.String()
 }
 
 func (t *grpcTarget) do(ctx context.Context, cmds []*inventoryv1.Command) ([]outcome, error) {
@@ -81,10 +87,11 @@ func (t *grpcTarget) do(ctx context.Context, cmds []*inventoryv1.Command) ([]out
 		out := make([]outcome, len(cmds))
 		for i, o := range resp.GetOutcomes() {
 			if e := o.GetError(); e != nil {
-				out[i] = outcome{reason: e.GetCode()}
-				if e.GetCode() == "failed_precondition" {
-					out[i].reason = "insufficient_stock"
+				var c connect.Code
+				if err := c.UnmarshalText([]byte(e.GetCode())); err != nil {
+					c = connect.CodeUnknown
 				}
+				out[i] = outcome{reason: reasonOfCode(codes.Code(c))}
 				continue
 			}
 			out[i] = outcome{accepted: true, version: o.GetResult().GetSkuVersion()}
