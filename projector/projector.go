@@ -285,9 +285,10 @@ func (p *Postgres) project(ctx context.Context, batch []partBatch) error {
 		}
 	}
 	if len(dead) > 0 {
-		if err := p.deadLetter(ctx, dead, deadErrs); err != nil {
+		if err := deadLetter(ctx, p.cl, p.cfg.Consumer, dead, deadErrs, p.log); err != nil {
 			return err
 		}
+		p.cfg.Metrics.deadLettered(len(dead))
 	}
 	err := p.commitBatch(ctx, rows, state, offsets, false)
 	var pgErr *pgconn.PgError
@@ -482,10 +483,11 @@ func decodeRow(r *kgo.Record, e *inventoryv1.InventoryEvent) ([]any, error) {
 	}, nil
 }
 
-// deadLetter copies undecodable records to the DLQ with headers naming the
-// error and the source, before the offset moves past them. A crash between
-// the two may dead-letter a record twice, never zero times.
-func (p *Postgres) deadLetter(ctx context.Context, recs []*kgo.Record, errs []error) error {
+// deadLetter copies records the consumer cannot project to the DLQ with
+// headers naming the error and the source. Callers do it before their
+// offsets move past the records: a crash in between may dead-letter a
+// record twice, never zero times.
+func deadLetter(ctx context.Context, cl *kgo.Client, consumer string, recs []*kgo.Record, errs []error, log *slog.Logger) error {
 	out := make([]*kgo.Record, len(recs))
 	for i, r := range recs {
 		out[i] = &kgo.Record{
@@ -494,17 +496,16 @@ func (p *Postgres) deadLetter(ctx context.Context, recs []*kgo.Record, errs []er
 			Value: r.Value,
 			Headers: append([]kgo.RecordHeader{
 				{Key: "tally-dlq-error", Value: []byte(errs[i].Error())},
-				{Key: "tally-dlq-consumer", Value: []byte(p.cfg.Consumer)},
+				{Key: "tally-dlq-consumer", Value: []byte(consumer)},
 				{Key: "tally-source-topic", Value: []byte(r.Topic)},
 				{Key: "tally-source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
 				{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
 			}, r.Headers...),
 		}
-		p.log.Warn("record dead-lettered", "partition", r.Partition, "offset", r.Offset, "error", errs[i])
+		log.Warn("record dead-lettered", "partition", r.Partition, "offset", r.Offset, "error", errs[i])
 	}
-	if err := p.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
+	if err := cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
 		return fmt.Errorf("dead-letter: %w", err)
 	}
-	p.cfg.Metrics.deadLettered(len(recs))
 	return nil
 }

@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if bqEmu != nil {
+		bqEmu.Stop()
+	}
 	env.Stop()
 	os.Exit(code)
 }
@@ -53,6 +56,8 @@ type fixture struct {
 type skuState struct {
 	version int64
 	onHand  map[string]int64
+	// storeVersion is the sku_version of the newest event per store.
+	storeVersion map[string]int64
 }
 
 func newFixture(t testing.TB, partitions int32) *fixture {
@@ -89,7 +94,7 @@ func (f *fixture) produce(n, skus int, r *rand.Rand) {
 		sku := fmt.Sprintf("sku-%d", r.IntN(skus))
 		st := f.skus[sku]
 		if st == nil {
-			st = &skuState{onHand: map[string]int64{}}
+			st = &skuState{onHand: map[string]int64{}, storeVersion: map[string]int64{}}
 			f.skus[sku] = st
 		}
 		store := fmt.Sprintf("S%d", r.IntN(3))
@@ -99,6 +104,7 @@ func (f *fixture) produce(n, skus int, r *rand.Rand) {
 		}
 		st.version++
 		st.onHand[store] += delta
+		st.storeVersion[store] = st.version
 		typ := inventoryv1.EventType_EVENT_TYPE_RECEIPT
 		if delta < 0 {
 			typ = inventoryv1.EventType_EVENT_TYPE_SALE

@@ -1,0 +1,9 @@
+-- Event volume per hour, by event type and store (occurred_at time).
+SELECT
+  TIMESTAMP_TRUNC(occurred_at, HOUR) AS hour,
+  event_type,
+  store_id,
+  COUNT(*) AS events,
+  SUM(quantity_delta) AS units_delta
+FROM `{{dataset}}.inventory_events`
+GROUP BY hour, event_type, store_id

@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/option"
+)
+
+// BigQueryProject is the emulator's project.
+const BigQueryProject = "tally-test"
+
+// BigQuery is a running BigQuery emulator (github.com/goccy/bigquery-emulator,
+// pinned in tools/bigquery-emulator), a separate process.
+type BigQuery struct {
+	// Endpoint is its REST endpoint, for --bigquery-endpoint.
+	Endpoint string
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// StartBigQuery starts the emulator, building it first when it is missing
+// (scripts/bigquery-emulator.sh: about 4 minutes once, instant after;
+// TALLY_BQ_EMULATOR names a binary to use instead).
+func StartBigQuery(ctx context.Context) (*BigQuery, error) {
+	bin, err := emulatorBinary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	grpcPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--project="+BigQueryProject, "--host=127.0.0.1",
+		fmt.Sprintf("--port=%d", httpPort), fmt.Sprintf("--grpc-port=%d", grpcPort), "--log-level=error")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Never outlive the test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start bigquery emulator: %w", err)
+	}
+	b := &BigQuery{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", httpPort), cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(b.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(b.Endpoint + "/bigquery/v2/projects/" + BigQueryProject + "/datasets")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return b, nil
+			}
+		}
+		select {
+		case <-b.done:
+			return nil, errors.New("bigquery emulator exited while starting")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Stop()
+			return nil, fmt.Errorf("bigquery emulator not answering on %s after 30s: %v", b.Endpoint, err)
+		}
+	}
+}
+
+// Client is a BigQuery client on the emulator.
+func (b *BigQuery) Client(ctx context.Context) (*bigquery.Client, error) {
+	return bigquery.NewClient(ctx, BigQueryProject, option.WithEndpoint(b.Endpoint), option.WithoutAuthentication())
+}
+
+// Stop kills the emulator (it keeps everything in memory).
+func (b *BigQuery) Stop() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+}
+
+func emulatorBinary(ctx context.Context) (string, error) {
+	if bin := os.Getenv("TALLY_BQ_EMULATOR"); bin != "" {
+		if _, err := os.Stat(bin); err == nil {
+			return bin, nil
+		}
+	}
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	script := filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "scripts", "bigquery-emulator.sh")
+	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", script, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

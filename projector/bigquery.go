@@ -1,0 +1,590 @@
+package projector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/api/iterator"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// BigQueryConfig configures the BigQuery projector.
+type BigQueryConfig struct {
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Topic is the events topic. Default kafka.EventsTopic.
+	Topic string
+	// Group is the consumer group BigQuery projector instances share to
+	// split the partitions. Offsets live in BigQuery, never in Kafka.
+	// Default "tally-projector-bigquery".
+	Group string
+	// Consumer names this projection in projector_offsets. Default
+	// "bigquery".
+	Consumer string
+	// Client talks to BigQuery (or an emulator); Dataset is where the
+	// tables and views live, created in Location when missing (default
+	// "US").
+	Client   *bigquery.Client
+	Dataset  string
+	Location string
+	// A batch is written once it holds BatchRows events (default 500) or
+	// its first event has waited BatchWait (default 1s). A batch never
+	// holds more than MaxBatchRows (default 50000): when the projection
+	// is behind, batches grow to catch up with fewer BigQuery jobs.
+	BatchRows    int
+	BatchWait    time.Duration
+	MaxBatchRows int
+	// StagingTTL: staging tables of this consumer older than this are
+	// leftovers of a crashed batch and are dropped at start. Default 1h.
+	StagingTTL time.Duration
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+	// Metrics, when set, is updated.
+	Metrics *BigQueryMetrics
+	// BeforeMerge, when set, runs after a batch is staged and before it is
+	// merged: fault injection for tests (cancel the context there, and the
+	// restarted projector must neither lose nor duplicate the batch).
+	BeforeMerge func()
+}
+
+func (c *BigQueryConfig) defaults() {
+	if c.Topic == "" {
+		c.Topic = kafka.EventsTopic
+	}
+	if c.Group == "" {
+		c.Group = "tally-projector-bigquery"
+	}
+	if c.Consumer == "" {
+		c.Consumer = "bigquery"
+	}
+	if c.Location == "" {
+		c.Location = "US"
+	}
+	if c.BatchRows <= 0 {
+		c.BatchRows = 500
+	}
+	if c.BatchWait <= 0 {
+		c.BatchWait = time.Second
+	}
+	if c.MaxBatchRows < c.BatchRows {
+		c.MaxBatchRows = max(50000, c.BatchRows)
+	}
+	if c.StagingTTL <= 0 {
+		c.StagingTTL = time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem with the configuration.
+func (c *BigQueryConfig) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("bigquery projector: no Kafka brokers"))
+	}
+	if c.Client == nil {
+		errs = append(errs, errors.New("bigquery projector: no BigQuery client"))
+	}
+	if c.Dataset == "" {
+		errs = append(errs, errors.New("bigquery projector: no dataset"))
+	}
+	return errors.Join(errs...)
+}
+
+// BigQuery projects the events topic into the BigQuery analytical model.
+//
+// Exactly once comes from idempotent steps, never from insertId
+// deduplication (best effort on BigQuery, absent on emulators) or
+// multi-statement transactions: each batch is streamed into its own staging
+// table, deduplicated into a second one, MERGEd into inventory_events on
+// event_id and into current_inventory where the sku_version is higher, then
+// the partitions' offsets advance in projector_offsets and the work tables
+// are dropped. A crash between any two steps replays the batch, which
+// changes nothing it already changed.
+type BigQuery struct {
+	cfg BigQueryConfig
+	log *slog.Logger
+	cl  *kgo.Client
+}
+
+// NewBigQuery prepares a projector; Run consumes.
+func NewBigQuery(cfg BigQueryConfig) (*BigQuery, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &BigQuery{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer, "dataset", cfg.Dataset)}, nil
+}
+
+// Setup creates or migrates the dataset, tables and views and drops
+// leftover staging tables. Run calls it first.
+func (b *BigQuery) Setup(ctx context.Context) error {
+	if err := EnsureBigQuery(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Location, b.log); err != nil {
+		return err
+	}
+	return dropStaging(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer, time.Now().Add(-b.cfg.StagingTTL), b.log)
+}
+
+// Run sets up the dataset and consumes until ctx ends. A batch that fails
+// is retried, with backoff, from the same records until it lands or ctx
+// ends; nothing is skipped.
+func (b *BigQuery) Run(ctx context.Context) error {
+	if err := retry(ctx, b.log, "bigquery setup", b.cfg.Metrics.failed, func() error { return b.Setup(ctx) }); err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	if err := ensureDLQ(ctx, b.cfg.Brokers); err != nil {
+		return ignoreCanceled(ctx, err)
+	}
+	cl, err := kgo.NewClient(append(kafka.Options(b.cfg.Brokers, b.cfg.Logger),
+		kgo.ConsumerGroup(b.cfg.Group),
+		kgo.ConsumeTopics(b.cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(b.storedOffsets),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	defer cl.AllowRebalance()
+	b.cl = cl
+	for {
+		batch, err := b.collect(ctx)
+		if err != nil || ctx.Err() != nil {
+			return ignoreCanceled(ctx, err)
+		}
+		if len(batch) > 0 {
+			err = retry(ctx, b.log, "bigquery batch", b.cfg.Metrics.failed, func() error { return b.project(ctx, batch, true) })
+		}
+		cl.AllowRebalance()
+		if err != nil {
+			return ignoreCanceled(ctx, err)
+		}
+	}
+}
+
+// collect polls until the batch holds BatchRows events, or BatchWait has
+// passed since its first record, or it would exceed MaxBatchRows.
+func (b *BigQuery) collect(ctx context.Context) ([]partBatch, error) {
+	var (
+		byPart   = map[int32]int{}
+		batch    []partBatch
+		n        int
+		deadline time.Time
+	)
+	for n < b.cfg.BatchRows {
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			pctx, cancel = context.WithTimeout(ctx, left)
+		}
+		fetches := b.cl.PollRecords(pctx, b.cfg.MaxBatchRows-n)
+		cancel()
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				b.log.Warn("fetch error", "topic", t, "partition", p, "error", err)
+			}
+		})
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			i, ok := byPart[fp.Partition]
+			if !ok {
+				i = len(batch)
+				byPart[fp.Partition] = i
+				batch = append(batch, partBatch{partition: fp.Partition})
+			}
+			batch[i].recs = append(batch[i].recs, fp.Records...)
+			n += len(fp.Records)
+		})
+		if n > 0 && deadline.IsZero() {
+			deadline = time.Now().Add(b.cfg.BatchWait)
+		}
+	}
+	return batch, nil
+}
+
+// storedOffsets replaces whatever the group thinks with BigQuery's truth.
+func (b *BigQuery) storedOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored, err := LoadBigQueryOffsets(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("load bigquery offsets: %w", err)
+	}
+	out := map[string]map[int32]kgo.Offset{}
+	for topic, parts := range assigned {
+		out[topic] = map[int32]kgo.Offset{}
+		for part := range parts {
+			if o, ok := stored[part]; ok {
+				out[topic][part] = kgo.NewOffset().At(o)
+			} else {
+				out[topic][part] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	b.log.Info("partitions assigned", "offsets", stored)
+	return out, nil
+}
+
+// LoadBigQueryOffsets returns the next offset per partition of a consumer.
+func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, consumer string) (map[int32]int64, error) {
+	q := client.Query(fmt.Sprintf("SELECT log_partition, next_offset FROM `%s.%s.%s` WHERE consumer = @consumer",
+		client.Project(), dataset, OffsetsTable))
+	q.Parameters = []bigquery.QueryParameter{{Name: "consumer", Value: consumer}}
+	it, err := q.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	for {
+		var row struct {
+			Partition int64 `bigquery:"log_partition"`
+			Next      int64 `bigquery:"next_offset"`
+		}
+		err := it.Next(&row)
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[int32(row.Partition)] = max(out[int32(row.Partition)], row.Next)
+	}
+}
+
+// project writes a batch. With advance, the partitions' offsets move past
+// it in projector_offsets; a replay of an older range passes false.
+func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool) error {
+	start := time.Now()
+	var rows []eventRow
+	var dead []*kgo.Record
+	var deadErrs []error
+	offsets := make([]offsetRow, len(batch))
+	for i, pb := range batch {
+		o := &offsets[i]
+		o.partition, o.next = pb.partition, pb.recs[len(pb.recs)-1].Offset+1
+		for _, r := range pb.recs {
+			if r.Attrs.IsControl() {
+				continue
+			}
+			e := &inventoryv1.InventoryEvent{}
+			if _, err := decodeRow(r, e); err != nil {
+				dead, deadErrs = append(dead, r), append(deadErrs, err)
+				continue
+			}
+			rows = append(rows, eventRow{e: e, partition: r.Partition, offset: r.Offset, rec: r})
+			o.events++
+			if t := e.GetRecordedAt().AsTime(); t.After(o.newest) {
+				o.newest = t
+			}
+		}
+	}
+	w := b.work()
+	defer w.drop(context.WithoutCancel(ctx), b.log)
+	var rejected []int
+	if len(rows) > 0 {
+		var errs []error
+		var err error
+		rejected, errs, err = w.stage(ctx, rows)
+		if err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		for _, i := range rejected {
+			dead = append(dead, rows[i].rec)
+		}
+		deadErrs = append(deadErrs, errs...)
+	}
+	// The dead letters are written before the offsets move past them: a
+	// crash in between dead-letters them twice, never zero times.
+	if len(dead) > 0 {
+		if err := deadLetter(ctx, b.cl, b.cfg.Consumer, dead, deadErrs, b.log); err != nil {
+			return err
+		}
+		b.cfg.Metrics.deadLettered(len(dead))
+	}
+	if b.cfg.BeforeMerge != nil {
+		b.cfg.BeforeMerge()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if len(rows) > len(rejected) {
+		if err := w.merge(ctx, rows); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	if advance {
+		if err := w.advance(ctx, b.cfg.Consumer, offsets); err != nil {
+			return fmt.Errorf("advance offsets: %w", err)
+		}
+	}
+	b.cfg.Metrics.batchWritten(offsets, rows, time.Since(start))
+	return nil
+}
+
+// work is one batch's tables in the dataset: staged (as streamed, maybe
+// with duplicates), events (deduplicated), latest (newest per SKU and
+// store) and offsets (the batch's next offsets).
+type work struct {
+	client                          *bigquery.Client
+	dataset                         string
+	staged, events, latest, offsets string
+	// target tables, fully qualified
+	eventsT, currentT, offsetsT string
+}
+
+func (b *BigQuery) work() *work {
+	c, ds := b.cfg.Client, b.cfg.Dataset
+	base := stagingPrefix + sanitize(b.cfg.Consumer) + "_" + newBatchID()
+	q := func(t string) string { return fmt.Sprintf("`%s.%s.%s`", c.Project(), ds, t) }
+	return &work{
+		client: c, dataset: ds,
+		staged: base, events: base + "_events", latest: base + "_latest", offsets: base + "_offsets",
+		eventsT: q(EventsTable), currentT: q(CurrentTable), offsetsT: q(OffsetsTable),
+	}
+}
+
+func (w *work) q(t string) string { return fmt.Sprintf("`%s.%s.%s`", w.client.Project(), w.dataset, t) }
+
+// insertChunk is the rows per insertAll request (BigQuery's recommended
+// maximum is 500), and insertParallel the requests in flight.
+const (
+	insertChunk    = 500
+	insertParallel = 4
+)
+
+// stage creates the batch's staging table and streams rows into it with
+// insertId = event_id. Rows BigQuery refuses as invalid are returned by
+// index with the reason; any other failure fails the batch.
+func (w *work) stage(ctx context.Context, rows []eventRow) ([]int, []error, error) {
+	t := w.client.Dataset(w.dataset).Table(w.staged)
+	if err := t.Create(ctx, &bigquery.TableMetadata{
+		Schema:         eventsSchema,
+		ExpirationTime: time.Now().Add(24 * time.Hour),
+		Description:    "Tally BigQuery projector: one batch being merged; dropped when merged.",
+	}); err != nil && !isAlreadyExists(err) {
+		return nil, nil, err
+	}
+	ins := t.Inserter()
+	ins.SkipInvalidRows = true
+	var (
+		mu       sync.Mutex
+		rejected []int
+		reasons  []error
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(insertParallel)
+	for from := 0; from < len(rows); from += insertChunk {
+		chunk := rows[from:min(from+insertChunk, len(rows))]
+		g.Go(func() error {
+			err := ins.Put(gctx, chunk)
+			var multi bigquery.PutMultiError
+			if !errors.As(err, &multi) {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, re := range multi {
+				if !invalidRow(re) {
+					return fmt.Errorf("row %d: %w", from+re.RowIndex, re.Errors)
+				}
+				rejected = append(rejected, from+re.RowIndex)
+				reasons = append(reasons, fmt.Errorf("bigquery rejected the row: %w", re.Errors))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return rejected, reasons, nil
+}
+
+// invalidRow: BigQuery refused the row itself ("invalid"), as opposed to
+// not inserting it because of another row or a transient error.
+func invalidRow(re bigquery.RowInsertionError) bool {
+	if len(re.Errors) == 0 {
+		return false
+	}
+	for _, err := range re.Errors {
+		var be *bigquery.Error
+		if !errors.As(err, &be) || be.Reason != "invalid" {
+			return false
+		}
+	}
+	return true
+}
+
+// eventColumns are inventory_events' columns, for MERGE … INSERT.
+var eventColumns = func() string {
+	names := make([]string, len(eventsSchema))
+	for i, f := range eventsSchema {
+		names[i] = f.Name
+	}
+	return strings.Join(names, ", ")
+}()
+
+// merge deduplicates the staged rows and merges them into inventory_events
+// (on event_id) and current_inventory (where sku_version is higher). Each
+// statement is idempotent; MERGE reads tables, not subqueries, so that
+// emulators run it too.
+func (w *work) merge(ctx context.Context, rows []eventRow) error {
+	lo, hi := rows[0].e.GetOccurredAt().AsTime(), rows[0].e.GetOccurredAt().AsTime()
+	for _, r := range rows[1:] {
+		t := r.e.GetOccurredAt().AsTime()
+		lo, hi = minTime(lo, t), maxTime(hi, t)
+	}
+	steps := []struct {
+		sql    string
+		params []bigquery.QueryParameter
+	}{
+		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
+SELECT * FROM %s WHERE TRUE
+QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY log_offset) = 1`, w.q(w.events), w.q(w.staged)), nil},
+		// The occurred_at bounds prune the partitions the MERGE reads.
+		{fmt.Sprintf(`MERGE %s AS T
+USING %s AS S
+ON T.event_id = S.event_id AND T.occurred_at >= @lo AND T.occurred_at <= @hi
+WHEN NOT MATCHED THEN INSERT (%s) VALUES (%s)`, w.eventsT, w.q(w.events), eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S.")),
+			[]bigquery.QueryParameter{{Name: "lo", Value: lo}, {Name: "hi", Value: hi}}},
+		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
+SELECT sku_id, store_id, on_hand_after AS on_hand, reserved_after AS reserved, sku_version, recorded_at AS updated_at
+FROM %s WHERE TRUE
+QUALIFY ROW_NUMBER() OVER (PARTITION BY sku_id, store_id ORDER BY sku_version DESC) = 1`, w.q(w.latest), w.q(w.events)), nil},
+		{fmt.Sprintf(`MERGE %s AS T
+USING %s AS S
+ON T.sku_id = S.sku_id AND T.store_id = S.store_id
+WHEN MATCHED AND S.sku_version > T.sku_version THEN
+  UPDATE SET on_hand = S.on_hand, reserved = S.reserved, sku_version = S.sku_version, updated_at = S.updated_at
+WHEN NOT MATCHED THEN
+  INSERT (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
+  VALUES (S.sku_id, S.store_id, S.on_hand, S.reserved, S.sku_version, S.updated_at)`, w.currentT, w.q(w.latest)), nil},
+	}
+	for _, s := range steps {
+		if err := runStatement(ctx, w.client, s.sql, s.params); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advance moves the consumer's offsets forward to the batch's (never back).
+func (w *work) advance(ctx context.Context, consumer string, offsets []offsetRow) error {
+	vals := make([]string, len(offsets))
+	for i, o := range offsets {
+		newest := "CAST(NULL AS TIMESTAMP)"
+		if !o.newest.IsZero() {
+			newest = fmt.Sprintf("TIMESTAMP_MICROS(%d)", o.newest.UnixMicro())
+		}
+		vals[i] = fmt.Sprintf("(@consumer, %d, %d, %s, CURRENT_TIMESTAMP())", o.partition, o.next, newest)
+	}
+	params := []bigquery.QueryParameter{{Name: "consumer", Value: consumer}}
+	if err := runStatement(ctx, w.client, fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
+SELECT * FROM UNNEST(ARRAY<STRUCT<consumer STRING, log_partition INT64, next_offset INT64, newest_recorded_at TIMESTAMP, updated_at TIMESTAMP>>[%s])`,
+		w.q(w.offsets), strings.Join(vals, ", ")), params); err != nil {
+		return err
+	}
+	return runStatement(ctx, w.client, fmt.Sprintf(`MERGE %s AS T
+USING %s AS S
+ON T.consumer = S.consumer AND T.log_partition = S.log_partition
+WHEN MATCHED AND S.next_offset > T.next_offset THEN
+  UPDATE SET next_offset = S.next_offset, newest_recorded_at = COALESCE(S.newest_recorded_at, T.newest_recorded_at), updated_at = S.updated_at
+WHEN NOT MATCHED THEN
+  INSERT (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
+  VALUES (S.consumer, S.log_partition, S.next_offset, S.newest_recorded_at, S.updated_at)`, w.offsetsT, w.q(w.offsets)), nil)
+}
+
+// drop deletes the batch's work tables. A failure only leaves tables that
+// expire, or are dropped at the next start.
+func (w *work) drop(ctx context.Context, log *slog.Logger) {
+	ds := w.client.Dataset(w.dataset)
+	for _, t := range []string{w.offsets, w.latest, w.events, w.staged} {
+		if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
+			log.Warn("dropping a staging table failed; it is dropped at the next start", "table", t, "error", err)
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func newBatchID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func ignoreCanceled(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// retry runs f until it succeeds or ctx ends, with backoff from 100 ms to
+// 30 s.
+func retry(ctx context.Context, log *slog.Logger, what string, failed func(), f func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failed()
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// ensureDLQ creates the dead-letter topic if it is missing.
+func ensureDLQ(ctx context.Context, brokers []string) error {
+	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	_, err = kafka.EnsureTopic(ctx, kadm.NewClient(cl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"})
+	return err
+}

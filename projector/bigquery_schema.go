@@ -1,0 +1,316 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+
+	"github.com/tally-oss/tally/analytics"
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+// The analytical model's tables.
+const (
+	// EventsTable holds one row per event, partitioned by DAY of
+	// occurred_at and clustered by sku_id, store_id. Rows reach it only
+	// through a MERGE on event_id, so it holds each event once.
+	EventsTable = "inventory_events"
+	// CurrentTable holds one row per (sku_id, store_id): the state after the
+	// newest event by sku_version.
+	CurrentTable = "current_inventory"
+	// OffsetsTable holds, per consumer and partition, the next offset whose
+	// events are not yet durably in BigQuery.
+	OffsetsTable = "projector_offsets"
+	// stagingPrefix names the per-batch work tables; leftovers of crashed
+	// batches are dropped at start (and expire after a day on BigQuery).
+	stagingPrefix = "tally_staging_"
+)
+
+// eventsSchema is inventory_events' schema, and each batch's staging
+// table's. Enums are their names without the type prefix ("SALE");
+// metadata is a repeated key/value record, sorted by key, so BI tools can
+// UNNEST it and a column per key is never needed.
+var eventsSchema = bigquery.Schema{
+	{Name: "event_id", Type: bigquery.StringFieldType, Required: true, Description: "Unique event id (UUIDv7)."},
+	{Name: "event_type", Type: bigquery.StringFieldType, Required: true, Description: "SALE, RETURN, RECEIPT, STOCK_ADJUSTMENT, TRANSFER_OUT, TRANSFER_IN, RESERVATION_CREATED, RESERVATION_COMMITTED, RESERVATION_RELEASED, REORDER_POLICY_SET."},
+	{Name: "occurred_at", Type: bigquery.TimestampFieldType, Required: true, Description: "When it happened at the store (late for offline tills). The table's DAY partitioning column."},
+	{Name: "recorded_at", Type: bigquery.TimestampFieldType, Required: true, Description: "When Tally accepted it."},
+	{Name: "sku_id", Type: bigquery.StringFieldType, Required: true},
+	{Name: "store_id", Type: bigquery.StringFieldType, Required: true},
+	{Name: "quantity_delta", Type: bigquery.IntegerFieldType, Required: true, Description: "Signed change to on_hand at store_id."},
+	{Name: "user_id", Type: bigquery.StringFieldType},
+	{Name: "reason", Type: bigquery.StringFieldType},
+	{Name: "metadata", Type: bigquery.RecordFieldType, Repeated: true, Description: "Client metadata, one record per key, sorted by key.", Schema: bigquery.Schema{
+		{Name: "key", Type: bigquery.StringFieldType, Required: true},
+		{Name: "value", Type: bigquery.StringFieldType},
+	}},
+	{Name: "command_id", Type: bigquery.StringFieldType},
+	{Name: "sku_version", Type: bigquery.IntegerFieldType, Required: true, Description: "The SKU's version after this event (gap-free per SKU)."},
+	{Name: "on_hand_after", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "reserved_after", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "allow_negative", Type: bigquery.BooleanFieldType, Required: true, Description: "Recorded although it took on_hand below zero (offline till); flagged for review."},
+	{Name: "adjustment_reason", Type: bigquery.StringFieldType},
+	{Name: "counterpart_store_id", Type: bigquery.StringFieldType},
+	{Name: "reserved_delta", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "reservation_id", Type: bigquery.StringFieldType},
+	{Name: "reservation_expires_at", Type: bigquery.TimestampFieldType},
+	{Name: "reorder_point", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "target_level", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "log_partition", Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka partition of the event's record."},
+	{Name: "log_offset", Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka offset of the event's record."},
+}
+
+var currentSchema = bigquery.Schema{
+	{Name: "sku_id", Type: bigquery.StringFieldType, Required: true},
+	{Name: "store_id", Type: bigquery.StringFieldType, Required: true},
+	{Name: "on_hand", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "reserved", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "sku_version", Type: bigquery.IntegerFieldType, Required: true, Description: "Version of the event this row reflects; a MERGE only replaces it with a higher one."},
+	{Name: "updated_at", Type: bigquery.TimestampFieldType, Required: true, Description: "recorded_at of that event."},
+}
+
+var offsetsSchema = bigquery.Schema{
+	{Name: "consumer", Type: bigquery.StringFieldType, Required: true},
+	{Name: "log_partition", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "next_offset", Type: bigquery.IntegerFieldType, Required: true},
+	{Name: "newest_recorded_at", Type: bigquery.TimestampFieldType},
+	{Name: "updated_at", Type: bigquery.TimestampFieldType, Required: true},
+}
+
+// eventRow is an event as a BigQuery row; its insertId is the event_id.
+type eventRow struct {
+	e         *inventoryv1.InventoryEvent
+	partition int32
+	offset    int64
+	rec       *kgo.Record
+}
+
+// Save implements bigquery.ValueSaver.
+func (r eventRow) Save() (map[string]bigquery.Value, string, error) {
+	e := r.e
+	keys := make([]string, 0, len(e.GetMetadata()))
+	for k := range e.GetMetadata() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	meta := make([]bigquery.Value, len(keys))
+	for i, k := range keys {
+		meta[i] = map[string]bigquery.Value{"key": k, "value": e.GetMetadata()[k]}
+	}
+	var expires bigquery.Value
+	if e.GetReservationExpiresAt() != nil {
+		expires = e.GetReservationExpiresAt().AsTime()
+	}
+	var adj bigquery.Value
+	if e.GetAdjustmentReason() != inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED {
+		adj = strings.TrimPrefix(e.GetAdjustmentReason().String(), "ADJUSTMENT_REASON_")
+	}
+	return map[string]bigquery.Value{
+		"event_id":               e.GetEventId(),
+		"event_type":             strings.TrimPrefix(e.GetEventType().String(), "EVENT_TYPE_"),
+		"occurred_at":            e.GetOccurredAt().AsTime(),
+		"recorded_at":            e.GetRecordedAt().AsTime(),
+		"sku_id":                 e.GetSkuId(),
+		"store_id":               e.GetStoreId(),
+		"quantity_delta":         e.GetQuantityDelta(),
+		"user_id":                nullString(e.GetUserId()),
+		"reason":                 nullString(e.GetReason()),
+		"metadata":               meta,
+		"command_id":             nullString(e.GetCommandId()),
+		"sku_version":            e.GetSkuVersion(),
+		"on_hand_after":          e.GetOnHandAfter(),
+		"reserved_after":         e.GetReservedAfter(),
+		"allow_negative":         e.GetAllowNegative(),
+		"adjustment_reason":      adj,
+		"counterpart_store_id":   nullString(e.GetCounterpartStoreId()),
+		"reserved_delta":         e.GetReservedDelta(),
+		"reservation_id":         nullString(e.GetReservationId()),
+		"reservation_expires_at": expires,
+		"reorder_point":          e.GetReorderPoint(),
+		"target_level":           e.GetTargetLevel(),
+		"log_partition":          int64(r.partition),
+		"log_offset":             r.offset,
+	}, e.GetEventId(), nil
+}
+
+func nullString(s string) bigquery.Value {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// EnsureBigQuery creates or migrates the analytical model: the dataset (in
+// location, when it has to be created), the tables (missing columns are
+// added; nothing is ever dropped) and the views of package analytics
+// (replaced every time). Every step is idempotent, so each projector runs it
+// at start.
+func EnsureBigQuery(ctx context.Context, client *bigquery.Client, dataset, location string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	ds := client.Dataset(dataset)
+	if _, err := ds.Metadata(ctx); isNotFound(err) {
+		err = ds.Create(ctx, &bigquery.DatasetMetadata{Location: location, Description: "Tally inventory: events, current stock and analytics views."})
+		if err != nil && !isAlreadyExists(err) {
+			return fmt.Errorf("create dataset %s: %w", dataset, err)
+		}
+		log.Info("bigquery dataset created", "dataset", dataset, "location", location)
+	} else if err != nil {
+		return fmt.Errorf("dataset %s: %w", dataset, err)
+	}
+	tables := []struct {
+		name string
+		md   bigquery.TableMetadata
+	}{
+		{EventsTable, bigquery.TableMetadata{
+			Schema:           eventsSchema,
+			Description:      "One row per inventory event, written only by MERGE on event_id.",
+			TimePartitioning: &bigquery.TimePartitioning{Type: bigquery.DayPartitioningType, Field: "occurred_at"},
+			Clustering:       &bigquery.Clustering{Fields: []string{"sku_id", "store_id"}},
+		}},
+		{CurrentTable, bigquery.TableMetadata{
+			Schema:      currentSchema,
+			Description: "Stock per SKU and store after the newest event by sku_version.",
+			Clustering:  &bigquery.Clustering{Fields: []string{"sku_id", "store_id"}},
+		}},
+		{OffsetsTable, bigquery.TableMetadata{
+			Schema:      offsetsSchema,
+			Description: "Per consumer and Kafka partition: the next offset not yet durably in this dataset.",
+		}},
+	}
+	for _, t := range tables {
+		if err := ensureTable(ctx, ds.Table(t.name), t.md, log); err != nil {
+			return err
+		}
+	}
+	views, err := analytics.Views()
+	if err != nil {
+		return err
+	}
+	for _, v := range views {
+		sql := fmt.Sprintf("CREATE OR REPLACE VIEW `%s.%s.%s` AS\n%s", client.Project(), dataset, v.Name, v.Query(client.Project(), dataset))
+		if err := runStatement(ctx, client, sql, nil); err != nil {
+			return fmt.Errorf("view %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// ensureTable creates t, or adds the columns md has and t lacks.
+func ensureTable(ctx context.Context, t *bigquery.Table, md bigquery.TableMetadata, log *slog.Logger) error {
+	cur, err := t.Metadata(ctx)
+	if isNotFound(err) {
+		if err := t.Create(ctx, &md); err != nil && !isAlreadyExists(err) {
+			return fmt.Errorf("create table %s: %w", t.TableID, err)
+		}
+		log.Info("bigquery table created", "table", t.TableID)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("table %s: %w", t.TableID, err)
+	}
+	have := map[string]bool{}
+	for _, f := range cur.Schema {
+		have[f.Name] = true
+	}
+	schema := cur.Schema
+	var added []string
+	for _, f := range md.Schema {
+		if !have[f.Name] {
+			c := *f
+			c.Required = false // BigQuery adds only NULLABLE or REPEATED columns
+			schema = append(schema, &c)
+			added = append(added, f.Name)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if _, err := t.Update(ctx, bigquery.TableMetadataToUpdate{Schema: schema}, cur.ETag); err != nil {
+		return fmt.Errorf("add columns %v to %s: %w", added, t.TableID, err)
+	}
+	log.Info("bigquery table migrated", "table", t.TableID, "added", added)
+	return nil
+}
+
+// runStatement runs one SQL statement as a query job and waits for it.
+func runStatement(ctx context.Context, client *bigquery.Client, sql string, params []bigquery.QueryParameter) error {
+	q := client.Query(sql)
+	q.Parameters = params
+	job, err := q.Run(ctx)
+	if err != nil {
+		return err
+	}
+	status, err := job.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	return status.Err()
+}
+
+// dropStaging drops this consumer's staging tables created before cutoff.
+func dropStaging(ctx context.Context, client *bigquery.Client, dataset, consumer string, cutoff time.Time, log *slog.Logger) error {
+	prefix := stagingPrefix + sanitize(consumer) + "_"
+	it := client.Dataset(dataset).Tables(ctx)
+	var dropped int
+	for {
+		t, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(t.TableID, prefix) {
+			continue
+		}
+		md, err := t.Metadata(ctx)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if md.CreationTime.After(cutoff) {
+			continue
+		}
+		if err := t.Delete(ctx); err != nil && !isNotFound(err) {
+			return err
+		}
+		dropped++
+	}
+	if dropped > 0 {
+		log.Info("dropped leftover staging tables", "tables", dropped)
+	}
+	return nil
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+func isNotFound(err error) bool {
+	var g *googleapi.Error
+	return errors.As(err, &g) && g.Code == http.StatusNotFound
+}
+
+func isAlreadyExists(err error) bool {
+	var g *googleapi.Error
+	return errors.As(err, &g) && g.Code == http.StatusConflict
+}
