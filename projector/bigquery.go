@@ -48,7 +48,8 @@ type BigQueryConfig struct {
 	BatchWait    time.Duration
 	MaxBatchRows int
 	// StagingTTL: staging tables of this consumer older than this are
-	// leftovers of a crashed batch and are dropped at start. Default 1h.
+	// leftovers of a crashed or interrupted batch, dropped at start and
+	// then every StagingTTL. Default 15m.
 	StagingTTL time.Duration
 	// Logger, default slog.Default().
 	Logger *slog.Logger
@@ -83,7 +84,7 @@ func (c *BigQueryConfig) defaults() {
 		c.MaxBatchRows = max(50000, c.BatchRows)
 	}
 	if c.StagingTTL <= 0 {
-		c.StagingTTL = time.Hour
+		c.StagingTTL = 15 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -165,7 +166,14 @@ func (b *BigQuery) Run(ctx context.Context) error {
 	defer cl.Close()
 	defer cl.AllowRebalance()
 	b.cl = cl
+	cleaned := time.Now()
 	for {
+		if time.Since(cleaned) > b.cfg.StagingTTL {
+			cleaned = time.Now()
+			if err := dropStaging(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer, cleaned.Add(-b.cfg.StagingTTL), b.log); err != nil {
+				b.log.Warn("dropping leftover staging tables failed", "error", err)
+			}
+		}
 		batch, err := b.collect(ctx)
 		if err != nil || ctx.Err() != nil {
 			return ignoreCanceled(ctx, err)
@@ -277,7 +285,7 @@ func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, 
 
 // project writes a batch. With advance, the partitions' offsets move past
 // it in projector_offsets; a replay of an older range passes false.
-func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool) error {
+func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool) (err error) {
 	start := time.Now()
 	var rows []eventRow
 	var dead []*kgo.Record
@@ -303,7 +311,13 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool)
 		}
 	}
 	w := b.work()
-	defer w.drop(context.WithoutCancel(ctx), b.log)
+	defer func() {
+		// Stopped mid-batch, the work tables stay, as after a crash; the
+		// next start drops them.
+		if err == nil || ctx.Err() == nil {
+			w.drop(context.WithoutCancel(ctx), b.log)
+		}
+	}()
 	var rejected []int
 	if len(rows) > 0 {
 		var errs []error
@@ -448,15 +462,19 @@ var eventColumns = func() string {
 }()
 
 // merge deduplicates the staged rows and merges them into inventory_events
-// (on event_id) and current_inventory (where sku_version is higher). Each
-// statement is idempotent; MERGE reads tables, not subqueries, so that
-// emulators run it too.
+// (rows whose event_id is not there yet) and current_inventory (where
+// sku_version is higher). Each statement is atomic and idempotent; MERGE
+// reads tables, not subqueries, so that emulators run it too.
 func (w *work) merge(ctx context.Context, rows []eventRow) error {
+	// Whole UTC days around the batch's occurred_at: the bounds prune the
+	// partitions the MERGE reads and never cut a row (BigQuery keeps
+	// microseconds, events carry nanoseconds).
 	lo, hi := rows[0].e.GetOccurredAt().AsTime(), rows[0].e.GetOccurredAt().AsTime()
 	for _, r := range rows[1:] {
 		t := r.e.GetOccurredAt().AsTime()
 		lo, hi = minTime(lo, t), maxTime(hi, t)
 	}
+	lo, hi = lo.UTC().Truncate(24*time.Hour), hi.UTC().Truncate(24*time.Hour).Add(24*time.Hour)
 	steps := []struct {
 		sql    string
 		params []bigquery.QueryParameter
@@ -464,11 +482,17 @@ func (w *work) merge(ctx context.Context, rows []eventRow) error {
 		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
 SELECT * FROM %s WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY log_offset) = 1`, w.q(w.events), w.q(w.staged)), nil},
-		// The occurred_at bounds prune the partitions the MERGE reads.
-		{fmt.Sprintf(`MERGE %s AS T
-USING %s AS S
-ON T.event_id = S.event_id AND T.occurred_at >= @lo AND T.occurred_at <= @hi
-WHEN NOT MATCHED THEN INSERT (%s) VALUES (%s)`, w.eventsT, w.q(w.events), eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S.")),
+		// MERGE … WHEN NOT MATCHED THEN INSERT, written as the equivalent
+		// anti-join INSERT: one atomic statement, idempotent on event_id,
+		// and its constant day bounds prune the partitions it reads (a
+		// MERGE reads every partition of inventory_events unless its ON
+		// has constant bounds, which the emulator mis-evaluates: it
+		// inserts duplicates).
+		{fmt.Sprintf(`INSERT INTO %s (%s)
+SELECT %s
+FROM %s AS S
+LEFT JOIN (SELECT event_id FROM %s WHERE occurred_at >= @lo AND occurred_at < @hi) AS T ON T.event_id = S.event_id
+WHERE T.event_id IS NULL`, w.eventsT, eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S."), w.q(w.events), w.eventsT),
 			[]bigquery.QueryParameter{{Name: "lo", Value: lo}, {Name: "hi", Value: hi}}},
 		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
 SELECT sku_id, store_id, on_hand_after AS on_hand, reserved_after AS reserved, sku_version, recorded_at AS updated_at

@@ -199,8 +199,7 @@ func EnsureBigQuery(ctx context.Context, client *bigquery.Client, dataset, locat
 		return err
 	}
 	for _, v := range views {
-		sql := fmt.Sprintf("CREATE OR REPLACE VIEW `%s.%s.%s` AS\n%s", client.Project(), dataset, v.Name, v.Query(client.Project(), dataset))
-		if err := runStatement(ctx, client, sql, nil); err != nil {
+		if err := ensureView(ctx, ds.Table(v.Name), v.Query(client.Project(), dataset)); err != nil {
 			return fmt.Errorf("view %s: %w", v.Name, err)
 		}
 	}
@@ -242,6 +241,25 @@ func ensureTable(ctx context.Context, t *bigquery.Table, md bigquery.TableMetada
 	}
 	log.Info("bigquery table migrated", "table", t.TableID, "added", added)
 	return nil
+}
+
+// ensureView creates the view t, or replaces its query when it differs.
+// (Through the tables API rather than CREATE OR REPLACE VIEW, which
+// emulators refuse for an existing view.)
+func ensureView(ctx context.Context, t *bigquery.Table, query string) error {
+	cur, err := t.Metadata(ctx)
+	if isNotFound(err) {
+		err = t.Create(ctx, &bigquery.TableMetadata{ViewQuery: query, Description: "Tally analytics view (package analytics)."})
+		if isAlreadyExists(err) {
+			return nil // another projector created it at the same time
+		}
+		return err
+	}
+	if err != nil || cur.ViewQuery == query {
+		return err
+	}
+	_, err = t.Update(ctx, bigquery.TableMetadataToUpdate{ViewQuery: query}, cur.ETag)
+	return err
 }
 
 // runStatement runs one SQL statement as a query job and waits for it.

@@ -1,0 +1,190 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tally-oss/tally/internal/kafka"
+)
+
+// ReplayFrom is where a BigQuery replay starts in every partition: at
+// Offset, or, when Time is set, at the first record written at or after
+// Time.
+type ReplayFrom struct {
+	Offset int64
+	Time   time.Time
+}
+
+// ReplayProgress is a replay's progress.
+type ReplayProgress struct {
+	// Events merged so far, of Total records in the range (Total counts
+	// transaction markers too, so Events ends a little below it).
+	Events, Total int64
+	Batches       int
+	Elapsed       time.Duration
+}
+
+// ReplayBigQuery re-feeds the events topic into BigQuery from `from` up to
+// each partition's end as of the call, through the projector's own stage
+// and MERGE steps, so events already there are left as they are and
+// current_inventory only moves to higher sku_versions. It never moves
+// projector_offsets: the live projector keeps its place. progress, when
+// set, is called after every batch.
+func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, progress func(ReplayProgress)) (ReplayProgress, error) {
+	cfg.defaults()
+	cfg.BatchRows = cfg.MaxBatchRows
+	b, err := NewBigQuery(cfg)
+	if err != nil {
+		return ReplayProgress{}, err
+	}
+	if err := b.Setup(ctx); err != nil {
+		return ReplayProgress{}, err
+	}
+	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
+		return ReplayProgress{}, err
+	}
+	starts, ends, err := replayRange(ctx, cfg.Brokers, cfg.Topic, from)
+	if err != nil {
+		return ReplayProgress{}, err
+	}
+	var prog ReplayProgress
+	consume := map[int32]kgo.Offset{}
+	for p, end := range ends {
+		if starts[p] < end {
+			consume[p] = kgo.NewOffset().At(starts[p])
+			prog.Total += end - starts[p]
+		}
+	}
+	if len(consume) == 0 {
+		return prog, nil
+	}
+	cl, err := kgo.NewClient(append(kafka.Options(cfg.Brokers, cfg.Logger),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: consume}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return prog, err
+	}
+	defer cl.Close()
+	b.cl = cl
+	start, lastRecord := time.Now(), time.Now()
+	for len(consume) > 0 {
+		if time.Since(lastRecord) > time.Minute {
+			return prog, fmt.Errorf("replay stalled: no record for a minute from partitions %v", keys(consume))
+		}
+		// A batch: whatever arrives within BatchWait, up to MaxBatchRows.
+		var batch []partBatch
+		n := 0
+		pctx, cancel := context.WithTimeout(ctx, cfg.BatchWait)
+		for n < cfg.MaxBatchRows && pctx.Err() == nil {
+			fetches := cl.PollRecords(pctx, cfg.MaxBatchRows-n)
+			if ctx.Err() != nil {
+				cancel()
+				return prog, ctx.Err()
+			}
+			fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+				recs := fp.Records
+				for len(recs) > 0 && recs[len(recs)-1].Offset >= ends[fp.Partition] {
+					recs = recs[:len(recs)-1]
+				}
+				if len(recs) == 0 {
+					return
+				}
+				batch = append(batch, partBatch{partition: fp.Partition, recs: recs})
+				n += len(recs)
+				if recs[len(recs)-1].Offset+1 >= ends[fp.Partition] {
+					delete(consume, fp.Partition)
+					cl.PauseFetchPartitions(map[string][]int32{cfg.Topic: {fp.Partition}})
+				}
+			})
+			if len(consume) == 0 {
+				break
+			}
+		}
+		cancel()
+		if len(batch) == 0 {
+			continue
+		}
+		lastRecord = time.Now()
+		if err := retry(ctx, b.log, "bigquery replay batch", cfg.Metrics.failed, func() error { return b.project(ctx, batch, false) }); err != nil {
+			return prog, err
+		}
+		for _, pb := range batch {
+			for _, r := range pb.recs {
+				if !r.Attrs.IsControl() {
+					prog.Events++
+				}
+			}
+		}
+		prog.Batches++
+		prog.Elapsed = time.Since(start)
+		if progress != nil {
+			progress(prog)
+		}
+	}
+	prog.Elapsed = time.Since(start)
+	return prog, nil
+}
+
+// replayRange resolves from into a start offset per partition, and each
+// partition's last stable offset as its end.
+func replayRange(ctx context.Context, brokers []string, topic string, from ReplayFrom) (starts, ends map[int32]int64, err error) {
+	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	endOffsets, err := adm.ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = endOffsets.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	if len(endOffsets[topic]) == 0 {
+		return nil, nil, fmt.Errorf("topic %s not found", topic)
+	}
+	var startOffsets kadm.ListedOffsets
+	if from.Time.IsZero() {
+		startOffsets, err = adm.ListStartOffsets(ctx, topic)
+	} else {
+		startOffsets, err = adm.ListOffsetsAfterMilli(ctx, from.Time.UnixMilli(), topic)
+	}
+	if err == nil {
+		err = startOffsets.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("start offsets of %s: %w", topic, err)
+	}
+	starts, ends = map[int32]int64{}, map[int32]int64{}
+	endOffsets.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
+	startOffsets.Each(func(o kadm.ListedOffset) {
+		s := o.Offset // the log start, or the first offset at/after Time
+		if from.Time.IsZero() {
+			s = max(s, from.Offset)
+		}
+		if s < 0 { // no record after Time
+			s = ends[o.Partition]
+		}
+		starts[o.Partition] = min(s, ends[o.Partition])
+	})
+	if len(starts) == 0 {
+		return nil, nil, errors.New("no partitions to replay")
+	}
+	return starts, ends, nil
+}
+
+func keys[V any](m map[int32]V) []int32 {
+	out := make([]int32, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
