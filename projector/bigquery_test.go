@@ -17,6 +17,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/projector"
@@ -349,4 +350,97 @@ func (f *bqFixture) stagingTables() []string {
 			out = append(out, t.TableID)
 		}
 	}
+}
+
+func TestBigQueryViewsOnACraftedDay(t *testing.T) {
+	f := newBQFixture(t, 2)
+	now := time.Now().UTC()
+	ago := func(h float64) time.Time { return now.Add(-time.Duration(h * float64(time.Hour))) }
+	policy := func(point, target int64) func(*inventoryv1.InventoryEvent) {
+		return func(e *inventoryv1.InventoryEvent) { e.ReorderPoint, e.TargetLevel = point, target }
+	}
+	f.commit([]*kgo.Record{
+		// hot-1 sells 15 units at A in the last 24 h, hot-2 3 units at B.
+		f.craft("hot-1", "A", receipt, 100, ago(72), nil),
+		f.craft("hot-1", "A", sale, -10, ago(2), nil),
+		f.craft("hot-1", "A", sale, -5, ago(1), nil),
+		f.craft("hot-2", "B", receipt, 50, ago(72), nil),
+		f.craft("hot-2", "B", sale, -3, ago(1), nil),
+		// stuck-1: 40 units at A untouched for 3 days while B sells 4.
+		f.craft("stuck-1", "A", receipt, 40, ago(72), nil),
+		f.craft("stuck-1", "B", receipt, 10, ago(72), nil),
+		f.craft("stuck-1", "B", sale, -4, ago(2), nil),
+		// low-1: 5 left at C after selling 7 two days ago (no policy:
+		// target 30). low-2: policy target 60, 6 left after selling 14.
+		f.craft("low-1", "C", receipt, 12, ago(120), nil),
+		f.craft("low-1", "C", sale, -7, ago(48), nil),
+		f.craft("low-2", "C", receipt, 20, ago(120), nil),
+		f.craft("low-2", "C", inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, 0, ago(96), policy(5, 60)),
+		f.craft("low-2", "C", sale, -14, ago(30), nil),
+		// ghost-1: an offline till sold 2 units C never had.
+		f.craft("ghost-1", "C", sale, -2, ago(0.5), nil),
+	})
+	f.runUntilCaughtUp(f.projector(nil))
+	f.assertFoldOfLog()
+
+	check := func(name string, got []map[string]bigquery.Value, want string) {
+		t.Helper()
+		var lines []string
+		for _, r := range got {
+			lines = append(lines, fmt.Sprint(r))
+		}
+		if g := strings.Join(lines, "\n"); g != want {
+			t.Errorf("%s:\n got %s\nwant %s", name, g, want)
+		}
+	}
+	check("hot_skus top 3 (24h)",
+		f.query("SELECT sku_id, units_sold_24h, rank_24h, units_sold_7d, rank_7d FROM `{{dataset}}.hot_skus` WHERE rank_24h <= 3 ORDER BY rank_24h"),
+		"map[rank_24h:1 rank_7d:1 sku_id:hot-1 units_sold_24h:15 units_sold_7d:15]\n"+
+			"map[rank_24h:2 rank_7d:4 sku_id:stuck-1 units_sold_24h:4 units_sold_7d:4]\n"+
+			"map[rank_24h:3 rank_7d:5 sku_id:hot-2 units_sold_24h:3 units_sold_7d:3]")
+	check("hot_skus query (window, top 2)",
+		f.query(mustSQL(t, "queries/hot_skus.sql"),
+			bigquery.QueryParameter{Name: "window_start", Value: ago(7 * 24)}, bigquery.QueryParameter{Name: "window_end", Value: now.Add(time.Minute)},
+			bigquery.QueryParameter{Name: "top_n", Value: 2}),
+		"map[sku_id:hot-1 stores:1 units_sold:15]\nmap[sku_id:low-2 stores:1 units_sold:14]")
+	check("low_stock",
+		f.query("SELECT sku_id, store_id, available, target_level, units_sold_7d, recommended_reorder_quantity FROM `{{dataset}}.low_stock` ORDER BY sku_id, store_id"),
+		"map[available:-2 recommended_reorder_quantity:32 sku_id:ghost-1 store_id:C target_level:30 units_sold_7d:2]\n"+
+			"map[available:5 recommended_reorder_quantity:25 sku_id:low-1 store_id:C target_level:30 units_sold_7d:7]\n"+
+			"map[available:6 recommended_reorder_quantity:54 sku_id:low-2 store_id:C target_level:60 units_sold_7d:14]\n"+
+			"map[available:6 recommended_reorder_quantity:24 sku_id:stuck-1 store_id:B target_level:30 units_sold_7d:4]")
+	check("low_stock query (threshold 6)",
+		f.query(mustSQL(t, "queries/low_stock.sql"), bigquery.QueryParameter{Name: "threshold", Value: 6}),
+		"map[available:-2 on_hand:-2 recommended_reorder_quantity:32 reorder_point:<nil> reserved:0 sku_id:ghost-1 store_id:C target_level:30 units_sold_7d:2 updated_at:"+
+			fmt.Sprint(f.query("SELECT updated_at FROM `{{dataset}}.current_inventory` WHERE sku_id = 'ghost-1'")[0]["updated_at"])+"]\n"+
+			"map[available:5 on_hand:5 recommended_reorder_quantity:25 reorder_point:<nil> reserved:0 sku_id:low-1 store_id:C target_level:30 units_sold_7d:7 updated_at:"+
+			fmt.Sprint(f.query("SELECT updated_at FROM `{{dataset}}.current_inventory` WHERE sku_id = 'low-1'")[0]["updated_at"])+"]")
+	check("stuck_inventory",
+		f.query("SELECT sku_id, store_id, on_hand, units_sold_elsewhere_24h, stores_selling_24h FROM `{{dataset}}.stuck_inventory`"),
+		"map[on_hand:40 sku_id:stuck-1 store_id:A stores_selling_24h:1 units_sold_elsewhere_24h:4]")
+	check("phantom_inventory",
+		f.query("SELECT sku_id, store_id, units_sold, on_hand_before, on_hand_after, allow_negative FROM `{{dataset}}.phantom_inventory`"),
+		"map[allow_negative:true on_hand_after:-2 on_hand_before:0 sku_id:ghost-1 store_id:C units_sold:2]")
+	check("stock_heatmap",
+		f.query("SELECT store_id, sku_id, available, band FROM `{{dataset}}.stock_heatmap` WHERE store_id = 'A' ORDER BY sku_id"),
+		"map[available:85 band:HIGH sku_id:hot-1 store_id:A]\nmap[available:40 band:OK sku_id:stuck-1 store_id:A]")
+	check("daily_sales (hot-1 at A, all days)",
+		f.query("SELECT SUM(units_sold) AS units, SUM(sales) AS sales FROM `{{dataset}}.daily_sales` WHERE sku_id = 'hot-1' AND store_id = 'A'"),
+		"map[sales:2 units:15]")
+	check("event_volume_minute totals",
+		f.query("SELECT SUM(events) AS events, COUNT(DISTINCT store_id) AS stores FROM `{{dataset}}.event_volume_minute`"),
+		"map[events:14 stores:3]")
+	check("event_volume_hour sales at A",
+		f.query("SELECT SUM(events) AS events, SUM(units_delta) AS units FROM `{{dataset}}.event_volume_hour` WHERE store_id = 'A' AND event_type = 'SALE'"),
+		"map[events:2 units:-15]")
+}
+
+func mustSQL(t *testing.T, path string) string {
+	t.Helper()
+	sql, err := analytics.SQL(path, "{{project}}", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's query() expands {{dataset}} for the test's dataset.
+	return strings.ReplaceAll(sql, "{{project}}.x", "{{dataset}}")
 }
