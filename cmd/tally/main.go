@@ -27,7 +27,7 @@ var subcommands = []subcommand{
 	{"projector", "run only the Postgres projector", serve.RunProjector},
 	{"query", "run only the read side (QueryService)", serve.RunQuery},
 	{"migrate", "apply the read model's schema migrations", serve.RunMigrate},
-	{"replay", "rebuild the read model from the log into a fresh schema", serve.RunReplay},
+	{"replay", "rebuild the read model into a fresh schema, or re-feed a range of the log into BigQuery", serve.RunReplay},
 	{"bench", "drive a Tally (or --embedded) with an open-loop workload and audit it", runBench},
 }
 

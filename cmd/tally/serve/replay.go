@@ -20,27 +20,89 @@ import (
 	"github.com/tally-oss/tally/projector"
 )
 
-// RunReplay is `tally replay`: rebuild the Postgres read model from the log
-// into a fresh schema, with progress, and report events/s. The live read
-// model is not touched; point a query instance at the new schema (or swap
-// schemas) once it has caught up.
+// RunReplay is `tally replay`. With --sink postgres (the default) it
+// rebuilds the Postgres read model from the log into a fresh schema, with
+// progress, and reports events/s; the live read model is not touched:
+// point a query instance at the new schema (or swap schemas) once it has
+// caught up. With --sink bigquery it re-feeds a range of the log
+// (--from-offset in every partition, or --from-time) into the BigQuery
+// dataset, idempotently: events already there stay as they are.
 func RunReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally replay", flag.ContinueOnError)
-	var brokers, dsn, schema string
+	var brokers, dsn, schema, sink, fromTime string
+	var fromOffset int
+	var bq BigQueryFlags
 	config.String(fs, &brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
-	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL connection string (env DATABASE_URL also works)")
-	config.String(fs, &schema, "schema", "", "schema to build into (must not exist; default replay_<unix time>)")
+	config.String(fs, &sink, "sink", "postgres", "what to rebuild: postgres (a fresh schema) or bigquery (re-feed a range into the dataset)")
+	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "postgres: PostgreSQL connection string (env DATABASE_URL also works)")
+	config.String(fs, &schema, "schema", "", "postgres: schema to build into (must not exist; default replay_<unix time>)")
+	config.Int(fs, &fromOffset, "from-offset", 0, "bigquery: first offset to re-feed, in every partition")
+	config.String(fs, &fromTime, "from-time", "", "bigquery: re-feed from the first record written at or after this RFC 3339 time instead")
+	bq.flags(fs, true)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if dsn == "" {
-		return errors.New("--database-url (or DATABASE_URL) is required")
+	if err := config.EnvErrors(fs); err != nil {
+		return err
 	}
-	n, d, err := Replay(ctx, config.List(brokers), dsn, schema, os.Stderr)
+	switch sink {
+	case "postgres":
+		if dsn == "" {
+			return errors.New("--database-url (or DATABASE_URL) is required")
+		}
+		if fromOffset != 0 || fromTime != "" {
+			return errors.New("--from-offset and --from-time are for --sink bigquery; a Postgres replay rebuilds the whole log into a fresh schema")
+		}
+		n, d, err := Replay(ctx, config.List(brokers), dsn, schema, os.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("replayed %d events in %s: %.0f events/s\n", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+		return nil
+	case "bigquery":
+		return replayBigQuery(ctx, config.List(brokers), &bq, int64(fromOffset), fromTime, os.Stderr)
+	default:
+		return fmt.Errorf("--sink must be postgres or bigquery, got %q", sink)
+	}
+}
+
+func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fromOffset int64, fromTime string, w io.Writer) error {
+	var errs []error
+	if err := bq.validate(true); err != nil {
+		errs = append(errs, err)
+	}
+	from := projector.ReplayFrom{Offset: fromOffset}
+	if fromOffset < 0 {
+		errs = append(errs, fmt.Errorf("--from-offset must be 0 or more, got %d", fromOffset))
+	}
+	if fromTime != "" {
+		t, err := time.Parse(time.RFC3339Nano, fromTime)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--from-time: %v", err))
+		}
+		if fromOffset != 0 {
+			errs = append(errs, errors.New("give --from-offset or --from-time, not both"))
+		}
+		from.Time = t
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	client, err := bq.client(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("replayed %d events in %s: %.0f events/s\n", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
+	defer client.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, client, log, nil), from, func(p projector.ReplayProgress) {
+		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d events of about %d (%.0f%%), %d batches, %.1fs",
+			bq.Dataset, p.Events, p.Total, 100*float64(p.Events)/float64(max(p.Total, 1)), p.Batches, p.Elapsed.Seconds())
+	})
+	fmt.Fprintln(w)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("re-fed %d events into %s in %s: %.0f events/s\n", p.Events, bq.Dataset, p.Elapsed.Round(time.Millisecond), float64(p.Events)/max(p.Elapsed.Seconds(), 1e-9))
 	return nil
 }
 

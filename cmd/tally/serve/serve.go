@@ -54,6 +54,7 @@ type Config struct {
 	Grace        time.Duration
 	LogLevel     string
 	WatchBuffer  int
+	BigQuery     BigQueryFlags
 
 	roles    Role
 	embedded bool
@@ -78,6 +79,9 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	if c.roles&RoleCommand != 0 {
 		config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
 		config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
+	}
+	if c.roles&RoleProjector != 0 {
+		c.BigQuery.flags(fs, true)
 	}
 	if c.roles&RoleQuery != 0 {
 		config.Int(fs, &c.WatchBuffer, "watch-buffer", 1024, "low-stock messages queued per WatchLowStock stream before it is cut off with RESOURCE_EXHAUSTED")
@@ -107,6 +111,9 @@ func (c *Config) Validate() error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %v", err))
+	}
+	if c.roles&RoleProjector != 0 {
+		errs = append(errs, c.BigQuery.validate(false))
 	}
 	return errors.Join(errs...)
 }
@@ -255,6 +262,19 @@ func Start(ctx context.Context, c *Config) error {
 			return err
 		}
 		g.Go(func() error { return p.Run(gctx) })
+		if c.BigQuery.enabled() {
+			bq, err := c.BigQuery.client(ctx)
+			if err != nil {
+				return err
+			}
+			defer bq.Close()
+			bp, err := projector.NewBigQuery(c.BigQuery.config(brokers, bq, log, projector.NewBigQueryMetrics(reg)))
+			if err != nil {
+				return err
+			}
+			log.Info("bigquery projection enabled", "project", c.BigQuery.Project, "dataset", c.BigQuery.Dataset, "endpoint", c.BigQuery.Endpoint)
+			g.Go(func() error { return bp.Run(gctx) })
+		}
 	}
 	if srv != nil {
 		g.Go(func() error {

@@ -17,12 +17,14 @@ import (
 
 	"github.com/tally-oss/tally/cmd/tally/serve"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/testenv"
 )
 
 // The whole of `tally serve`, as a user runs it: embedded Kafka, its own
 // Postgres cluster, every service on one port.
 var (
 	addr, kafkaAddr, dataDir string
+	bqEndpoint               string
 	cmds                     inventoryv1.CommandServiceClient
 	qry                      inventoryv1.QueryServiceClient
 )
@@ -41,9 +43,18 @@ func run(m *testing.M) int {
 	addr, kafkaAddr, dataDir = freeAddr(), freeAddr(), dir
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The BigQuery projection runs too, into an emulator.
+	emu, err := testenv.StartBigQuery(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bigquery emulator:", err)
+		return 1
+	}
+	defer emu.Stop()
+	bqEndpoint = emu.Endpoint
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512"})
+		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512",
+			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint, "--bigquery-batch-wait", "200ms"})
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

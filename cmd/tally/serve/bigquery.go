@@ -1,0 +1,70 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+
+	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/projector"
+)
+
+// BigQueryFlags configure the BigQuery projection (off unless a project is
+// given).
+type BigQueryFlags struct {
+	Project   string
+	Dataset   string
+	Endpoint  string
+	Location  string
+	BatchRows int
+	BatchWait time.Duration
+}
+
+func (b *BigQueryFlags) flags(fs *flag.FlagSet, batching bool) {
+	config.String(fs, &b.Project, "bigquery-project", "", "Google Cloud project of the BigQuery analytical model; empty turns the BigQuery projection off")
+	config.String(fs, &b.Dataset, "bigquery-dataset", "", "BigQuery dataset of the analytical model (created with its tables and views when missing)")
+	config.String(fs, &b.Endpoint, "bigquery-endpoint", "", "BigQuery API endpoint, for an emulator such as http://127.0.0.1:9050 (no authentication); empty uses BigQuery with Application Default Credentials")
+	config.String(fs, &b.Location, "bigquery-location", "US", "location of the BigQuery dataset when Tally creates it")
+	if batching {
+		config.Int(fs, &b.BatchRows, "bigquery-batch-rows", 500, "events per BigQuery batch before it is written (a lagging projection takes up to 100x more per batch)")
+		config.Duration(fs, &b.BatchWait, "bigquery-batch-wait", time.Second, "longest wait for a BigQuery batch to fill before it is written")
+	}
+}
+
+func (b *BigQueryFlags) enabled() bool { return b.Project != "" }
+
+// validate: required says the BigQuery projection must be configured.
+func (b *BigQueryFlags) validate(required bool) error {
+	var errs []error
+	switch {
+	case b.Project == "" && (required || b.Dataset != "" || b.Endpoint != ""):
+		errs = append(errs, errors.New("--bigquery-project is required for the BigQuery projection"))
+	case b.Project != "" && b.Dataset == "":
+		errs = append(errs, errors.New("--bigquery-dataset is required with --bigquery-project"))
+	}
+	if b.BatchRows < 0 || b.BatchRows > 100000 {
+		errs = append(errs, fmt.Errorf("--bigquery-batch-rows must be 1 to 100000, got %d", b.BatchRows))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *BigQueryFlags) client(ctx context.Context) (*bigquery.Client, error) {
+	c, err := projector.NewBigQueryClient(ctx, b.Project, b.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("bigquery client: %w", err)
+	}
+	return c, nil
+}
+
+func (b *BigQueryFlags) config(brokers []string, c *bigquery.Client, log *slog.Logger, m *projector.BigQueryMetrics) projector.BigQueryConfig {
+	return projector.BigQueryConfig{
+		Brokers: brokers, Client: c, Dataset: b.Dataset, Location: b.Location,
+		BatchRows: b.BatchRows, BatchWait: b.BatchWait, MaxBatchRows: 100 * b.BatchRows,
+		Logger: log, Metrics: m,
+	}
+}

@@ -1,0 +1,247 @@
+package serve_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tally-oss/tally/cmd/tally/serve"
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/testenv"
+	"github.com/tally-oss/tally/projector"
+)
+
+const bqDataset = "serve_test"
+
+// mixedWorkload sends receipts, sales, returns, adjustments, transfers and
+// reservations (reserved, committed, released) for SKUs under prefix
+// through the generated gRPC client; refused commands are fine.
+func mixedWorkload(t *testing.T, prefix string, n int, r *rand.Rand) (accepted int) {
+	t.Helper()
+	ctx := t.Context()
+	stores := []string{"S1", "S2", "S3"}
+	open := map[string][]string{} // sku -> active reservation ids
+	for i := range n {
+		sku := fmt.Sprintf("%s-%d", prefix, r.IntN(15))
+		store := stores[r.IntN(3)]
+		id := fmt.Sprintf("%s-c%d", prefix, i)
+		var err error
+		switch k := r.IntN(10); {
+		case k < 3:
+			_, err = cmds.ReceiveStock(ctx, &inventoryv1.ReceiveStockRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: int64(1 + r.IntN(20))})
+		case k < 5:
+			_, err = cmds.RecordSale(ctx, &inventoryv1.RecordSaleRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: int64(1 + r.IntN(5))})
+		case k == 5:
+			_, err = cmds.RecordReturn(ctx, &inventoryv1.RecordReturnRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: 1})
+		case k == 6:
+			_, err = cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: id, SkuId: sku, StoreId: store, QuantityDelta: int64(r.IntN(7)-3) | 1,
+				AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT_CORRECTION})
+		case k == 7:
+			_, err = cmds.TransferStock(ctx, &inventoryv1.TransferStockRequest{CommandId: id, SkuId: sku, FromStoreId: store, ToStoreId: stores[(r.IntN(2)+1+indexOf(stores, store))%3], Quantity: int64(1 + r.IntN(3))})
+		case k == 8:
+			rid := id + "-r"
+			_, err = cmds.Reserve(ctx, &inventoryv1.ReserveRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: 1, ReservationId: rid, Ttl: durationpb.New(time.Hour)})
+			if err == nil {
+				open[sku] = append(open[sku], rid)
+			}
+		default:
+			if len(open[sku]) == 0 {
+				continue
+			}
+			rid := open[sku][0]
+			open[sku] = open[sku][1:]
+			if r.IntN(2) == 0 {
+				_, err = cmds.CommitReservation(ctx, &inventoryv1.CommitReservationRequest{CommandId: id, SkuId: sku, ReservationId: rid})
+			} else {
+				_, err = cmds.ReleaseReservation(ctx, &inventoryv1.ReleaseReservationRequest{CommandId: id, SkuId: sku, ReservationId: rid})
+			}
+		}
+		switch status.Code(err) {
+		case codes.OK:
+			accepted++
+		case codes.FailedPrecondition:
+		default:
+			t.Fatalf("command %s: %v", id, err)
+		}
+	}
+	return accepted
+}
+
+func indexOf(xs []string, x string) int {
+	for i, v := range xs {
+		if v == x {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitBigQuery waits until the BigQuery projection reaches the log's end as
+// of the call.
+func waitBigQuery(t *testing.T, bq *bigquery.Client) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(t.Context(), kafka.EventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		stored, err := projector.LoadBigQueryOffsets(t.Context(), bq, bqDataset, "bigquery")
+		behind := err != nil
+		ends.Each(func(o kadm.ListedOffset) {
+			if stored[o.Partition] < o.Offset {
+				behind = true
+			}
+		})
+		if !behind {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BigQuery offsets %v (%v) did not reach %v in 60s", stored, err, ends)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func bqRows(t *testing.T, bq *bigquery.Client, sql string, params ...bigquery.QueryParameter) []map[string]bigquery.Value {
+	t.Helper()
+	q := bq.Query(strings.ReplaceAll(sql, "{{dataset}}", testenv.BigQueryProject+"."+bqDataset))
+	q.Parameters = params
+	it, err := q.Read(t.Context())
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	var out []map[string]bigquery.Value
+	for {
+		row := map[string]bigquery.Value{}
+		err := it.Next(&row)
+		if errors.Is(err, iterator.Done) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, row)
+	}
+}
+
+// level is one (sku, store) of a read model.
+type level struct{ onHand, reserved, version int64 }
+
+func pgLevels(t *testing.T, prefix string) (map[string]level, int64) {
+	t.Helper()
+	dsn, err := os.ReadFile(filepath.Join(dataDir, "pg", "DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), strings.TrimSpace(string(dsn)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(t.Context(), "SELECT sku_id, store_id, on_hand, reserved, sku_version FROM stock_levels WHERE sku_id LIKE $1 || '%'", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]level{}
+	var sku, store string
+	var l level
+	if _, err := pgx.ForEachRow(rows, []any{&sku, &store, &l.onHand, &l.reserved, &l.version}, func() error {
+		out[sku+"/"+store] = l
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var ledger int64
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM inventory_ledger WHERE sku_id LIKE $1 || '%'", prefix).Scan(&ledger); err != nil {
+		t.Fatal(err)
+	}
+	return out, ledger
+}
+
+func bqLevels(t *testing.T, bq *bigquery.Client, prefix string) (map[string]level, int64) {
+	t.Helper()
+	p := bigquery.QueryParameter{Name: "prefix", Value: prefix}
+	out := map[string]level{}
+	for _, r := range bqRows(t, bq, "SELECT sku_id, store_id, on_hand, reserved, sku_version FROM `{{dataset}}.current_inventory` WHERE STARTS_WITH(sku_id, @prefix)", p) {
+		out[r["sku_id"].(string)+"/"+r["store_id"].(string)] = level{r["on_hand"].(int64), r["reserved"].(int64), r["sku_version"].(int64)}
+	}
+	n := bqRows(t, bq, "SELECT COUNT(DISTINCT event_id) AS d, COUNT(*) AS n FROM `{{dataset}}.inventory_events` WHERE STARTS_WITH(sku_id, @prefix)", p)[0]
+	if n["d"] != n["n"] {
+		t.Fatalf("inventory_events holds %v rows for %v events", n["n"], n["d"])
+	}
+	return out, n["n"].(int64)
+}
+
+func TestCommandsLandInBigQueryLikeInPostgres(t *testing.T) {
+	prefix := uniq("bq")
+	var compared int
+	accepted := mixedWorkload(t, prefix, 400, rand.New(rand.NewPCG(21, 22)))
+	t.Logf("%d commands accepted", accepted)
+	defer func() { t.Logf("compared %d (sku, store) levels", compared) }()
+	bq, err := projector.NewBigQueryClient(t.Context(), testenv.BigQueryProject, bqEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bq.Close()
+	waitBigQuery(t, bq)
+	// The Postgres read model has caught up too, once a read at the
+	// newest version of every SKU answers.
+	pg, pgEvents := pgLevels(t, prefix)
+	for key, l := range pg {
+		sku, store, _ := strings.Cut(key, "/")
+		getStock(t, sku, store, l.version)
+	}
+	pg, pgEvents = pgLevels(t, prefix)
+	got, events := bqLevels(t, bq, prefix)
+	compared = len(got)
+	if len(pg) == 0 || fmt.Sprint(got) != fmt.Sprint(pg) {
+		t.Fatalf("current_inventory differs from stock_levels:\nbigquery %v\npostgres %v", got, pg)
+	}
+	if events != pgEvents || events < int64(accepted) {
+		t.Fatalf("inventory_events has %d events, the Postgres ledger %d, for %d accepted commands", events, pgEvents, accepted)
+	}
+
+	md, err := bq.Dataset(bqDataset).Table(projector.EventsTable).Metadata(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.TimePartitioning == nil || md.TimePartitioning.Type != bigquery.DayPartitioningType || md.TimePartitioning.Field != "occurred_at" ||
+		md.Clustering == nil || fmt.Sprint(md.Clustering.Fields) != "[sku_id store_id]" {
+		t.Fatalf("inventory_events partitioning %+v, clustering %+v", md.TimePartitioning, md.Clustering)
+	}
+
+	// `tally replay --sink bigquery` re-feeds the whole log twice: nothing
+	// changes.
+	for _, args := range [][]string{{"--from-offset", "0"}, {"--from-time", time.Now().Add(-time.Hour).Format(time.RFC3339)}} {
+		if err := serve.RunReplay(t.Context(), append([]string{"--sink", "bigquery", "--kafka-brokers", kafkaAddr,
+			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		again, n := bqLevels(t, bq, prefix)
+		if n != events || fmt.Sprint(again) != fmt.Sprint(pg) {
+			t.Fatalf("after tally replay %v: %d events (was %d), current_inventory %v", args, n, events, again)
+		}
+	}
+}
