@@ -19,6 +19,7 @@ import (
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/projector"
 )
@@ -52,7 +53,7 @@ type bqFixture struct {
 	dataset string
 }
 
-func newBQFixture(t *testing.T, partitions int32) *bqFixture {
+func newBQFixture(t testing.TB, partitions int32) *bqFixture {
 	f := newFixture(t, partitions)
 	return &bqFixture{fixture: f, bq: bigQueryClient(t), dataset: fmt.Sprintf("tally_test_%d", seq.Add(1))}
 }
@@ -100,11 +101,11 @@ func (f *bqFixture) runUntilCaughtUp(p *projector.BigQuery) {
 	ctx, cancel := context.WithCancel(f.t.Context())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for !f.caughtUp() {
 		if time.Now().After(deadline) {
 			cancel()
-			f.t.Fatalf("bigquery projector did not catch up in 60s")
+			f.t.Fatalf("bigquery projector did not catch up in 3 minutes")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -443,4 +444,41 @@ func mustSQL(t *testing.T, path string) string {
 	}
 	// The fixture's query() expands {{dataset}} for the test's dataset.
 	return strings.ReplaceAll(sql, "{{project}}.x", "{{dataset}}")
+}
+
+func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T) {
+	f := newBQFixture(t, 1)
+	r := rand.New(rand.NewPCG(17, 18))
+	f.produce(10, 3, r)
+	f.commit([]*kgo.Record{{Key: []byte("sku-0"), Value: []byte("\xff\xfenot a protobuf"), Partition: 0}})
+	f.produce(10, 3, r)
+	f.runUntilCaughtUp(f.projector(nil))
+	f.assertFoldOfLog()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumeTopics(kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("the garbage record never reached the DLQ from the BigQuery projector")
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			h := map[string]string{}
+			for _, kv := range it.Next().Headers {
+				h[kv.Key] = string(kv.Value)
+			}
+			if h["tally-source-topic"] != f.topic || h["tally-dlq-consumer"] != "bigquery" {
+				continue
+			}
+			if h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" {
+				t.Fatalf("DLQ headers %v", h)
+			}
+			return
+		}
+	}
 }

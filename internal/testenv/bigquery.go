@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,8 +24,10 @@ const BigQueryProject = "tally-test"
 type BigQuery struct {
 	// Endpoint is its REST endpoint, for --bigquery-endpoint.
 	Endpoint string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	// Log is the emulator's output.
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // StartBigQuery starts the emulator, building it first when it is missing
@@ -47,13 +48,20 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 	}
 	cmd := exec.Command(bin, "--project="+BigQueryProject, "--host=127.0.0.1",
 		fmt.Sprintf("--port=%d", httpPort), fmt.Sprintf("--grpc-port=%d", grpcPort), "--log-level=error")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// It logs every expected "not found" as an error: keep that out of the
+	// test output, in a file named when something goes wrong.
+	logf, err := os.CreateTemp("", "bigquery-emulator-*.log")
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
 	// Never outlive the test binary.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bigquery emulator: %w", err)
 	}
-	b := &BigQuery{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", httpPort), cmd: cmd, done: make(chan struct{})}
+	b := &BigQuery{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", httpPort), Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(b.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -66,12 +74,12 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 		}
 		select {
 		case <-b.done:
-			return nil, errors.New("bigquery emulator exited while starting")
+			return nil, fmt.Errorf("bigquery emulator exited while starting; its log: %s", logf.Name())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			b.Stop()
-			return nil, fmt.Errorf("bigquery emulator not answering on %s after 30s: %v", b.Endpoint, err)
+			return nil, fmt.Errorf("bigquery emulator not answering on %s after 30s: %v; its log: %s", b.Endpoint, err, logf.Name())
 		}
 	}
 }
@@ -81,10 +89,12 @@ func (b *BigQuery) Client(ctx context.Context) (*bigquery.Client, error) {
 	return bigquery.NewClient(ctx, BigQueryProject, option.WithEndpoint(b.Endpoint), option.WithoutAuthentication())
 }
 
-// Stop kills the emulator (it keeps everything in memory).
+// Stop kills the emulator (it keeps everything in memory) and removes its
+// log.
 func (b *BigQuery) Stop() {
 	_ = b.cmd.Process.Kill()
 	<-b.done
+	os.Remove(b.Log)
 }
 
 func emulatorBinary(ctx context.Context) (string, error) {
