@@ -63,6 +63,8 @@ type Config struct {
 func (c *Config) flags(fs *flag.FlagSet) {
 	if c.roles&(RoleCommand|RoleQuery) != 0 {
 		config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "host:port serving Connect, gRPC, gRPC-Web, health, reflection and /metrics")
+	} else {
+		config.String(fs, &c.Addr, "addr", "127.0.0.1:8081", "host:port serving gRPC health and /metrics")
 	}
 	brokersUsage := "comma-separated Kafka seed brokers (required)"
 	dbUsage := "PostgreSQL connection string of the read model (required; env DATABASE_URL also works)"
@@ -93,7 +95,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.roles&(RoleCommand|RoleQuery) != 0 && c.Addr == "" {
+	if c.Addr == "" {
 		errs = append(errs, errors.New("--addr is required"))
 	}
 	if !c.embedded && c.KafkaBrokers == "" {
@@ -220,20 +222,18 @@ func Start(ctx context.Context, c *Config) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	var srv *server.Server
 	var cmds *command.Service
-	if c.roles&(RoleCommand|RoleQuery) != 0 {
-		var err error
-		if srv, err = server.Listen(c.Addr, reg, log); err != nil {
-			return err
-		}
+	// Every role serves health and /metrics; the API roles add their
+	// services below.
+	srv, err := server.Listen(c.Addr, reg, log)
+	if err != nil {
+		return err
 	}
 	if c.roles&RoleCommand != 0 {
 		advertise := c.Advertise
 		if advertise == "" {
 			advertise = srv.Addr()
 		}
-		var err error
 		cmds, err = command.NewService(ctx, command.ServiceConfig{
 			WriterConfig: command.WriterConfig{Brokers: brokers, Logger: log, Metrics: command.NewMetrics(reg)},
 			Partitions:   int32(c.Partitions),
@@ -276,20 +276,18 @@ func Start(ctx context.Context, c *Config) error {
 			g.Go(func() error { return bp.Run(gctx) })
 		}
 	}
-	if srv != nil {
-		g.Go(func() error {
-			err := srv.Serve(gctx, c.Grace)
-			// No more calls: drain the writers so every accepted command
-			// is committed and answered before Kafka closes.
-			if cmds != nil {
-				sctx, cancel := context.WithTimeout(context.Background(), c.Grace)
-				defer cancel()
-				err = errors.Join(err, cmds.Close(sctx))
-			}
-			return err
-		})
-	}
-	err := g.Wait()
+	g.Go(func() error {
+		err := srv.Serve(gctx, c.Grace)
+		// No more calls: drain the writers so every accepted command
+		// is committed and answered before Kafka closes.
+		if cmds != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), c.Grace)
+			defer cancel()
+			err = errors.Join(err, cmds.Close(sctx))
+		}
+		return err
+	})
+	err = g.Wait()
 	log.Info("stopped")
 	return err
 }
