@@ -120,6 +120,11 @@ type BigQuery struct {
 	cfg BigQueryConfig
 	log *slog.Logger
 	cl  *kgo.Client
+	// drops drops finished batches' work tables in the background
+	// (deleting a table is slower than a batch's statements on the
+	// emulator); dropSlots bounds them, pushing back on the batches.
+	drops     sync.WaitGroup
+	dropSlots chan struct{}
 }
 
 // NewBigQuery prepares a projector; Run consumes.
@@ -128,7 +133,10 @@ func NewBigQuery(cfg BigQueryConfig) (*BigQuery, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &BigQuery{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer, "dataset", cfg.Dataset)}, nil
+	return &BigQuery{
+		cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer, "dataset", cfg.Dataset),
+		dropSlots: make(chan struct{}, 4),
+	}, nil
 }
 
 // Setup creates or migrates the dataset, tables and views and drops
@@ -165,6 +173,7 @@ func (b *BigQuery) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 	defer cl.AllowRebalance()
+	defer b.drops.Wait()
 	b.cl = cl
 	cleaned := time.Now()
 	for {
@@ -315,14 +324,16 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool)
 		// Stopped mid-batch, the work tables stay, as after a crash; the
 		// next start drops them.
 		if err == nil || ctx.Err() == nil {
-			w.drop(context.WithoutCancel(ctx), b.log)
+			b.dropLater(w)
 		}
 	}()
 	var rejected []int
+	staged, merged := start, start
 	if len(rows) > 0 {
 		var errs []error
 		var err error
 		rejected, errs, err = w.stage(ctx, rows)
+		staged = time.Now()
 		if err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}
@@ -345,16 +356,24 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool)
 			return ctx.Err()
 		}
 	}
+	var merging []eventRow
 	if len(rows) > len(rejected) {
-		if err := w.merge(ctx, rows); err != nil {
-			return fmt.Errorf("merge: %w", err)
-		}
+		merging = rows
 	}
+	if !advance {
+		offsets = nil
+	}
+	if err := w.merge(ctx, merging, b.cfg.Consumer, offsets); err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	merged = time.Now()
 	if advance {
-		if err := w.advance(ctx, b.cfg.Consumer, offsets); err != nil {
+		if err := w.advance(ctx); err != nil {
 			return fmt.Errorf("advance offsets: %w", err)
 		}
 	}
+	b.log.Debug("batch written", "events", len(rows), "rejected", len(rejected), "dead_lettered", len(dead),
+		"stage", staged.Sub(start), "merge", merged.Sub(staged), "advance", time.Since(merged))
 	b.cfg.Metrics.batchWritten(offsets, rows, time.Since(start))
 	return nil
 }
@@ -461,13 +480,50 @@ var eventColumns = func() string {
 	return strings.Join(names, ", ")
 }()
 
+// statement is one SQL statement with its parameters.
+type statement struct {
+	sql    string
+	params []bigquery.QueryParameter
+}
+
+// runChains runs each chain's statements in order, the chains side by
+// side: a batch's latency is its longest chain, not all its jobs.
+func (w *work) runChains(ctx context.Context, chains ...[]statement) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, chain := range chains {
+		g.Go(func() error {
+			for _, s := range chain {
+				if err := runStatement(gctx, w.client, s.sql, s.params); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
 // merge deduplicates the staged rows and merges them into inventory_events
-// (rows whose event_id is not there yet) and current_inventory (where
-// sku_version is higher). Each statement is atomic and idempotent; MERGE
-// reads tables, not subqueries, so that emulators run it too.
-func (w *work) merge(ctx context.Context, rows []eventRow) error {
+// (rows whose event_id is not there yet) and, side by side,
+// current_inventory (where sku_version is higher); with offsets, it also
+// prepares the batch's offsets table, which advance merges once both
+// landed. Each statement is atomic and idempotent; MERGE reads tables, not
+// subqueries, so that emulators run it too.
+func (w *work) merge(ctx context.Context, rows []eventRow, consumer string, offsets []offsetRow) error {
+	var chains [][]statement
+	if len(rows) > 0 {
+		chains = append(chains, w.eventsChain(rows), w.currentChain())
+	}
+	if len(offsets) > 0 {
+		chains = append(chains, []statement{w.offsetsTable(consumer, offsets)})
+	}
+	return w.runChains(ctx, chains...)
+}
+
+// eventsChain inserts the batch's new events into inventory_events.
+func (w *work) eventsChain(rows []eventRow) []statement {
 	// Whole UTC days around the batch's occurred_at: the bounds prune the
-	// partitions the MERGE reads and never cut a row (BigQuery keeps
+	// partitions the statement reads and never cut a row (BigQuery keeps
 	// microseconds, events carry nanoseconds).
 	lo, hi := rows[0].e.GetOccurredAt().AsTime(), rows[0].e.GetOccurredAt().AsTime()
 	for _, r := range rows[1:] {
@@ -475,10 +531,8 @@ func (w *work) merge(ctx context.Context, rows []eventRow) error {
 		lo, hi = minTime(lo, t), maxTime(hi, t)
 	}
 	lo, hi = lo.UTC().Truncate(24*time.Hour), hi.UTC().Truncate(24*time.Hour).Add(24*time.Hour)
-	steps := []struct {
-		sql    string
-		params []bigquery.QueryParameter
-	}{
+	return []statement{
+		// insertAll retries can stage a row twice.
 		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
 SELECT * FROM %s WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY log_offset) = 1`, w.q(w.events), w.q(w.staged)), nil},
@@ -494,10 +548,18 @@ FROM %s AS S
 LEFT JOIN (SELECT event_id FROM %s WHERE occurred_at >= @lo AND occurred_at < @hi) AS T ON T.event_id = S.event_id
 WHERE T.event_id IS NULL`, w.eventsT, eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S."), w.q(w.events), w.eventsT),
 			[]bigquery.QueryParameter{{Name: "lo", Value: lo}, {Name: "hi", Value: hi}}},
+	}
+}
+
+// currentChain merges the batch's newest row per (sku_id, store_id) into
+// current_inventory. (A row staged twice is the same row: ROW_NUMBER picks
+// either.)
+func (w *work) currentChain() []statement {
+	return []statement{
 		{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
 SELECT sku_id, store_id, on_hand_after AS on_hand, reserved_after AS reserved, sku_version, recorded_at AS updated_at
 FROM %s WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY sku_id, store_id ORDER BY sku_version DESC) = 1`, w.q(w.latest), w.q(w.events)), nil},
+QUALIFY ROW_NUMBER() OVER (PARTITION BY sku_id, store_id ORDER BY sku_version DESC) = 1`, w.q(w.latest), w.q(w.staged)), nil},
 		{fmt.Sprintf(`MERGE %s AS T
 USING %s AS S
 ON T.sku_id = S.sku_id AND T.store_id = S.store_id
@@ -507,16 +569,10 @@ WHEN NOT MATCHED THEN
   INSERT (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
   VALUES (S.sku_id, S.store_id, S.on_hand, S.reserved, S.sku_version, S.updated_at)`, w.currentT, w.q(w.latest)), nil},
 	}
-	for _, s := range steps {
-		if err := runStatement(ctx, w.client, s.sql, s.params); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
-// advance moves the consumer's offsets forward to the batch's (never back).
-func (w *work) advance(ctx context.Context, consumer string, offsets []offsetRow) error {
+// offsetsTable writes the batch's next offsets into a table, for advance.
+func (w *work) offsetsTable(consumer string, offsets []offsetRow) statement {
 	vals := make([]string, len(offsets))
 	for i, o := range offsets {
 		newest := "CAST(NULL AS TIMESTAMP)"
@@ -525,12 +581,14 @@ func (w *work) advance(ctx context.Context, consumer string, offsets []offsetRow
 		}
 		vals[i] = fmt.Sprintf("(@consumer, %d, %d, %s, CURRENT_TIMESTAMP())", o.partition, o.next, newest)
 	}
-	params := []bigquery.QueryParameter{{Name: "consumer", Value: consumer}}
-	if err := runStatement(ctx, w.client, fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
+	return statement{fmt.Sprintf(`CREATE OR REPLACE TABLE %s AS
 SELECT * FROM UNNEST(ARRAY<STRUCT<consumer STRING, log_partition INT64, next_offset INT64, newest_recorded_at TIMESTAMP, updated_at TIMESTAMP>>[%s])`,
-		w.q(w.offsets), strings.Join(vals, ", ")), params); err != nil {
-		return err
-	}
+		w.q(w.offsets), strings.Join(vals, ", ")), []bigquery.QueryParameter{{Name: "consumer", Value: consumer}}}
+}
+
+// advance moves the consumer's offsets forward to the batch's (never
+// back): the batch is done.
+func (w *work) advance(ctx context.Context) error {
 	return runStatement(ctx, w.client, fmt.Sprintf(`MERGE %s AS T
 USING %s AS S
 ON T.consumer = S.consumer AND T.log_partition = S.log_partition
@@ -541,15 +599,32 @@ WHEN NOT MATCHED THEN
   VALUES (S.consumer, S.log_partition, S.next_offset, S.newest_recorded_at, S.updated_at)`, w.offsetsT, w.q(w.offsets)), nil)
 }
 
+// dropLater drops w's tables in the background, once a slot is free.
+func (b *BigQuery) dropLater(w *work) {
+	b.dropSlots <- struct{}{}
+	b.drops.Go(func() {
+		defer func() { <-b.dropSlots }()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		w.drop(ctx, b.log)
+	})
+}
+
 // drop deletes the batch's work tables. A failure only leaves tables that
 // expire, or are dropped at the next start.
 func (w *work) drop(ctx context.Context, log *slog.Logger) {
+	start := time.Now()
 	ds := w.client.Dataset(w.dataset)
+	var wg sync.WaitGroup
 	for _, t := range []string{w.offsets, w.latest, w.events, w.staged} {
-		if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
-			log.Warn("dropping a staging table failed; it is dropped at the next start", "table", t, "error", err)
-		}
+		wg.Go(func() {
+			if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
+				log.Warn("dropping a staging table failed; it is dropped at a later start", "table", t, "error", err)
+			}
+		})
 	}
+	wg.Wait()
+	log.Debug("work tables dropped", "took", time.Since(start))
 }
 
 func minTime(a, b time.Time) time.Time {

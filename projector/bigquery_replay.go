@@ -72,6 +72,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 		return prog, err
 	}
 	defer cl.Close()
+	defer b.drops.Wait()
 	b.cl = cl
 	start, lastRecord := time.Now(), time.Now()
 	for len(consume) > 0 {
