@@ -29,8 +29,9 @@ func BenchmarkProjectPostgres(b *testing.B) {
 // BenchmarkProjectBigQuery measures events/s merged into the BigQuery
 // emulator (a SQLite-backed Go process, not BigQuery): the log is produced
 // first, then the clock runs while the projector catches up. One op is one
-// event. "500" closes every batch at 500 events (the steady-state size);
-// "catch-up" lets a lagging projection take up to 50,000 per batch.
+// event, over 1,000 SKUs × 3 stores. "500" closes every batch at 500
+// events (the steady-state size); "catch-up" lets a lagging projection
+// take up to 50,000 per batch.
 func BenchmarkProjectBigQuery(b *testing.B) {
 	for _, c := range []struct {
 		name      string
@@ -42,7 +43,7 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 			f := newBQFixture(b, 6)
 			r := rand.New(rand.NewPCG(19, 20))
 			for left := b.N; left > 0; left -= 5000 {
-				f.produce(min(left, 5000), 100000, r)
+				f.produce(min(left, 5000), 1000, r)
 			}
 			cfg := f.config()
 			cfg.BatchRows, cfg.MaxBatchRows, cfg.BatchWait = c.batch, c.maxBatch, c.batchWait

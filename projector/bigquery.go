@@ -541,12 +541,14 @@ QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY log_offset) = 1`, w.q(
 		// and its constant day bounds prune the partitions it reads (a
 		// MERGE reads every partition of inventory_events unless its ON
 		// has constant bounds, which the emulator mis-evaluates: it
-		// inserts duplicates).
+		// inserts duplicates). NOT IN, not LEFT JOIN … IS NULL: same
+		// result on BigQuery (event_id is never NULL), and the emulator
+		// runs it as a lookup instead of a nested loop (measured: 0.2 s
+		// instead of 36 s for 500 rows against 10,000).
 		{fmt.Sprintf(`INSERT INTO %s (%s)
 SELECT %s
 FROM %s AS S
-LEFT JOIN (SELECT event_id FROM %s WHERE occurred_at >= @lo AND occurred_at < @hi) AS T ON T.event_id = S.event_id
-WHERE T.event_id IS NULL`, w.eventsT, eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S."), w.q(w.events), w.eventsT),
+WHERE S.event_id NOT IN (SELECT event_id FROM %s WHERE occurred_at >= @lo AND occurred_at < @hi)`, w.eventsT, eventColumns, "S."+strings.ReplaceAll(eventColumns, ", ", ", S."), w.q(w.events), w.eventsT),
 			[]bigquery.QueryParameter{{Name: "lo", Value: lo}, {Name: "hi", Value: hi}}},
 	}
 }
