@@ -60,6 +60,32 @@ echo
 echo "## Replay (rebuild the read model from the log into a fresh schema)"
 run --embedded --batch 100 --rate 20000 --duration 10s --replay
 
+echo
+echo "## BigQuery projection (into the BigQuery emulator, which is not BigQuery)"
+gobench() {
+  echo
+  echo '```'
+  echo "\$ go test -run xxx $* ./projector"
+  go test -run xxx "$@" ./projector 2>/dev/null | grep '^Benchmark'
+  echo '```'
+}
+gobench -bench 'BenchmarkProjectBigQuery/500$' -benchtime 5000x
+gobench -bench 'BenchmarkProjectBigQuery/catch-up' -benchtime 50000x
+cat <<'BQ'
+
+Events/s merged into `github.com/goccy/bigquery-emulator` v0.8.1 (1,000 SKUs × 3 stores, log
+produced first, clock runs while the projector catches up). "500" closes every batch at 500
+events, the steady-state size; "catch-up" lets a lagging projector take up to 50,000 per batch,
+which is what `tally serve` does when it is behind. What bounds it is the emulator, not Tally:
+one SQLite database behind the emulator's process, so `insertAll` rows are decoded and inserted
+one by one (about 5,000 rows/s: 4.2 s of a 20,000-event batch) and a `MERGE` is a nested loop
+over `current_inventory` (a 500-event batch's statements grow from 0.4 s to 6 s as the table
+fills to 3,000 rows; deleting a work table takes 0.5–3 s, done in the background). On BigQuery
+each statement costs about a second whatever the batch size, so throughput there comes from
+batch size: per-batch cost is a handful of jobs (stage, then two chains of two statements side
+by side, then the offsets MERGE).
+BQ
+
 cat <<'PAPER'
 
 ## Beside the reference design's figures
