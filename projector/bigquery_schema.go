@@ -70,6 +70,16 @@ var eventsSchema = bigquery.Schema{
 	{Name: "log_offset", Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka offset of the event's record."},
 }
 
+// EventsSchema is inventory_events' schema (a copy).
+func EventsSchema() bigquery.Schema {
+	out := make(bigquery.Schema, len(eventsSchema))
+	for i, f := range eventsSchema {
+		c := *f
+		out[i] = &c
+	}
+	return out
+}
+
 var currentSchema = bigquery.Schema{
 	{Name: "sku_id", Type: bigquery.StringFieldType, Required: true},
 	{Name: "store_id", Type: bigquery.StringFieldType, Required: true},

@@ -482,3 +482,56 @@ func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T)
 		}
 	}
 }
+
+func TestBigQuerySetupCreatesAndMigratesIdempotently(t *testing.T) {
+	bq := bigQueryClient(t)
+	dataset := fmt.Sprintf("tally_test_%d", seq.Add(1))
+	ctx := t.Context()
+	// An older deployment: inventory_events without six columns, and a view someone edited. (The emulator records added
+	// columns in the table's metadata but not in its SQL catalog, where
+	// even ALTER TABLE ADD COLUMN is a no-op, so the columns left out are
+	// ones no view reads, and the check is the metadata.)
+	ds := bq.Dataset(dataset)
+	if err := ds.Create(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	full := projector.EventsSchema()
+	var old bigquery.Schema
+	missing := map[string]bool{"counterpart_store_id": true, "reserved_delta": true, "reservation_id": true, "reservation_expires_at": true, "log_partition": true, "log_offset": true}
+	for _, f := range full {
+		if !missing[f.Name] {
+			old = append(old, f)
+		}
+	}
+	if err := ds.Table(projector.EventsTable).Create(ctx, &bigquery.TableMetadata{Schema: old}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Table("hot_skus").Create(ctx, &bigquery.TableMetadata{ViewQuery: "SELECT 1 AS x"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second run finds everything in place
+		if err := projector.EnsureBigQuery(ctx, bq, dataset, "US", testenv.Logger()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md, err := ds.Table(projector.EventsTable).Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols []string
+	for _, f := range md.Schema {
+		cols = append(cols, f.Name)
+	}
+	if len(cols) != len(full) || cols[len(old)] != "counterpart_store_id" || cols[len(cols)-1] != "log_offset" || md.Schema[len(cols)-1].Required {
+		t.Fatalf("inventory_events columns after migration: %v", cols)
+	}
+	view, err := ds.Table("hot_skus").Metadata(ctx)
+	if err != nil || !strings.Contains(view.ViewQuery, "units_sold_24h") {
+		t.Fatalf("hot_skus view after migration: %q (%v)", view.ViewQuery, err)
+	}
+	for _, name := range []string{projector.CurrentTable, projector.OffsetsTable, "low_stock", "stuck_inventory", "phantom_inventory"} {
+		if _, err := ds.Table(name).Metadata(ctx); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
