@@ -188,7 +188,7 @@ func (b *BigQuery) Run(ctx context.Context) error {
 			return ignoreCanceled(ctx, err)
 		}
 		if len(batch) > 0 {
-			err = retry(ctx, b.log, "bigquery batch", b.cfg.Metrics.failed, func() error { return b.project(ctx, batch, true) })
+			err = b.projectWithRetry(ctx, batch, true)
 		}
 		cl.AllowRebalance()
 		if err != nil {
@@ -292,9 +292,30 @@ func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, 
 	}
 }
 
+// projectWithRetry writes a batch, retrying until it lands or ctx ends.
+// Retries reuse the batch's staging table (BigQuery can refuse rows
+// streamed into a table it has only just created; the table ages across
+// attempts, and rows staged twice are deduplicated) and rebuild the tables
+// derived from it. Stopped mid-batch, the work tables stay, as after a
+// crash; a later start drops them.
+func (b *BigQuery) projectWithRetry(ctx context.Context, batch []partBatch, advance bool) error {
+	w := b.work()
+	attempt := 0
+	err := retry(ctx, b.log, "bigquery batch", b.cfg.Metrics.failed, func() error {
+		if attempt++; attempt > 1 {
+			w.dropDerived(ctx, b.log)
+		}
+		return b.project(ctx, batch, advance, w)
+	})
+	if err == nil {
+		b.dropLater(w)
+	}
+	return err
+}
+
 // project writes a batch. With advance, the partitions' offsets move past
 // it in projector_offsets; a replay of an older range passes false.
-func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool) (err error) {
+func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool, w *work) error {
 	start := time.Now()
 	var rows []eventRow
 	var dead []*kgo.Record
@@ -319,14 +340,6 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool)
 			}
 		}
 	}
-	w := b.work()
-	defer func() {
-		// Stopped mid-batch, the work tables stay, as after a crash; the
-		// next start drops them.
-		if err == nil || ctx.Err() == nil {
-			b.dropLater(w)
-		}
-	}()
 	var rejected []int
 	staged, merged := start, start
 	if len(rows) > 0 {
@@ -610,6 +623,18 @@ func (b *BigQuery) dropLater(w *work) {
 		defer cancel()
 		w.drop(ctx, b.log)
 	})
+}
+
+// dropDerived deletes the tables a failed attempt may have derived from the
+// staging table (emulators refuse CREATE OR REPLACE TABLE over an existing
+// table).
+func (w *work) dropDerived(ctx context.Context, log *slog.Logger) {
+	ds := w.client.Dataset(w.dataset)
+	for _, t := range []string{w.offsets, w.latest, w.events} {
+		if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
+			log.Warn("dropping a work table before a retry failed", "table", t, "error", err)
+		}
+	}
 }
 
 // drop deletes the batch's work tables. A failure only leaves tables that

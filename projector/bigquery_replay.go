@@ -113,7 +113,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 			continue
 		}
 		lastRecord = time.Now()
-		if err := retry(ctx, b.log, "bigquery replay batch", cfg.Metrics.failed, func() error { return b.project(ctx, batch, false) }); err != nil {
+		if err := b.projectWithRetry(ctx, batch, false); err != nil {
 			return prog, err
 		}
 		for _, pb := range batch {

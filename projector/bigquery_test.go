@@ -12,6 +12,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/civil"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/api/iterator"
@@ -533,5 +534,47 @@ func TestBigQuerySetupCreatesAndMigratesIdempotently(t *testing.T) {
 		if _, err := ds.Table(name).Metadata(ctx); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+func TestBigQueryFailedBatchIsRetriedWithoutLossOrDuplicates(t *testing.T) {
+	f := newBQFixture(t, 2)
+	r := rand.New(rand.NewPCG(23, 24))
+	f.produce(300, 20, r)
+	calls := 0
+	cfg := f.config()
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = projector.NewBigQueryMetrics(reg)
+	cfg.BeforeMerge = func() {
+		// The first batch is staged; delete its staging table so its
+		// statements fail and the batch is retried.
+		if calls++; calls == 1 {
+			for _, name := range f.stagingTables() {
+				if err := f.bq.Dataset(f.dataset).Table(name).Delete(t.Context()); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	p, err := projector.NewBigQuery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.runUntilCaughtUp(p)
+	f.assertFoldOfLog()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0.0
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "tally_bigquery_batches_total" && m.GetLabel()[0].GetValue() == "failed" {
+				failed = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if failed < 1 || calls < 2 {
+		t.Fatalf("%v failed batches, hook ran %d times: the failure was not retried", failed, calls)
 	}
 }
