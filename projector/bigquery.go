@@ -111,10 +111,11 @@ func (c *BigQueryConfig) Validate() error {
 // Exactly once comes from idempotent steps, never from insertId
 // deduplication (best effort on BigQuery, absent on emulators) or
 // multi-statement transactions: each batch is streamed into its own staging
-// table, deduplicated into a second one, MERGEd into inventory_events on
-// event_id and into current_inventory where the sku_version is higher, then
-// the partitions' offsets advance in projector_offsets and the work tables
-// are dropped. A crash between any two steps replays the batch, which
+// table, deduplicated into a second one and inserted into inventory_events
+// where its event_id is new, its newest row per (sku_id, store_id) is
+// MERGEd into current_inventory where the sku_version is higher, then the
+// partitions' offsets advance in projector_offsets and the work tables are
+// dropped. A crash between any two steps replays the batch, which
 // changes nothing it already changed.
 type BigQuery struct {
 	cfg BigQueryConfig
