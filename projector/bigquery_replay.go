@@ -22,11 +22,12 @@ type ReplayFrom struct {
 
 // ReplayProgress is a replay's progress.
 type ReplayProgress struct {
-	// Events merged so far, of Total records in the range (Total counts
-	// transaction markers too, so Events ends a little below it).
-	Events, Total int64
-	Batches       int
-	Elapsed       time.Duration
+	// Offsets of the range passed so far, of Total (transaction markers
+	// take offsets too); Events re-fed so far.
+	Offsets, Total int64
+	Events         int64
+	Batches        int
+	Elapsed        time.Duration
 }
 
 // ReplayBigQuery re-feeds the events topic into BigQuery from `from` up to
@@ -74,6 +75,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 	defer cl.Close()
 	defer b.drops.Wait()
 	b.cl = cl
+	passed := map[int32]int64{} // per partition, the offset passed so far
 	start, lastRecord := time.Now(), time.Now()
 	for len(consume) > 0 {
 		if time.Since(lastRecord) > time.Minute {
@@ -122,6 +124,9 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 					prog.Events++
 				}
 			}
+			last := pb.recs[len(pb.recs)-1].Offset + 1
+			prog.Offsets += last - max(starts[pb.partition], passed[pb.partition])
+			passed[pb.partition] = last
 		}
 		prog.Batches++
 		prog.Elapsed = time.Since(start)
@@ -130,6 +135,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 		}
 	}
 	prog.Elapsed = time.Since(start)
+	prog.Offsets = prog.Total
 	return prog, nil
 }
 

@@ -247,8 +247,8 @@ func TestBigQueryReplayingTwiceKeepsOneRowPerEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Events != int64(f.events) || last.Events != got.Events {
-			t.Fatalf("replay from %+v re-fed %d events (progress said %d), want %d", from, got.Events, last.Events, f.events)
+		if got.Events != int64(f.events) || last.Events != got.Events || last.Offsets != last.Total || last.Total == 0 {
+			t.Fatalf("replay from %+v re-fed %d events (last progress %+v), want %d", from, got.Events, last, f.events)
 		}
 	}
 	if after := f.query(digest); fmt.Sprint(after) != fmt.Sprint(before) {

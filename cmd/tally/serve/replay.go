@@ -95,8 +95,8 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	defer client.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, client, log, nil), from, func(p projector.ReplayProgress) {
-		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d events of about %d (%.0f%%), %d batches, %.1fs",
-			bq.Dataset, p.Events, p.Total, 100*float64(p.Events)/float64(max(p.Total, 1)), p.Batches, p.Elapsed.Seconds())
+		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%), %d events, %d batches, %.1fs",
+			bq.Dataset, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Events, p.Batches, p.Elapsed.Seconds())
 	})
 	fmt.Fprintln(w)
 	if err != nil {
