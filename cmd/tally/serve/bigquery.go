@@ -47,8 +47,11 @@ func (b *BigQueryFlags) validate(required bool) error {
 	case b.Project != "" && b.Dataset == "":
 		errs = append(errs, errors.New("--bigquery-dataset is required with --bigquery-project"))
 	}
-	if b.BatchRows < 0 || b.BatchRows > 100000 {
+	if b.BatchRows < 1 || b.BatchRows > 100000 {
 		errs = append(errs, fmt.Errorf("--bigquery-batch-rows must be 1 to 100000, got %d", b.BatchRows))
+	}
+	if b.BatchWait <= 0 {
+		errs = append(errs, fmt.Errorf("--bigquery-batch-wait must be positive, got %s", b.BatchWait))
 	}
 	return errors.Join(errs...)
 }

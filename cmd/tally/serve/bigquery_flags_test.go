@@ -1,0 +1,37 @@
+package serve
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBigQueryFlagsSayWhatIsMissing(t *testing.T) {
+	ok := BigQueryFlags{BatchRows: 500, BatchWait: time.Second}
+	for _, c := range []struct {
+		flags    BigQueryFlags
+		required bool
+		want     string // "" = valid
+	}{
+		{ok, false, ""}, // off
+		{ok, true, "--bigquery-project is required"},
+		{with(ok, func(b *BigQueryFlags) { b.Dataset = "d" }), false, "--bigquery-project is required"},
+		{with(ok, func(b *BigQueryFlags) { b.Project = "p" }), false, "--bigquery-dataset is required"},
+		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset = "p", "d" }), true, ""},
+		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset, b.BatchRows = "p", "d", 0 }), false, "--bigquery-batch-rows must be 1 to 100000, got 0"},
+		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset, b.BatchWait = "p", "d", 0 }), false, "--bigquery-batch-wait must be positive"},
+	} {
+		err := c.flags.validate(c.required)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: %v", c.flags, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v: error %v, want %q", c.flags, err, c.want)
+		}
+	}
+}
+
+func with(b BigQueryFlags, f func(*BigQueryFlags)) BigQueryFlags {
+	f(&b)
+	return b
+}
