@@ -485,7 +485,7 @@ func invalidRow(re bigquery.RowInsertionError) bool {
 	return true
 }
 
-// eventColumns are inventory_events' columns, for MERGE … INSERT.
+// eventColumns are inventory_events' columns, for the INSERT into it.
 var eventColumns = func() string {
 	names := make([]string, len(eventsSchema))
 	for i, f := range eventsSchema {
