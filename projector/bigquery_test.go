@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,21 +24,18 @@ import (
 	"github.com/tally-oss/tally/projector"
 )
 
-var (
-	bqOnce sync.Once
-	bqEmu  *testenv.BigQuery
-	bqErr  error
-)
-
-// bigQueryClient starts the emulator once per test binary (TestMain stops
-// it) and returns a client on it.
+// bigQueryClient starts an emulator for the test (stopped with it) and
+// returns a client on it. One per test: the emulator keeps every dataset
+// in one SQLite database and slows down as they pile up (a test binary's
+// second round of these tests ran 2–5 times slower on a shared one).
 func bigQueryClient(t testing.TB) *bigquery.Client {
 	t.Helper()
-	bqOnce.Do(func() { bqEmu, bqErr = testenv.StartBigQuery(context.Background()) })
-	if bqErr != nil {
-		t.Fatalf("bigquery emulator: %v", bqErr)
+	emu, err := testenv.StartBigQuery(t.Context())
+	if err != nil {
+		t.Fatalf("bigquery emulator: %v", err)
 	}
-	c, err := bqEmu.Client(t.Context())
+	t.Cleanup(emu.Stop)
+	c, err := emu.Client(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,9 +32,6 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	if bqEmu != nil {
-		bqEmu.Stop()
-	}
 	env.Stop()
 	os.Exit(code)
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -97,7 +98,19 @@ func (b *BigQuery) Stop() {
 	os.Remove(b.Log)
 }
 
+var (
+	binOnce sync.Once
+	bin     string
+	binErr  error
+)
+
+// emulatorBinary finds or builds the emulator, once per test binary.
 func emulatorBinary(ctx context.Context) (string, error) {
+	binOnce.Do(func() { bin, binErr = findEmulator(ctx) })
+	return bin, binErr
+}
+
+func findEmulator(ctx context.Context) (string, error) {
 	if bin := os.Getenv("TALLY_BQ_EMULATOR"); bin != "" {
 		if _, err := os.Stat(bin); err == nil {
 			return bin, nil
