@@ -185,7 +185,7 @@ func EnsureBigQuery(ctx context.Context, client *bigquery.Client, dataset, locat
 	}{
 		{EventsTable, bigquery.TableMetadata{
 			Schema:           eventsSchema,
-			Description:      "One row per inventory event, written only by MERGE on event_id.",
+			Description:      "One row per inventory event, each event_id once (inserted only where its event_id is new).",
 			TimePartitioning: &bigquery.TimePartitioning{Type: bigquery.DayPartitioningType, Field: "occurred_at"},
 			Clustering:       &bigquery.Clustering{Fields: []string{"sku_id", "store_id"}},
 		}},
