@@ -153,7 +153,7 @@ func (b *BigQuery) Setup(ctx context.Context) error {
 // is retried, with backoff, from the same records until it lands or ctx
 // ends; nothing is skipped.
 func (b *BigQuery) Run(ctx context.Context) error {
-	if err := retry(ctx, b.log, "bigquery setup", b.cfg.Metrics.failed, func() error { return b.Setup(ctx) }); err != nil {
+	if err := retry(ctx, b.log, "bigquery setup", 30*time.Second, b.cfg.Metrics.failed, func() error { return b.Setup(ctx) }); err != nil {
 		return ignoreCanceled(ctx, err)
 	}
 	if err := ensureDLQ(ctx, b.cfg.Brokers); err != nil {
@@ -252,19 +252,8 @@ func (b *BigQuery) storedOffsets(ctx context.Context, assigned map[string]map[in
 	if err != nil {
 		return nil, fmt.Errorf("load bigquery offsets: %w", err)
 	}
-	out := map[string]map[int32]kgo.Offset{}
-	for topic, parts := range assigned {
-		out[topic] = map[int32]kgo.Offset{}
-		for part := range parts {
-			if o, ok := stored[part]; ok {
-				out[topic][part] = kgo.NewOffset().At(o)
-			} else {
-				out[topic][part] = kgo.NewOffset().AtStart()
-			}
-		}
-	}
 	b.log.Info("partitions assigned", "offsets", stored)
-	return out, nil
+	return assignOffsets(assigned, stored), nil
 }
 
 // LoadBigQueryOffsets returns the next offset per partition of a consumer.
@@ -302,7 +291,7 @@ func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, 
 func (b *BigQuery) projectWithRetry(ctx context.Context, batch []partBatch, advance bool) error {
 	w := b.work()
 	attempt := 0
-	err := retry(ctx, b.log, "bigquery batch", b.cfg.Metrics.failed, func() error {
+	err := retry(ctx, b.log, "bigquery batch", 30*time.Second, b.cfg.Metrics.failed, func() error {
 		if attempt++; attempt > 1 {
 			w.dropDerived(ctx, b.log)
 		}
@@ -330,7 +319,7 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool,
 				continue
 			}
 			e := &inventoryv1.InventoryEvent{}
-			if _, err := decodeRow(r, e); err != nil {
+			if _, err := decodeEvent(r, e); err != nil {
 				dead, deadErrs = append(dead, r), append(deadErrs, err)
 				continue
 			}
@@ -630,29 +619,30 @@ func (b *BigQuery) dropLater(w *work) {
 // staging table (emulators refuse CREATE OR REPLACE TABLE over an existing
 // table).
 func (w *work) dropDerived(ctx context.Context, log *slog.Logger) {
-	ds := w.client.Dataset(w.dataset)
-	for _, t := range []string{w.offsets, w.latest, w.events} {
-		if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
-			log.Warn("dropping a work table before a retry failed", "table", t, "error", err)
-		}
-	}
+	w.deleteTables(ctx, log, w.offsets, w.latest, w.events)
 }
 
 // drop deletes the batch's work tables. A failure only leaves tables that
 // expire, or are dropped at the next start.
 func (w *work) drop(ctx context.Context, log *slog.Logger) {
 	start := time.Now()
+	w.deleteTables(ctx, log, w.offsets, w.latest, w.events, w.staged)
+	log.Debug("work tables dropped", "took", time.Since(start))
+}
+
+// deleteTables deletes tables of the dataset side by side; a table already
+// gone is fine, any other failure is logged.
+func (w *work) deleteTables(ctx context.Context, log *slog.Logger, names ...string) {
 	ds := w.client.Dataset(w.dataset)
 	var wg sync.WaitGroup
-	for _, t := range []string{w.offsets, w.latest, w.events, w.staged} {
+	for _, t := range names {
 		wg.Go(func() {
 			if err := ds.Table(t).Delete(ctx); err != nil && !isNotFound(err) {
-				log.Warn("dropping a staging table failed; it is dropped at a later start", "table", t, "error", err)
+				log.Warn("dropping a work table failed; it is dropped at a later start", "table", t, "error", err)
 			}
 		})
 	}
 	wg.Wait()
-	log.Debug("work tables dropped", "took", time.Since(start))
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -682,9 +672,9 @@ func ignoreCanceled(ctx context.Context, err error) error {
 	return err
 }
 
-// retry runs f until it succeeds or ctx ends, with backoff from 100 ms to
-// 30 s.
-func retry(ctx context.Context, log *slog.Logger, what string, failed func(), f func() error) error {
+// retry runs f until it succeeds or ctx ends, with backoff from 100 ms
+// doubling to maxBackoff; failed counts each failure.
+func retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.Duration, failed func(), f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
 		err := f()
@@ -701,7 +691,7 @@ func retry(ctx context.Context, log *slog.Logger, what string, failed func(), f 
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -79,7 +81,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 	start, lastRecord := time.Now(), time.Now()
 	for len(consume) > 0 {
 		if time.Since(lastRecord) > time.Minute {
-			return prog, fmt.Errorf("replay stalled: no record for a minute from partitions %v", keys(consume))
+			return prog, fmt.Errorf("replay stalled: no record for a minute from partitions %v", slices.Sorted(maps.Keys(consume)))
 		}
 		// A batch: whatever arrives within BatchWait, up to MaxBatchRows.
 		var batch []partBatch
@@ -186,12 +188,4 @@ func replayRange(ctx context.Context, brokers []string, topic string, from Repla
 		return nil, nil, errors.New("no partitions to replay")
 	}
 	return starts, ends, nil
-}
-
-func keys[V any](m map[int32]V) []int32 {
-	out := make([]int32, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -105,18 +104,9 @@ func NewPostgres(cfg Config) (*Postgres, error) {
 // Run consumes until ctx ends. A batch whose transaction fails is retried
 // from the same records until it commits or ctx ends; nothing is skipped.
 func (p *Postgres) Run(ctx context.Context) error {
-	admCl, err := kgo.NewClient(kafka.Options(p.cfg.Brokers, nil)...)
-	if err != nil {
-		return err
+	if err := ensureDLQ(ctx, p.cfg.Brokers); err != nil {
+		return ignoreCanceled(ctx, err) // nil when stopped while starting
 	}
-	if _, err := kafka.EnsureTopic(ctx, kadm.NewClient(admCl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"}); err != nil {
-		admCl.Close()
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return err
-	}
-	admCl.Close()
 
 	cl, err := kgo.NewClient(append(kafka.Options(p.cfg.Brokers, p.cfg.Logger),
 		kgo.ConsumerGroup(p.cfg.Group),
@@ -182,6 +172,13 @@ func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[in
 	if err := p.policies.load(ctx, p.cfg.Pool); err != nil {
 		return nil, fmt.Errorf("load reorder policies: %w", err)
 	}
+	p.log.Info("partitions assigned", "offsets", stored)
+	return assignOffsets(assigned, stored), nil
+}
+
+// assignOffsets starts each assigned partition at its stored next offset,
+// or at the log's start when nothing is stored.
+func assignOffsets(assigned map[string]map[int32]kgo.Offset, stored map[int32]int64) map[string]map[int32]kgo.Offset {
 	out := map[string]map[int32]kgo.Offset{}
 	for topic, parts := range assigned {
 		out[topic] = map[int32]kgo.Offset{}
@@ -193,8 +190,7 @@ func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[in
 			}
 		}
 	}
-	p.log.Info("partitions assigned", "offsets", stored)
-	return out, nil
+	return out
 }
 
 // LoadOffsets returns the next offset per partition of a consumer.
@@ -217,24 +213,8 @@ type partBatch struct {
 }
 
 func (p *Postgres) projectWithRetry(ctx context.Context, batch []partBatch) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := p.project(ctx, batch)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		p.cfg.Metrics.batchFailed()
-		p.log.Warn("projecting batch failed; retrying", "partitions", len(batch), "first_offset", batch[0].recs[0].Offset, "error", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	log := p.log.With("partitions", len(batch), "first_offset", batch[0].recs[0].Offset)
+	return retry(ctx, log, "projecting batch", 5*time.Second, p.cfg.Metrics.batchFailed, func() error { return p.project(ctx, batch) })
 }
 
 var ledgerColumns = []string{
@@ -454,21 +434,9 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cach
 
 // decodeRow decodes a record into e and its ledger row.
 func decodeRow(r *kgo.Record, e *inventoryv1.InventoryEvent) ([]any, error) {
-	if err := proto.Unmarshal(r.Value, e); err != nil {
-		return nil, fmt.Errorf("decode InventoryEvent: %w", err)
-	}
-	id, err := uuid.Parse(e.GetEventId())
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("event_id %q: %w", e.GetEventId(), err)
-	case e.GetSkuId() == "" || e.GetStoreId() == "":
-		return nil, errors.New("event without sku_id or store_id")
-	case e.GetSkuVersion() <= 0:
-		return nil, fmt.Errorf("event with sku_version %d", e.GetSkuVersion())
-	case e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_UNSPECIFIED:
-		return nil, errors.New("event without event_type")
-	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
-		return nil, errors.New("event without occurred_at or recorded_at")
+	id, err := decodeEvent(r, e)
+	if err != nil {
+		return nil, err
 	}
 	var meta any
 	if len(e.GetMetadata()) > 0 {
@@ -481,6 +449,28 @@ func decodeRow(r *kgo.Record, e *inventoryv1.InventoryEvent) ([]any, error) {
 		e.GetCommandId(), e.GetUserId(), e.GetReason(), meta, e.GetAllowNegative(), int16(e.GetAdjustmentReason()),
 		e.GetCounterpartStoreId(), r.Partition, r.Offset,
 	}, nil
+}
+
+// decodeEvent decodes a record into e and checks what every projection
+// needs of it; it returns the parsed event_id.
+func decodeEvent(r *kgo.Record, e *inventoryv1.InventoryEvent) (uuid.UUID, error) {
+	if err := proto.Unmarshal(r.Value, e); err != nil {
+		return uuid.UUID{}, fmt.Errorf("decode InventoryEvent: %w", err)
+	}
+	id, err := uuid.Parse(e.GetEventId())
+	switch {
+	case err != nil:
+		return id, fmt.Errorf("event_id %q: %w", e.GetEventId(), err)
+	case e.GetSkuId() == "" || e.GetStoreId() == "":
+		return id, errors.New("event without sku_id or store_id")
+	case e.GetSkuVersion() <= 0:
+		return id, fmt.Errorf("event with sku_version %d", e.GetSkuVersion())
+	case e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_UNSPECIFIED:
+		return id, errors.New("event without event_type")
+	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
+		return id, errors.New("event without occurred_at or recorded_at")
+	}
+	return id, nil
 }
 
 // deadLetter copies records the consumer cannot project to the DLQ with
