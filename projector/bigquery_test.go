@@ -19,7 +19,6 @@ import (
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/projector"
 )
@@ -116,37 +115,21 @@ func (f *bqFixture) runUntilCaughtUp(p *projector.BigQuery) {
 // returns the rows as maps.
 func (f *bqFixture) query(sql string, params ...bigquery.QueryParameter) []map[string]bigquery.Value {
 	f.t.Helper()
-	q := f.bq.Query(expandDataset(sql, f.bq.Project(), f.dataset))
-	q.Parameters = params
-	it, err := q.Read(f.t.Context())
+	rows, err := testenv.Rows(f.t.Context(), f.bq, strings.ReplaceAll(sql, "{{dataset}}", f.bq.Project()+"."+f.dataset), params...)
 	if err != nil {
 		f.t.Fatalf("%s: %v", sql, err)
 	}
-	var out []map[string]bigquery.Value
-	for {
-		row := map[string]bigquery.Value{}
-		err := it.Next(&row)
-		if errors.Is(err, iterator.Done) {
-			return out
-		}
-		if err != nil {
-			f.t.Fatalf("%s: %v", sql, err)
-		}
-		out = append(out, row)
-	}
+	return rows
 }
 
-func expandDataset(sql, project, dataset string) string {
-	out := []byte{}
-	for i := 0; i < len(sql); i++ {
-		if i+len("{{dataset}}") <= len(sql) && sql[i:i+len("{{dataset}}")] == "{{dataset}}" {
-			out = append(out, project+"."+dataset...)
-			i += len("{{dataset}}") - 1
-			continue
-		}
-		out = append(out, sql[i])
+// sql is a shipped analytics file for the fixture's dataset.
+func (f *bqFixture) sql(path string) string {
+	f.t.Helper()
+	sql, err := analytics.SQL(path, f.bq.Project(), f.dataset)
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	return string(out)
+	return sql
 }
 
 // assertFoldOfLog checks the dataset against the generated log:
@@ -397,7 +380,7 @@ func TestBigQueryViewsOnACraftedDay(t *testing.T) {
 			"map[rank_24h:2 rank_7d:4 sku_id:stuck-1 units_sold_24h:4 units_sold_7d:4]\n"+
 			"map[rank_24h:3 rank_7d:5 sku_id:hot-2 units_sold_24h:3 units_sold_7d:3]")
 	check("hot_skus query (window, top 2)",
-		f.query(mustSQL(t, "queries/hot_skus.sql"),
+		f.query(f.sql("queries/hot_skus.sql"),
 			bigquery.QueryParameter{Name: "window_start", Value: ago(7 * 24)}, bigquery.QueryParameter{Name: "window_end", Value: now.Add(time.Minute)},
 			bigquery.QueryParameter{Name: "top_n", Value: 2}),
 		"map[sku_id:hot-1 stores:1 units_sold:15]\nmap[sku_id:low-2 stores:1 units_sold:14]")
@@ -408,7 +391,7 @@ func TestBigQueryViewsOnACraftedDay(t *testing.T) {
 			"map[available:6 recommended_reorder_quantity:54 sku_id:low-2 store_id:C target_level:60 units_sold_7d:14]\n"+
 			"map[available:6 recommended_reorder_quantity:24 sku_id:stuck-1 store_id:B target_level:30 units_sold_7d:4]")
 	check("low_stock query (threshold 6)",
-		f.query(mustSQL(t, "queries/low_stock.sql"), bigquery.QueryParameter{Name: "threshold", Value: 6}),
+		f.query(f.sql("queries/low_stock.sql"), bigquery.QueryParameter{Name: "threshold", Value: 6}),
 		"map[available:-2 on_hand:-2 recommended_reorder_quantity:32 reorder_point:<nil> reserved:0 sku_id:ghost-1 store_id:C target_level:30 units_sold_7d:2 updated_at:"+
 			fmt.Sprint(f.query("SELECT updated_at FROM `{{dataset}}.current_inventory` WHERE sku_id = 'ghost-1'")[0]["updated_at"])+"]\n"+
 			"map[available:5 on_hand:5 recommended_reorder_quantity:25 reorder_point:<nil> reserved:0 sku_id:low-1 store_id:C target_level:30 units_sold_7d:7 updated_at:"+
@@ -433,16 +416,6 @@ func TestBigQueryViewsOnACraftedDay(t *testing.T) {
 		"map[events:2 units:-15]")
 }
 
-func mustSQL(t *testing.T, path string) string {
-	t.Helper()
-	sql, err := analytics.SQL(path, "{{project}}", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The fixture's query() expands {{dataset}} for the test's dataset.
-	return strings.ReplaceAll(sql, "{{project}}.x", "{{dataset}}")
-}
-
 func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T) {
 	f := newBQFixture(t, 1)
 	r := rand.New(rand.NewPCG(17, 18))
@@ -452,31 +425,9 @@ func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T)
 	f.runUntilCaughtUp(f.projector(nil))
 	f.assertFoldOfLog()
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumeTopics(kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatal("the garbage record never reached the DLQ from the BigQuery projector")
-		}
-		for it := fs.RecordIter(); !it.Done(); {
-			h := map[string]string{}
-			for _, kv := range it.Next().Headers {
-				h[kv.Key] = string(kv.Value)
-			}
-			if h["tally-source-topic"] != f.topic || h["tally-dlq-consumer"] != "bigquery" {
-				continue
-			}
-			if h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" {
-				t.Fatalf("DLQ headers %v", h)
-			}
-			return
-		}
+	_, h := f.deadLetter("bigquery")
+	if h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" {
+		t.Fatalf("DLQ headers %v", h)
 	}
 }
 

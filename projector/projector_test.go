@@ -347,17 +347,27 @@ func TestGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T) {
 	f.runUntilCaughtUp(f.projector("pg", nil, 0), "pg")
 	f.assertFoldOfLog()
 
+	value, h := f.deadLetter("pg")
+	if h["tally-source-partition"] != "0" || h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" || string(value) != "\xff\xfenot a protobuf" {
+		t.Fatalf("DLQ record %q headers %v", value, h)
+	}
+}
+
+// deadLetter waits for the record consumer dead-lettered from the
+// fixture's topic and returns its value and headers.
+func (f *fixture) deadLetter(consumer string) ([]byte, map[string]string) {
+	f.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumeTopics(kafka.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(f.t.Context(), 10*time.Second)
 	defer cancel()
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatal("the garbage record never reached the DLQ")
+			f.t.Fatalf("no record from %s reached the DLQ", consumer)
 		}
 		for it := fs.RecordIter(); !it.Done(); {
 			rec := it.Next()
@@ -365,13 +375,9 @@ func TestGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T) {
 			for _, kv := range rec.Headers {
 				h[kv.Key] = string(kv.Value)
 			}
-			if h["tally-source-topic"] != f.topic {
-				continue
+			if h["tally-source-topic"] == f.topic && h["tally-dlq-consumer"] == consumer {
+				return rec.Value, h
 			}
-			if h["tally-source-partition"] != "0" || h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" || string(rec.Value) != "\xff\xfenot a protobuf" {
-				t.Fatalf("DLQ record %q headers %v", rec.Value, h)
-			}
-			return
 		}
 	}
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 )
 
@@ -88,6 +90,28 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 // Client is a BigQuery client on the emulator.
 func (b *BigQuery) Client(ctx context.Context) (*bigquery.Client, error) {
 	return bigquery.NewClient(ctx, BigQueryProject, option.WithEndpoint(b.Endpoint), option.WithoutAuthentication())
+}
+
+// Rows runs a query and returns its rows, each a map from column name.
+func Rows(ctx context.Context, c *bigquery.Client, sql string, params ...bigquery.QueryParameter) ([]map[string]bigquery.Value, error) {
+	q := c.Query(sql)
+	q.Parameters = params
+	it, err := q.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]bigquery.Value
+	for {
+		row := map[string]bigquery.Value{}
+		err := it.Next(&row)
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
 }
 
 // Stop kills the emulator (it keeps everything in memory) and removes its

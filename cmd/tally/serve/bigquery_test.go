@@ -2,11 +2,11 @@ package serve_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/api/iterator"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -53,7 +52,7 @@ func mixedWorkload(t *testing.T, prefix string, n int, r *rand.Rand) (accepted i
 			_, err = cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: id, SkuId: sku, StoreId: store, QuantityDelta: int64(r.IntN(7)-3) | 1,
 				AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT_CORRECTION})
 		case k == 7:
-			_, err = cmds.TransferStock(ctx, &inventoryv1.TransferStockRequest{CommandId: id, SkuId: sku, FromStoreId: store, ToStoreId: stores[(r.IntN(2)+1+indexOf(stores, store))%3], Quantity: int64(1 + r.IntN(3))})
+			_, err = cmds.TransferStock(ctx, &inventoryv1.TransferStockRequest{CommandId: id, SkuId: sku, FromStoreId: store, ToStoreId: stores[(r.IntN(2)+1+slices.Index(stores, store))%3], Quantity: int64(1 + r.IntN(3))})
 		case k == 8:
 			rid := id + "-r"
 			_, err = cmds.Reserve(ctx, &inventoryv1.ReserveRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: 1, ReservationId: rid, Ttl: durationpb.New(time.Hour)})
@@ -81,15 +80,6 @@ func mixedWorkload(t *testing.T, prefix string, n int, r *rand.Rand) (accepted i
 		}
 	}
 	return accepted
-}
-
-func indexOf(xs []string, x string) int {
-	for i, v := range xs {
-		if v == x {
-			return i
-		}
-	}
-	return -1
 }
 
 // waitProjections waits until both the BigQuery and the Postgres
@@ -148,24 +138,11 @@ func pgConn(t *testing.T) *pgx.Conn {
 
 func bqRows(t *testing.T, bq *bigquery.Client, sql string, params ...bigquery.QueryParameter) []map[string]bigquery.Value {
 	t.Helper()
-	q := bq.Query(strings.ReplaceAll(sql, "{{dataset}}", testenv.BigQueryProject+"."+bqDataset))
-	q.Parameters = params
-	it, err := q.Read(t.Context())
+	rows, err := testenv.Rows(t.Context(), bq, strings.ReplaceAll(sql, "{{dataset}}", testenv.BigQueryProject+"."+bqDataset), params...)
 	if err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-	var out []map[string]bigquery.Value
-	for {
-		row := map[string]bigquery.Value{}
-		err := it.Next(&row)
-		if errors.Is(err, iterator.Done) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, row)
-	}
+	return rows
 }
 
 // level is one (sku, store) of a read model.
