@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"cloud.google.com/go/bigquery"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+
+	"github.com/tally-oss/tally/internal/pg"
 )
 
 // BigQueryProject is the emulator's project.
@@ -41,11 +42,11 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
+	httpPort, err := pg.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	grpcPort, err := freePort()
+	grpcPort, err := pg.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -152,13 +153,4 @@ func findEmulator(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%s: %w", script, err)
 	}
 	return strings.TrimSpace(string(out)), nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
