@@ -200,8 +200,11 @@ func TestTwoQueryInstancesDeliverTheSameTransitions(t *testing.T) {
 		}
 		watches = append(watches, w)
 	}
-	sell(t, p, 3, time.Time{}) // 12 -> 9 <= 10
-	sell(t, p, 9, time.Time{}) // 9 -> 0
+	// Transitions are judged per committed projection batch: the first
+	// sale is read back before the second, so they are two batches and
+	// two transitions, however busy the machine.
+	getStock(t, p, "S1", sell(t, p, 3, time.Time{})) // 12 -> 9 <= 10
+	sell(t, p, 9, time.Time{})                       // 9 -> 0
 	for i, w := range watches {
 		expectItem(t, w.next(t).GetItem(), p, inventoryv1.LowStockState_LOW_STOCK_STATE_LOW, 9, 21)
 		expectItem(t, w.next(t).GetItem(), p, inventoryv1.LowStockState_LOW_STOCK_STATE_OUT_OF_STOCK, 0, 30)
