@@ -15,6 +15,7 @@ type Metrics struct {
 	commitSeconds  prometheus.Histogram
 	eventsAppended prometheus.Counter
 	outcomes       *prometheus.CounterVec
+	rebuildFails   *prometheus.CounterVec
 }
 
 // NewMetrics registers the write side's metrics with reg.
@@ -37,8 +38,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tally_commands_total",
 			Help: "Commands answered by partition writers, by outcome.",
 		}, []string{"outcome"}),
+		rebuildFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_writer_rebuild_failures_total",
+			Help: "Partition rebuilds that failed, by partition and reason: stalled (the log's end was not reached in time) or version_gap (a SKU's versions are not contiguous: the partition takes no commands).",
+		}, []string{"partition", "reason"}),
 	}
-	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes)
+	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes, m.rebuildFails)
 	return m
 }
 
@@ -77,4 +82,11 @@ func (m *Metrics) observeOutcome(err error) {
 		outcome = "other"
 	}
 	m.outcomes.WithLabelValues(outcome).Inc()
+}
+
+func (m *Metrics) observeRebuildFailure(partition int32, reason string) {
+	if m == nil {
+		return
+	}
+	m.rebuildFails.WithLabelValues(strconv.Itoa(int(partition)), reason).Inc()
 }

@@ -69,6 +69,7 @@ type Service struct {
 	mu       sync.Mutex
 	writers  map[int32]*Writer
 	opening  map[int32]context.CancelFunc
+	openErr  map[int32]error // why a partition's writer last failed to open
 	changed  chan struct{} // closed and replaced whenever writers changes
 	closed   bool
 	wg       sync.WaitGroup
@@ -88,6 +89,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		log:     cfg.Logger.With("component", "command"),
 		writers: map[int32]*Writer{},
 		opening: map[int32]context.CancelFunc{},
+		openErr: map[int32]error{},
 		changed: make(chan struct{}),
 	}
 	s.rootCtx, s.rootStop = context.WithCancel(context.Background())
@@ -166,6 +168,7 @@ func (s *Service) open(ctx context.Context, p int32) {
 				return
 			}
 			delete(s.opening, p)
+			delete(s.openErr, p)
 			s.writers[p] = w
 			s.notify()
 			s.mu.Unlock()
@@ -177,6 +180,9 @@ func (s *Service) open(ctx context.Context, p int32) {
 			return
 		}
 		s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", backoff)
+		s.mu.Lock()
+		s.openErr[p] = err
+		s.mu.Unlock()
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -206,6 +212,7 @@ func (s *Service) revoked(ctx context.Context, _ *kgo.Client, m map[string][]int
 			cancel()
 			delete(s.opening, p)
 		}
+		delete(s.openErr, p)
 		if w := s.writers[p]; w != nil {
 			closing = append(closing, w)
 			delete(s.writers, p)
@@ -234,6 +241,8 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 	for {
 		s.mu.Lock()
 		w, closed, changed := s.writers[p], s.closed, s.changed
+		_, opening := s.opening[p]
+		openErr := s.openErr[p]
 		s.mu.Unlock()
 		if closed {
 			return nil, ErrShuttingDown
@@ -246,6 +255,10 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
+			if opening && openErr != nil {
+				// Ours, but it cannot open: say why, not "ask another".
+				return nil, fmt.Errorf("%w: partition %d: %v", ErrUnavailable, p, openErr)
+			}
 			return nil, &NotOwnerError{Partition: p, Owner: s.ownerOf(ctx, p)}
 		}
 	}

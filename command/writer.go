@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -41,6 +40,9 @@ type WriterConfig struct {
 	ExpiryInterval time.Duration
 	// Now is the writer's clock. Default time.Now.
 	Now func() time.Time
+	// RebuildStall is how long a rebuild may make no progress towards the
+	// end of the log before it fails (and the writer retries). Default 30s.
+	RebuildStall time.Duration
 }
 
 func (c *WriterConfig) defaults() {
@@ -204,85 +206,68 @@ func (w *Writer) open(ctx context.Context) error {
 	return nil
 }
 
-// rebuild folds the partition's committed events into fresh state.
+// rebuild folds the partition's committed events into fresh state. It
+// reads the raw log up to the last stable offset and resolves transactions
+// itself (kafka.CommittedReader), so a transaction the broker aborted
+// without a marker can neither hide the records after it nor stop the read.
+// A SKU whose versions do not follow 1, 2, 3 … fails the rebuild: a writer
+// must never append on a state it cannot trust.
 func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, error) {
 	skus := map[string]*SKU{}
 	dedupe := newWindow(w.cfg.DedupeWindow)
-	cl, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, nil),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{w.cfg.Topic: {w.partition: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records let us see the commit marker that ends the log,
-		// so we know when we have read up to the last stable offset.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(100*time.Millisecond),
-	)...)
+	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{
+		Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: 0},
+		Stall: w.cfg.RebuildStall,
+	})
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %v", ErrUnavailable, w.partition, err)
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, w.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("%w: list offsets of partition %d: %v", ErrUnavailable, w.partition, err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, w.cfg.Topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("%w: list offsets of partition %d: %v", ErrUnavailable, w.partition, err)
-	}
-	end, _ := ends.Lookup(w.cfg.Topic, w.partition)
-	begin, _ := starts.Lookup(w.cfg.Topic, w.partition)
+	defer r.Close()
 	n := 0
 	var last *Result
 	lastKey := ""
-	for next := begin.Offset; next < end.Offset; {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, nil, 0, err
+	for !r.Done() {
+		batches, err := r.Poll(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.cfg.Metrics.observeRebuildFailure(w.partition, "stalled")
+				w.log.Error("partition rebuild cannot reach the end of the log", "error", err)
+			}
+			return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %v", ErrUnavailable, w.partition, err)
 		}
-		var ferr error
-		fetches.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return nil, nil, 0, fmt.Errorf("%w: read partition %d: %v", ErrUnavailable, w.partition, ferr)
+		for _, b := range batches {
+			for _, rec := range b.Records {
+				e := &inventoryv1.InventoryEvent{}
+				if err := proto.Unmarshal(rec.Value, e); err != nil {
+					// Not ours (the projectors dead-letter such records);
+					// it changes no state.
+					w.log.Warn("undecodable record skipped in rebuild", "offset", rec.Offset, "error", err)
+					continue
+				}
+				sku := skus[e.GetSkuId()]
+				if sku == nil {
+					sku = NewSKU(e.GetSkuId())
+					skus[e.GetSkuId()] = sku
+				}
+				if err := sku.Apply(e); err != nil {
+					w.cfg.Metrics.observeRebuildFailure(w.partition, "version_gap")
+					w.log.Error("partition log is not a gap-free sequence of versions; the partition takes no commands until it is repaired",
+						"offset", rec.Offset, "sku", e.GetSkuId(), "event_id", e.GetEventId(), "error", err)
+					return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d at offset %d: %w", ErrUnavailable, w.partition, rec.Offset, err)
+				}
+				n++
+				key := dedupeKey(e.GetSkuId(), e.GetCommandId())
+				if key == lastKey {
+					last.addEvent(e) // the second event of a transfer
+					continue
+				}
+				last, lastKey = resultOf([]*inventoryv1.InventoryEvent{e}), key
+				dedupe.put(key, last)
+			}
 		}
-		for it := fetches.RecordIter(); !it.Done(); {
-			rec := it.Next()
-			next = rec.Offset + 1
-			if rec.Attrs.IsControl() {
-				continue
-			}
-			e := &inventoryv1.InventoryEvent{}
-			if err := proto.Unmarshal(rec.Value, e); err != nil {
-				// Not ours (the projectors dead-letter such records);
-				// it changes no state.
-				w.log.Warn("undecodable record skipped in rebuild", "offset", rec.Offset, "error", err)
-				continue
-			}
-			sku := skus[e.GetSkuId()]
-			if sku == nil {
-				sku = NewSKU(e.GetSkuId())
-				skus[e.GetSkuId()] = sku
-			}
-			if e.GetSkuVersion() <= sku.Version {
-				continue // already folded (a duplicate can only come from outside Tally)
-			}
-			if err := sku.Apply(e); err != nil {
-				return nil, nil, 0, fmt.Errorf("rebuild partition %d at offset %d: %w", w.partition, rec.Offset, err)
-			}
-			n++
-			key := dedupeKey(e.GetSkuId(), e.GetCommandId())
-			if key == lastKey {
-				last.addEvent(e) // the second event of a transfer
-				continue
-			}
-			last, lastKey = resultOf([]*inventoryv1.InventoryEvent{e}), key
-			dedupe.put(key, last)
-		}
+	}
+	if u := r.Unmarked(); u > 0 {
+		w.log.Warn("transactions without a marker read as aborted", "transactions", u)
 	}
 	return skus, dedupe, n, nil
 }

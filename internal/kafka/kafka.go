@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -91,33 +92,143 @@ func EventTopicConfigs() map[string]string {
 // real protocol and persists to disk, for `tally serve` and tests.
 type Embedded struct {
 	cluster *kfake.Cluster
+	dataDir string
 }
 
+// EmbeddedOpt configures StartEmbedded.
+type EmbeddedOpt func(*embeddedConfig)
+
+type embeddedConfig struct {
+	noSync bool
+}
+
+// NoSyncWrites turns off the fsync of every acknowledged batch: an
+// acknowledged record then survives a process kill but not a power cut. The
+// default syncs.
+func NoSyncWrites() EmbeddedOpt { return func(c *embeddedConfig) { c.noSync = true } }
+
 // StartEmbedded starts a one-broker cluster. dataDir "" keeps everything in
-// memory; port 0 picks a free port.
-func StartEmbedded(dataDir string, port int, log *slog.Logger) (*Embedded, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.ClusterID("tally-embedded")}
+// memory; port 0 picks a free port. With a dataDir, every acknowledged write
+// is fsynced (unless NoSyncWrites) and, after a crash, every transaction the
+// broker aborted on load gets its abort marker before StartEmbedded returns
+// (see RepairOpenTransactions).
+func StartEmbedded(dataDir string, port int, log *slog.Logger, opts ...EmbeddedOpt) (*Embedded, error) {
+	var cfg embeddedConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.ClusterID("tally-embedded")}
+	clean := false
 	if dataDir != "" {
 		if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
 			return nil, err
 		}
-		opts = append(opts, kfake.DataDir(dataDir))
+		kopts = append(kopts, kfake.DataDir(dataDir))
+		if !cfg.noSync {
+			kopts = append(kopts, kfake.SyncWrites())
+		}
+		// The marker of a clean shutdown is consumed by this start: if this
+		// process dies, the next start repairs.
+		if err := os.Remove(cleanMarker(dataDir)); err == nil {
+			clean = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
+		}
 	}
-	c, err := kfake.NewCluster(opts...)
+	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded kafka: %w", err)
 	}
-	if log != nil {
-		log.Info("embedded kafka started", "addrs", c.ListenAddrs(), "data_dir", dataDir)
+	e := &Embedded{cluster: c, dataDir: dataDir}
+	if dataDir != "" && !clean {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		start := time.Now()
+		n, err := RepairOpenTransactions(ctx, c.ListenAddrs())
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("embedded kafka: repair transactions left open by a crash: %w", err)
+		}
+		if log != nil && n > 0 {
+			log.Warn("embedded kafka: wrote abort markers for transactions a crash left open", "transactions", n, "took", time.Since(start).Round(time.Millisecond))
+		}
 	}
-	return &Embedded{cluster: c}, nil
+	if log != nil {
+		log.Info("embedded kafka started", "addrs", c.ListenAddrs(), "data_dir", dataDir, "sync_writes", dataDir != "" && !cfg.noSync, "clean_start", clean)
+	}
+	return e, nil
 }
+
+// RepairOpenTransactions reads every partition of every topic to its high
+// watermark, resolving transactions from the raw records, and writes an
+// abort marker for every transaction that has records and no marker. Run it
+// only while no transactional producer is active (a broker's start): it
+// would abort a transaction in flight. It returns the markers written.
+//
+// kfake, loading a data directory a crash left behind, treats a transaction
+// that was open as aborted but writes no marker, and bumps the producer's
+// epoch; read_committed consumers then hide every later record of that
+// producer until a marker of its comes, which never does. The marker written
+// here ends that. A log where the producer already committed more
+// transactions after the unmarked one cannot be repaired this way (a marker
+// can only be appended after them); Tally's own readers resolve it by epoch
+// (see Resolver), and `tally check` reports it.
+func RepairOpenTransactions(ctx context.Context, brokers []string) (int, error) {
+	cl, err := kgo.NewClient(Options(brokers, nil)...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, topic := range topics.Names() {
+		r, err := OpenCommittedReader(ctx, ReaderConfig{Brokers: brokers, Topic: topic, ToHighWatermark: true})
+		if err != nil {
+			return n, err
+		}
+		for !r.Done() {
+			if _, err := r.Poll(ctx); err != nil {
+				r.Close()
+				return n, err
+			}
+		}
+		r.Close()
+		for p, open := range r.OpenAtEnd() {
+			for pid, epoch := range open {
+				resp, err := adm.WriteTxnMarkers(ctx, kadm.TxnMarkers{
+					ProducerID: pid, ProducerEpoch: epoch, Commit: false,
+					Topics: kadm.TopicsSet{topic: {p: {}}},
+				})
+				if err == nil {
+					resp.EachPartition(func(pr kadm.TxnMarkersPartitionResponse) { err = errors.Join(err, pr.Err) })
+				}
+				if err != nil {
+					return n, fmt.Errorf("abort marker for producer %d on %s[%d]: %w", pid, topic, p, err)
+				}
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+func cleanMarker(dataDir string) string { return filepath.Clean(dataDir) + ".clean-shutdown" }
 
 // Addrs are the broker addresses to give clients.
 func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
 
-// Close stops the broker, flushing its data to disk.
-func (e *Embedded) Close() { e.cluster.Close() }
+// Close stops the broker, flushing its data to disk, and marks the data
+// directory as shut down cleanly.
+func (e *Embedded) Close() {
+	e.cluster.Close()
+	if e.dataDir != "" {
+		_ = os.WriteFile(cleanMarker(e.dataDir), nil, 0o644)
+	}
+}
 
 // ParsePort returns the port of a host:port listen address ("" = 0).
 func ParsePort(addr string) (int, error) {

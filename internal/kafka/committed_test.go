@@ -1,0 +1,268 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/testenv"
+)
+
+const (
+	topic = "txn-test"
+	txnID = "txn-test-writer"
+)
+
+func TestMain(m *testing.M) {
+	testenv.RunChild(map[string]func() error{"open-transaction": leaveTransactionOpen})
+	os.Exit(m.Run())
+}
+
+// leaveTransactionOpen runs a persistent embedded broker in a child process,
+// commits "a1", then produces "b1" and "b2" in a transaction it never ends,
+// and waits to be killed.
+func leaveTransactionOpen() error {
+	ctx := context.Background()
+	k, err := kafka.StartEmbedded(os.Getenv("KAFKA_DIR"), 0, nil)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
+	if err != nil {
+		return err
+	}
+	if _, err := kafka.EnsureTopic(ctx, kadm.NewClient(cl), topic, 1, nil); err != nil {
+		return err
+	}
+	p, err := transactional(k.Addrs())
+	if err != nil {
+		return err
+	}
+	if err := commit(ctx, p, "a1"); err != nil {
+		return err
+	}
+	if err := p.BeginTransaction(); err != nil {
+		return err
+	}
+	if err := p.ProduceSync(ctx, rec("b1"), rec("b2")).FirstErr(); err != nil {
+		return err
+	}
+	testenv.ChildReady()
+	select {}
+}
+
+func transactional(brokers []string) (*kgo.Client, error) {
+	return kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(txnID),
+		kgo.DefaultProduceTopic(topic), kgo.TransactionTimeout(time.Minute))
+}
+
+func rec(v string) *kgo.Record { return &kgo.Record{Value: []byte(v)} }
+
+func commit(ctx context.Context, p *kgo.Client, values ...string) error {
+	if err := p.BeginTransaction(); err != nil {
+		return err
+	}
+	for _, v := range values {
+		if err := p.ProduceSync(ctx, rec(v)).FirstErr(); err != nil {
+			return err
+		}
+	}
+	return p.EndTransaction(ctx, kgo.TryCommit)
+}
+
+// crashWithOpenTransaction leaves a data directory whose log ends in a
+// transaction that was open when its broker process was SIGKILLed.
+func crashWithOpenTransaction(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "kafka")
+	testenv.StartChild(t, "open-transaction", "KAFKA_DIR="+dir).Kill(t)
+	return dir
+}
+
+// readCommitted reads the topic with franz-go's read_committed consumer,
+// trusting the broker, as every ordinary Kafka consumer does.
+func readCommitted(t *testing.T, brokers []string) []string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []string
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, string(r.Value)) })
+	}
+	return out
+}
+
+// readResolved reads the topic with kafka.CommittedReader, which resolves
+// transactions from the raw records itself.
+func readResolved(t *testing.T, brokers []string) ([]string, int) {
+	t.Helper()
+	r, err := kafka.OpenCommittedReader(t.Context(), kafka.ReaderConfig{Brokers: brokers, Topic: topic, Stall: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []string
+	for !r.Done() {
+		bs, err := r.Poll(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bs {
+			for _, rec := range b.Records {
+				out = append(out, string(rec.Value))
+			}
+		}
+	}
+	return out, r.Unmarked()
+}
+
+// readWithKcat reads the topic with librdkafka's read_committed consumer.
+func readWithKcat(t *testing.T, brokers []string) []string {
+	t.Helper()
+	if _, err := exec.LookPath("kcat"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat is not installed (.ci/run installs it)")
+		}
+		t.Log("kcat not installed; skipping the librdkafka check")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "kcat", "-C", "-b", strings.Join(brokers, ","), "-t", topic,
+		"-X", "isolation.level=read_committed", "-o", "beginning", "-e", "-q", "-f", "%s\n").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestTransactionLeftOpenByACrashIsAbortedWithAMarker(t *testing.T) {
+	dir := crashWithOpenTransaction(t)
+	k, err := kafka.StartEmbedded(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := transactional(k.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(t.Context(), p, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	want := []string{"a1", "c1"}
+	if got := readCommitted(t, k.Addrs()); !slices.Equal(got, want) {
+		t.Errorf("read_committed consumer after the restart reads %q, want %q", got, want)
+	}
+	if got := readWithKcat(t, k.Addrs()); got != nil && !slices.Equal(got, want) {
+		t.Errorf("kcat read_committed after the restart reads %q, want %q", got, want)
+	}
+	got, unmarked := readResolved(t, k.Addrs())
+	if !slices.Equal(got, want) || unmarked != 0 {
+		t.Errorf("resolved read: %q with %d unmarked transactions, want %q and none", got, unmarked, want)
+	}
+
+	// A clean restart keeps it so.
+	k.Close()
+	k, err = kafka.StartEmbedded(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if got := readCommitted(t, k.Addrs()); !slices.Equal(got, want) {
+		t.Errorf("read_committed consumer after a clean restart reads %q, want %q", got, want)
+	}
+}
+
+// Without the marker (the broker started bare, as before Tally repaired it),
+// read_committed consumers lose every later transaction of the producer;
+// CommittedReader still reads the log as it is.
+func TestCommittedReaderReadsALogWhoseAbortHasNoMarker(t *testing.T) {
+	dir := crashWithOpenTransaction(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := transactional(c.ListenAddrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := commit(t.Context(), p, "c1", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCommitted(t, c.ListenAddrs()); slices.Contains(got, "c1") {
+		t.Logf("the broker no longer hides commits after an unmarked abort (read %q): the repair may be unneeded", got)
+	}
+	got, unmarked := readResolved(t, c.ListenAddrs())
+	if want := []string{"a1", "c1", "c2"}; !slices.Equal(got, want) || unmarked != 1 {
+		t.Errorf("resolved read: %q with %d unmarked transactions, want %q and 1", got, unmarked, want)
+	}
+	// Repairing now cannot move the abort before c1 and c2; it must not
+	// invent a marker either, since nothing is open.
+	n, err := kafka.RepairOpenTransactions(t.Context(), c.ListenAddrs())
+	if err != nil || n != 0 {
+		t.Errorf("repair of a log with no open transaction: %d markers, %v", n, err)
+	}
+}
+
+func TestResolverReleasesInOffsetOrder(t *testing.T) {
+	const a, b = 1, 2 // producer ids
+	data := func(off int64, pid int64, epoch int16, txn bool) *kgo.Record {
+		r := &kgo.Record{Offset: off, ProducerID: pid, ProducerEpoch: epoch, Value: []byte(fmt.Sprint(off))}
+		if txn {
+			r.Attrs = kgo.NewRecordAttrs(kgo.RecordAttrsOpts{Transactional: true})
+		}
+		return r
+	}
+	marker := func(off int64, pid int64, commit bool) *kgo.Record {
+		typ := byte(0)
+		if commit {
+			typ = 1
+		}
+		return &kgo.Record{Offset: off, ProducerID: pid, Attrs: kgo.NewRecordAttrs(kgo.RecordAttrsOpts{Transactional: true, Control: true}), Key: []byte{0, 0, 0, typ}}
+	}
+	var r kafka.Resolver
+	var out []*kgo.Record
+	for _, rec := range []*kgo.Record{
+		data(0, a, 0, true),  // a's txn, committed at 4
+		data(1, b, 0, true),  // b's txn, aborted at 3
+		data(2, 0, 0, false), // outside any transaction: waits for 0
+		marker(3, b, false),
+		marker(4, a, true),
+		data(5, a, 1, true), // a, epoch 1: open, then superseded by epoch 2
+		data(6, a, 2, true), // a, epoch 2: committed at 7
+		marker(7, a, true),
+		data(8, b, 0, true), // open at the end: aborted by Finish
+	} {
+		out = r.Add(rec, out)
+	}
+	out = r.Finish(out)
+	var got []int64
+	for _, rec := range out {
+		got = append(got, rec.Offset)
+	}
+	if want := []int64{0, 2, 6}; !slices.Equal(got, want) {
+		t.Errorf("released offsets %v, want %v", got, want)
+	}
+	if r.Aborted != 3 || r.Unmarked != 2 {
+		t.Errorf("aborted %d, unmarked %d; want 3 and 2", r.Aborted, r.Unmarked)
+	}
+}
