@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -60,48 +59,23 @@ func audit(ctx context.Context, brokers []string, q inventoryv1.QueryServiceClie
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(kafka.EventsTopic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(64<<20))
+	// The log as it is: transactions resolved from the raw records, read
+	// to the last stable offset.
+	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: brokers, Topic: kafka.EventsTopic, Opts: []kgo.Opt{kgo.FetchMaxBytes(64 << 20)}})
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, kafka.EventsTopic)
-	if err != nil {
-		return nil, err
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
-	seen := map[int32]int64{}
+	defer r.Close()
 	versions := map[string]int64{}
 	counts := map[string]int{}
 	type key struct{ sku, store string }
 	fold := map[key]*inventoryv1.InventoryEvent{}
-	caughtUp := func() bool {
-		for p, end := range want {
-			if seen[p] < end {
-				return false
-			}
+	for !r.Done() {
+		batches, err := r.Poll(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return true
-	}
-	for !caughtUp() {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return nil, ferr
-		}
-		for it := fs.RecordIter(); !it.Done(); {
-			rec := it.Next()
-			seen[rec.Partition] = rec.Offset + 1
-			if rec.Attrs.IsControl() {
-				continue
-			}
+		for _, rec := range recordsOf(batches) {
 			e := &inventoryv1.InventoryEvent{}
 			if err := proto.Unmarshal(rec.Value, e); err != nil {
 				a.fail("undecodable record at %d/%d", rec.Partition, rec.Offset)
@@ -225,4 +199,12 @@ func quantilesSince(before, after *histogram) *Percentiles {
 		return after.bounds[n-1] * 1000
 	}
 	return &Percentiles{P50: q(0.5), P95: q(0.95), P99: q(0.99), P999: q(0.999), Max: q(1), Count: int64(total)}
+}
+
+func recordsOf(batches []kafka.Batch) []*kgo.Record {
+	var out []*kgo.Record
+	for _, b := range batches {
+		out = append(out, b.Records...)
+	}
+	return out
 }

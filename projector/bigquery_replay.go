@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -56,80 +55,59 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 		return ReplayProgress{}, err
 	}
 	var prog ReplayProgress
-	consume := map[int32]kgo.Offset{}
 	for p, end := range ends {
 		if starts[p] < end {
-			consume[p] = kgo.NewOffset().At(starts[p])
 			prog.Total += end - starts[p]
+		} else {
+			delete(starts, p)
 		}
 	}
-	if len(consume) == 0 {
+	if len(starts) == 0 {
 		return prog, nil
 	}
-	cl, err := kgo.NewClient(append(kafka.Options(cfg.Brokers, cfg.Logger),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: consume}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-	)...)
+	// Transactions resolved from the raw log, read to the last stable
+	// offset (see kafka.CommittedReader).
+	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Starts: starts, Stall: time.Minute})
+	if err != nil {
+		return prog, err
+	}
+	defer r.Close()
+	// The client dead letters go through.
+	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Logger)...)
 	if err != nil {
 		return prog, err
 	}
 	defer cl.Close()
 	defer b.drops.Wait()
 	b.cl = cl
-	passed := map[int32]int64{} // per partition, the offset passed so far
-	start, lastRecord := time.Now(), time.Now()
-	for len(consume) > 0 {
-		if time.Since(lastRecord) > time.Minute {
-			return prog, fmt.Errorf("replay stalled: no record for a minute from partitions %v", slices.Sorted(maps.Keys(consume)))
-		}
+	passed := maps.Clone(starts) // per partition, the offset passed so far
+	start := time.Now()
+	for !r.Done() {
 		// A batch: whatever arrives within BatchWait, up to MaxBatchRows.
 		var batch []partBatch
 		n := 0
-		pctx, cancel := context.WithTimeout(ctx, cfg.BatchWait)
-		for n < cfg.MaxBatchRows && pctx.Err() == nil {
-			fetches := cl.PollRecords(pctx, cfg.MaxBatchRows-n)
-			if ctx.Err() != nil {
-				cancel()
-				return prog, ctx.Err()
+		opened := time.Now()
+		for n < cfg.MaxBatchRows && time.Since(opened) < cfg.BatchWait && !r.Done() {
+			got, err := r.Poll(ctx)
+			if err != nil {
+				return prog, err
 			}
-			fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-				recs := fp.Records
-				for len(recs) > 0 && recs[len(recs)-1].Offset >= ends[fp.Partition] {
-					recs = recs[:len(recs)-1]
+			for _, pb := range got {
+				prog.Offsets += pb.Next - passed[pb.Partition]
+				passed[pb.Partition] = pb.Next
+				if len(pb.Records) > 0 {
+					batch = append(batch, partBatch{partition: pb.Partition, recs: pb.Records})
+					n += len(pb.Records)
 				}
-				if len(recs) == 0 {
-					return
-				}
-				batch = append(batch, partBatch{partition: fp.Partition, recs: recs})
-				n += len(recs)
-				if recs[len(recs)-1].Offset+1 >= ends[fp.Partition] {
-					delete(consume, fp.Partition)
-					cl.PauseFetchPartitions(map[string][]int32{cfg.Topic: {fp.Partition}})
-				}
-			})
-			if len(consume) == 0 {
-				break
 			}
 		}
-		cancel()
 		if len(batch) == 0 {
 			continue
 		}
-		lastRecord = time.Now()
 		if err := b.projectWithRetry(ctx, batch, false); err != nil {
 			return prog, err
 		}
-		for _, pb := range batch {
-			for _, r := range pb.recs {
-				if !r.Attrs.IsControl() {
-					prog.Events++
-				}
-			}
-			last := pb.recs[len(pb.recs)-1].Offset + 1
-			prog.Offsets += last - max(starts[pb.partition], passed[pb.partition])
-			passed[pb.partition] = last
-		}
+		prog.Events += int64(n)
 		prog.Batches++
 		prog.Elapsed = time.Since(start)
 		if progress != nil {

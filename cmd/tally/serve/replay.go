@@ -159,6 +159,7 @@ func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writ
 	errc := make(chan error, 1)
 	start := time.Now()
 	go func() { errc <- p.Run(rctx) }()
+	lastDone, lastMove := int64(-1), time.Now()
 	for {
 		select {
 		case err := <-errc:
@@ -178,6 +179,11 @@ func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writ
 			if offsets[part] < end {
 				caughtUp = false
 			}
+		}
+		if done != lastDone {
+			lastDone, lastMove = done, time.Now()
+		} else if time.Since(lastMove) > time.Minute {
+			return 0, 0, fmt.Errorf("replay stalled: the projection has not moved for a minute at %d of %d offsets", done, total)
 		}
 		el := time.Since(start)
 		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs", schema, done, total, 100*float64(done)/float64(max(total, 1)), el.Seconds())

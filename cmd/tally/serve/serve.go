@@ -47,6 +47,7 @@ type Config struct {
 	Addr         string
 	DataDir      string
 	KafkaListen  string
+	KafkaSync    bool
 	KafkaBrokers string
 	DatabaseURL  string
 	Partitions   int
@@ -73,6 +74,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 		dbUsage = "PostgreSQL connection string of the read model; empty starts a cluster under --data-dir/pg (env DATABASE_URL also works)"
 		config.String(fs, &c.DataDir, "data-dir", "./data", "where the embedded services keep their data (data/kafka, data/pg)")
 		config.String(fs, &c.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker, for any Kafka client to read the topic")
+		config.Bool(fs, &c.KafkaSync, "kafka-sync-writes", true, "the embedded broker fsyncs every batch before acknowledging it, so an accepted command survives a power cut; false keeps it only through a process crash")
 	}
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
 	if c.roles&(RoleProjector|RoleQuery) != 0 {
@@ -181,7 +183,11 @@ func Start(ctx context.Context, c *Config) error {
 		if err != nil {
 			return fmt.Errorf("--kafka-listen: %w", err)
 		}
-		k, err := kafka.StartEmbedded(filepath.Join(c.DataDir, "kafka"), port, log)
+		var kopts []kafka.EmbeddedOpt
+		if !c.KafkaSync {
+			kopts = append(kopts, kafka.NoSyncWrites())
+		}
+		k, err := kafka.StartEmbedded(filepath.Join(c.DataDir, "kafka"), port, log, kopts...)
 		if err != nil {
 			return err
 		}
