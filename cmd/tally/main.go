@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tally-oss/tally/bench"
+	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
 )
 
@@ -28,6 +29,7 @@ var subcommands = []subcommand{
 	{"query", "run only the read side (QueryService)", serve.RunQuery},
 	{"migrate", "apply the read model's schema migrations", serve.RunMigrate},
 	{"replay", "rebuild the read model into a fresh schema, or re-feed a range of the log into BigQuery", serve.RunReplay},
+	{"check", "verify the log (versions, levels, transactions) and compare the read model with its fold", check.Run},
 	{"bench", "drive a Tally (or --embedded) with an open-loop workload and audit it", runBench},
 }
 
