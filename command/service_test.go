@@ -29,6 +29,7 @@ import (
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/server"
+	"github.com/tally-oss/tally/internal/testenv"
 )
 
 // stack is a command service on a kfake broker, served over h2c.
@@ -42,6 +43,7 @@ type stack struct {
 var shared *stack
 
 func TestMain(m *testing.M) {
+	testenv.RunChild(map[string]func() error{"open-writer-transaction": leaveWriterTransactionOpen})
 	k, err := kafka.StartEmbedded("", 0, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
