@@ -70,7 +70,7 @@ type Service struct {
 	writers  map[int32]*Writer
 	opening  map[int32]context.CancelFunc
 	openErr  map[int32]error // why a partition's writer last failed to open
-	changed  chan struct{} // closed and replaced whenever writers changes
+	changed  chan struct{}   // closed and replaced whenever writers changes
 	closed   bool
 	wg       sync.WaitGroup
 	rootCtx  context.Context
