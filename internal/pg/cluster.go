@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -24,13 +25,17 @@ import (
 
 // Cluster is a PostgreSQL server this process started and stops.
 type Cluster struct {
-	dir    string
-	port   int
-	bin    string
-	runAs  *user.User
-	cmd    *exec.Cmd
-	exited chan error
-	log    *slog.Logger
+	dir   string
+	port  int
+	bin   string
+	runAs *user.User
+	cmd   *exec.Cmd
+	log   *slog.Logger
+	// exited is closed when the server process has ended, and exitErr
+	// then says how. Closed rather than sent on, so that every waiter
+	// (waitReady, then Stop, any number of times) sees it.
+	exited  chan struct{}
+	exitErr error
 }
 
 // ClusterConfig says where and how to start a cluster.
@@ -71,6 +76,11 @@ func pgMajor(initdb string) int {
 // StartCluster initialises (if needed) and starts a cluster, and waits
 // until it accepts connections. As root, the server runs as the postgres
 // user, which owns Dir.
+//
+// When the server exits during start-up (another one runs on Dir, say), or
+// does not take connections within 30 s, the error quotes the end of its
+// log. When ctx ends first, StartCluster stops what it started and returns
+// ctx's error.
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	bin, err := BinDir()
 	if err != nil {
@@ -83,7 +93,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: dir, port: cfg.Port, bin: bin, log: cfg.Logger, exited: make(chan error, 1)}
+	c := &Cluster{dir: dir, port: cfg.Port, bin: bin, log: cfg.Logger, exited: make(chan struct{})}
 	if os.Geteuid() == 0 {
 		if c.runAs, err = user.Lookup("postgres"); err != nil {
 			return nil, fmt.Errorf("running as root needs a postgres user to run the server: %w", err)
@@ -103,8 +113,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	data := filepath.Join(dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		out, err := c.command(ctx, "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions").CombinedOutput()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("initdb: %w", ctx.Err())
+		}
 		if err != nil {
-			return nil, fmt.Errorf("initdb: %v: %s", err, out)
+			return nil, fmt.Errorf("initdb: %w: %s", err, out)
 		}
 	}
 	args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-h", "127.0.0.1", "-k", dir,
@@ -114,8 +127,15 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 	}
 	c.cmd = c.command(context.Background(), "postgres", args...)
-	logf, err := os.OpenFile(filepath.Join(dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logPath := filepath.Join(dir, "postgres.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
+		return nil, err
+	}
+	// Where this start's lines begin: the file keeps every start's.
+	logStart, err := logf.Seek(0, io.SeekEnd)
+	if err != nil {
+		logf.Close()
 		return nil, err
 	}
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
@@ -128,14 +148,18 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
-	go func() { c.exited <- c.cmd.Wait(); logf.Close() }()
+	go func() {
+		c.exitErr = c.cmd.Wait()
+		logf.Close()
+		close(c.exited)
+	}()
 	if err := c.waitReady(ctx); err != nil {
 		c.Stop()
-		tail, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("postgres did not start: %w", err)
 		}
-		return nil, fmt.Errorf("postgres did not start: %w\n%s", err, tail)
+		// The reason is in the server's own words, in its log.
+		return nil, fmt.Errorf("postgres did not start: %w; %s ends:\n%s", err, logPath, logTail(logPath, logStart))
 	}
 	c.log.Info("postgres started", "dir", dir, "port", c.port, "bin", bin)
 	return c, nil
@@ -143,6 +167,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, name), args...)
+	// When ctx ends, ask first: an interrupted initdb removes the data
+	// directory it made, where a killed one leaves half of one behind,
+	// which the next start would take for a cluster.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if c.runAs != nil {
 		uid, _ := strconv.Atoi(c.runAs.Uid)
@@ -185,23 +214,63 @@ func (c *Cluster) chown(dir string) error {
 	return nil
 }
 
+// waitReady waits until the server accepts connections, and gives up when
+// it exits, when ctx ends, or after 30 s.
 func (c *Cluster) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for {
 		select {
-		case err := <-c.exited:
-			return fmt.Errorf("postgres exited: %v", err)
+		case <-c.exited:
+			if c.exitErr == nil {
+				return errors.New("postgres exited")
+			}
+			return fmt.Errorf("postgres exited: %w", c.exitErr)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-timeout.C:
+			return errors.New("postgres not accepting connections after 30s")
+		case <-poll.C:
 		}
-		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		// Bounded, so that a port that takes the connection and never
+		// answers does not hold up the checks above.
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(cctx, c.URL("postgres"))
 		if err == nil {
-			conn.Close(ctx)
+			conn.Close(cctx)
+			cancel()
 			return nil
 		}
+		cancel()
 	}
-	return errors.New("timed out after 30s")
+}
+
+// logTail returns the last lines of the log file from offset from on.
+func logTail(path string, from int64) string {
+	const maxLines, maxBytes = 20, 4096
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read it: %v)", err)
+	}
+	defer f.Close()
+	cut := false
+	if st, err := f.Stat(); err == nil && st.Size()-from > maxBytes {
+		from, cut = st.Size()-maxBytes, true
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, from, maxBytes))
+	if err != nil {
+		return fmt.Sprintf("(cannot read it: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if cut {
+		lines = lines[1:] // begins mid-line
+	}
+	if len(lines) > maxLines {
+		lines = lines[len(lines)-maxLines:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // URL is a connection string for database db.
@@ -229,19 +298,22 @@ func (c *Cluster) CreateDatabase(ctx context.Context, db string) (string, error)
 }
 
 // Stop shuts the server down (fast mode: open transactions roll back, the
-// committed ones are on disk) and waits for it.
+// committed ones are on disk) and waits for it. A server that has exited
+// already is left alone; Stop may be called any number of times.
 func (c *Cluster) Stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
+	select {
+	case <-c.exited:
 		return
+	default:
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-c.exited:
 	case <-time.After(20 * time.Second):
+		c.log.Warn("postgres did not stop in 20s; killing it", "dir", c.dir)
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 	}
-	c.cmd = nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on now.

@@ -24,6 +24,7 @@ import (
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/server"
@@ -72,7 +73,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	if c.embedded {
 		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
 		dbUsage = "PostgreSQL connection string of the read model; empty starts a cluster under --data-dir/pg (env DATABASE_URL also works)"
-		config.String(fs, &c.DataDir, "data-dir", "./data", "where the embedded services keep their data (data/kafka, data/pg)")
+		config.String(fs, &c.DataDir, "data-dir", "./data", "where the embedded services keep their data (data/kafka, data/pg); one process at a time (data/LOCK)")
 		config.String(fs, &c.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker, for any Kafka client to read the topic")
 		config.Bool(fs, &c.KafkaSync, "kafka-sync-writes", true, "the embedded broker fsyncs every batch before acknowledging it, so an accepted command survives a power cut; false keeps it only through a process crash")
 	}
@@ -171,14 +172,25 @@ func runRoles(ctx context.Context, name string, args []string, roles Role, embed
 
 // Start runs the configured parts until ctx ends, then shuts down in
 // order: stop taking calls, drain the writers, stop the projector, close
-// the database and Kafka.
+// the database and Kafka, unlock the data directory.
 func Start(ctx context.Context, c *Config) error {
 	log := c.logger()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	brokers := config.List(c.KafkaBrokers)
-	if len(brokers) == 0 && c.embedded {
+	embeddedKafka := len(brokers) == 0 && c.embedded
+	embeddedPG := c.roles&(RoleProjector|RoleQuery) != 0 && c.DatabaseURL == ""
+	if embeddedKafka || embeddedPG {
+		// Before either starts: two brokers on one log directory, or a
+		// second postgres on a running cluster's, would not end well.
+		lock, err := datadir.Acquire(c.DataDir, c.Addr)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
+	}
+	if embeddedKafka {
 		port, err := kafka.ParsePort(c.KafkaListen)
 		if err != nil {
 			return fmt.Errorf("--kafka-listen: %w", err)
@@ -198,7 +210,7 @@ func Start(ctx context.Context, c *Config) error {
 	var pool *pgxpool.Pool
 	if c.roles&(RoleProjector|RoleQuery) != 0 {
 		dsn := c.DatabaseURL
-		if dsn == "" {
+		if embeddedPG {
 			cluster, err := pg.StartCluster(ctx, pg.ClusterConfig{Dir: filepath.Join(c.DataDir, "pg"), Durable: true, Logger: log})
 			if err != nil {
 				return err

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tally-oss/tally/internal/pg"
+)
+
+// These tests run `tally` as the user does, as its own process with its
+// own signal handling: the test binary re-executes itself, and with
+// TALLY_TEST_MAIN=1 it is tally.
+func TestMain(m *testing.M) {
+	if os.Getenv("TALLY_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// proc is a tally process a test started.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+// startTally starts `tally args...`, with no TALLY_ variable or
+// DATABASE_URL from the test's environment. It is killed when the test
+// ends, if it is still running, and dies with the test binary.
+func startTally(t testing.TB, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(os.Args[0], args...), done: make(chan struct{})}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TALLY_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	p.cmd.Env = append(p.cmd.Env, "TALLY_TEST_MAIN=1")
+	p.cmd.Stderr = &p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// kill ends p and returns its stderr.
+func (p *proc) kill() string {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	return p.stderr.String()
+}
+
+// exited waits for p to end, failing the test if it is still running
+// after d: what these tests check is that it ends rather than hangs.
+func (p *proc) exited(t testing.TB, d time.Duration) (code int, stderr string) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		t.Fatalf("tally %s still running after %s; its stderr:\n%s", p.cmd.Args[1], d, p.kill())
+	}
+	var exit *exec.ExitError
+	if p.err != nil && !errors.As(p.err, &exit) {
+		t.Fatal(p.err)
+	}
+	return p.cmd.ProcessState.ExitCode(), p.stderr.String()
+}
+
+// waitFor polls ok while p runs, for up to 2 minutes.
+func (p *proc) waitFor(t testing.TB, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.After(2 * time.Minute)
+	for !ok() {
+		select {
+		case <-p.done:
+			t.Fatalf("tally exited (%v) before %s; its stderr:\n%s", p.err, what, p.stderr.String())
+		case <-deadline:
+			t.Fatalf("not %s after 2 minutes; tally's stderr:\n%s", what, p.kill())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func exists(path string) func() bool {
+	return func() bool { _, err := os.Stat(path); return err == nil }
+}
+
+// serving says whether a tally serves /metrics on addr, which it does
+// once it has started every part.
+func serving(addr string) func() bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func() bool {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
+// serveArgs are `tally serve` on dir and addr, its embedded Kafka on a
+// free loopback port.
+func serveArgs(t testing.TB, dir, addr string) []string {
+	t.Helper()
+	return []string{"serve", "--data-dir", dir, "--addr", addr, "--kafka-listen", freeAddr(t), "--log-level", "warn"}
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestSecondServeOnADataDirectoryInUseExits(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	first := startTally(t, serveArgs(t, dir, addr)...)
+	first.waitFor(t, "serving", serving(addr))
+
+	code, stderr := startTally(t, serveArgs(t, dir, freeAddr(t))...).exited(t, 30*time.Second)
+	t.Logf("second tally serve: exit %d, stderr:\n%s", code, stderr)
+	if code != 1 {
+		t.Errorf("second tally serve exit code %d, want 1", code)
+	}
+	for _, want := range []string{filepath.Join(dir, "LOCK"), "pid " + strconv.Itoa(first.cmd.Process.Pid), addr} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("second tally serve's error does not name %q", want)
+		}
+	}
+
+	// The first one is unharmed, and stops as usual.
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := first.exited(t, time.Minute); code != 0 {
+		t.Fatalf("first tally serve after SIGTERM: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+func TestServeEndsWithPostgresErrorWhenItCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "pg", "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"PG_VERSION": "9\n", "postgresql.conf": ""} {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	code, stderr := startTally(t, serveArgs(t, dir, freeAddr(t))...).exited(t, time.Minute)
+	t.Logf("tally serve: exit %d, stderr:\n%s", code, stderr)
+	if code != 1 || !strings.Contains(stderr, "database files are incompatible with server") {
+		t.Fatalf("tally serve on a data directory of PostgreSQL 9: exit %d; want 1 and PostgreSQL's own error", code)
+	}
+}
+
+func TestServeStopsOnSignalDuringStartup(t *testing.T) {
+	dir := t.TempDir()
+	// A Postgres that starts and never accepts a connection (a standby
+	// with nowhere to get WAL from, hot_standby off) keeps `tally serve`
+	// starting up for as long as it runs.
+	c, err := pg.StartCluster(t.Context(), pg.ClusterConfig{Dir: filepath.Join(dir, "pg")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	data := filepath.Join(dir, "pg", "data")
+	if err := os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := os.OpenFile(filepath.Join(data, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conf.WriteString("hot_standby = off\n"); err != nil {
+		t.Fatal(err)
+	}
+	conf.Close()
+
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := startTally(t, serveArgs(t, dir, freeAddr(t))...)
+			pidFile := filepath.Join(data, "postmaster.pid")
+			p.waitFor(t, "postgres running", exists(pidFile))
+			if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			code, stderr := p.exited(t, 30*time.Second)
+			t.Logf("tally serve: exit %d, stderr:\n%s", code, stderr)
+			if !strings.Contains(stderr, context.Canceled.Error()) {
+				t.Errorf("tally serve's error does not say it was cancelled")
+			}
+			// Stopped in order, not left to its parent-death signal.
+			if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("postmaster.pid after tally serve exited: %v; want Postgres shut down", err)
+			}
+		})
+	}
+}
