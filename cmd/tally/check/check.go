@@ -27,6 +27,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/pg"
 )
@@ -68,6 +69,12 @@ func Run(ctx context.Context, args []string) error {
 		if _, err := os.Stat(dir); err != nil {
 			return fmt.Errorf("no --kafka-brokers and no embedded log at %s: %w", dir, err)
 		}
+		// Offline: the data directory must not be in use.
+		lock, err := datadir.Acquire(c.DataDir, "tally check")
+		if err != nil {
+			return fmt.Errorf("%w (run tally check with --kafka-brokers and --database-url against a running tally serve)", err)
+		}
+		defer lock.Release() //nolint:errcheck // exiting
 		k, err := kafka.StartEmbedded(dir, 0, log)
 		if err != nil {
 			return err

@@ -14,10 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
@@ -25,6 +29,7 @@ import (
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/testenv"
+	"github.com/tally-oss/tally/projector"
 )
 
 const partitions = 3
@@ -302,4 +307,100 @@ func readCommittedEventIDs(t *testing.T, brokers []string) map[string]int {
 			}
 		})
 	}
+}
+
+// tally check finds each kind of damage it knows, in a log produced by hand
+// and a read model edited behind the projector's back.
+func TestCheckReportsWhatDiffers(t *testing.T) {
+	ctx := t.Context()
+	env, err := testenv.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	pool, err := env.NewDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	log := testenv.Logger()
+	if err := projector.Migrate(ctx, pool, log); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(kafka.EventsTopic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kafka.EnsureTopic(ctx, kadm.NewClient(cl), kafka.EventsTopic, partitions, kafka.EventTopicConfigs()); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	event := func(sku string, version, delta, onHand int64, partition int32) *kgo.Record {
+		n++
+		v, err := proto.Marshal(&inventoryv1.InventoryEvent{
+			EventId: uuid.NewString(), EventType: inventoryv1.EventType_EVENT_TYPE_RECEIPT,
+			OccurredAt: timestamppb.Now(), RecordedAt: timestamppb.Now(), SkuId: sku, StoreId: "S1",
+			QuantityDelta: delta, CommandId: fmt.Sprintf("cmd-%d", n), SkuVersion: version, OnHandAfter: onHand,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Key: []byte(sku), Value: v, Partition: partition}
+	}
+	p := func(sku string) int32 { return kafka.PartitionFor(sku, partitions) }
+	recs := []*kgo.Record{
+		event("tampered", 1, 10, 10, p("tampered")),
+		event("tampered", 2, -1, 9, p("tampered")),
+		event("gap", 1, 5, 5, p("gap")),
+		event("gap", 3, -1, 4, p("gap")),              // version 2 is missing
+		event("miscounted", 1, 5, 7, p("miscounted")), // 0+5 is not 7
+		event("misplaced", 1, 5, 5, (p("misplaced")+1)%partitions),
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projector.NewPostgres(projector.Config{Brokers: env.Brokers, Pool: pool, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- proj.Run(pctx) }()
+	for {
+		r, err := check.Check(ctx, env.Brokers, dsnOf(pool), "postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ReadModel.EventsBehind == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if _, err := pool.Exec(ctx, `UPDATE stock_levels SET on_hand = 100 WHERE sku_id = 'tampered'`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := check.Check(ctx, env.Brokers, dsnOf(pool), "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	r.Print(&out, 10)
+	t.Logf("tally check:\n%s", out.String())
+	want := map[string]int{"version sequence": 1, "fold": 1, "misplaced": 1, "read model": 1}
+	for kind, n := range want {
+		if got := len(r.Problems[kind]); got != n {
+			t.Errorf("%d %q problems, want %d", got, kind, n)
+		}
+	}
+	if len(r.Problems) != len(want) {
+		t.Errorf("problems of kinds %v, want only %v", r.Problems, want)
+	}
+}
+
+func dsnOf(pool *pgxpool.Pool) string {
+	c := pool.Config().ConnConfig
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", c.User, c.Host, c.Port, c.Database)
 }
