@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -320,7 +321,7 @@ func (r *CommittedReader) Poll(ctx context.Context) ([]Batch, error) {
 		}
 		var ferr error
 		fetches.EachError(func(_ string, p int32, err error) {
-			if err != context.DeadlineExceeded {
+			if !errors.Is(err, context.DeadlineExceeded) {
 				ferr = fmt.Errorf("read %s[%d]: %w", r.topic, p, err)
 			}
 		})
