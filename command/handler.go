@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,6 +32,17 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 		log = slog.Default()
 	}
 	return &Handler{svc: svc, log: log, now: time.Now}
+}
+
+// HTTPHandler returns the path and the http.Handler that serve h over
+// Connect, gRPC and gRPC-Web. Mount the CommandService only through it: it
+// makes unknown request fields errors (strictJSON, rejectUnknownFields).
+func (h *Handler) HTTPHandler() (string, http.Handler) {
+	return inventoryv1connect.NewCommandServiceHandler(h,
+		connect.WithCodec(strictJSON{"json"}),
+		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
+		connect.WithInterceptors(connect.UnaryInterceptorFunc(h.rejectUnknownFields)),
+	)
 }
 
 func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*Result, error) {

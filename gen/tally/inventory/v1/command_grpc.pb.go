@@ -40,7 +40,10 @@ const (
 //
 // Errors (Connect / gRPC codes):
 //   - INVALID_ARGUMENT: malformed input; details: google.rpc.BadRequest with
-//     one field violation per problem.
+//     one field violation per problem. Free text must be valid UTF-8 without
+//     U+0000. A field this service does not know is an error, not ignored:
+//     in JSON the message names it (no details), in binary protobuf a field
+//     violation names its path and number (e.g. "commands[2].sale.12").
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
@@ -194,7 +197,10 @@ func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, in *SetReor
 //
 // Errors (Connect / gRPC codes):
 //   - INVALID_ARGUMENT: malformed input; details: google.rpc.BadRequest with
-//     one field violation per problem.
+//     one field violation per problem. Free text must be valid UTF-8 without
+//     U+0000. A field this service does not know is an error, not ignored:
+//     in JSON the message names it (no details), in binary protobuf a field
+//     violation names its path and number (e.g. "commands[2].sale.12").
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
