@@ -157,6 +157,9 @@ type common struct {
 
 func (c *checker) common(in common, cmd *Command) {
 	c.id("command_id", in.commandID, true)
+	if p, ok := reservedIDPrefix(in.commandID); ok {
+		c.add("command_id", "must not start with %q: reserved for commands Tally generates itself", p)
+	}
 	c.id("sku_id", in.skuID, true)
 	c.id("user_id", in.userID, false)
 	c.text("reason", in.reason)

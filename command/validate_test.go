@@ -122,3 +122,23 @@ func TestFreeTextWithNULIsRejected(t *testing.T) {
 		t.Fatalf("text with a newline and a tab: %v", err)
 	}
 }
+
+func TestReservedCommandIDPrefixesAreRejected(t *testing.T) {
+	for _, id := range []string{"tally:expire:cart:2", "tally:anything", "expire:cart:2"} {
+		got := violations(t, mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0)))
+		if !got["command_id"] || len(got) != 1 {
+			t.Errorf("command_id %q: violations %v, want command_id", id, got)
+		}
+	}
+	got := violations(t, mustErr(FromBatchCommand(1, &inventoryv1.Command{Kind: &inventoryv1.Command_ReleaseReservation{ReleaseReservation: &inventoryv1.ReleaseReservationRequest{
+		CommandId: "tally:expire:cart:2", SkuId: "A", ReservationId: "cart"}}}, t0)))
+	if !got["commands[1].release_reservation.command_id"] {
+		t.Errorf("batch release with a system id: %v", got)
+	}
+	// Only the exact prefixes are reserved: ids are opaque bytes.
+	for _, id := range []string{"Tally:x", "expired:x", "my-tally:x", "expire"} {
+		if _, err := FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0); err != nil {
+			t.Errorf("command_id %q: %v", id, err)
+		}
+	}
+}

@@ -576,7 +576,8 @@ func (x *SetReorderPolicyResponse) GetResult() *CommandResult {
 type RecordSaleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client idempotency key (1-128 bytes). Retrying with the same id returns
-	// the original result.
+	// the original result. Ids starting with "tally:" or "expire:" are
+	// reserved for commands Tally generates itself.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	SkuId     string `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
 	StoreId   string `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`

@@ -204,6 +204,8 @@ type InventoryEvent struct {
 	// Client metadata (till id, order number, ...), copied verbatim.
 	Metadata map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The client's idempotency key of the command that produced this event.
+	// Ids starting with "tally:" (before: "expire:") are commands the SKU's
+	// writer generated itself, such as the release of an expired reservation.
 	CommandId string `protobuf:"bytes,11,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The SKU's version after this event: 1, 2, 3 ... per SKU, gap-free.
 	SkuVersion int64 `protobuf:"varint,12,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
