@@ -178,6 +178,7 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 		occurred = recordedAt
 	}
 	version := s.Version
+	fp := fingerprintOf(c)
 	// nextR makes the SKU's next event: delta changes on_hand, rdelta
 	// reserved, at store whose level is lvl.
 	nextR := func(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
@@ -202,6 +203,7 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 			AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
 			AdjustmentReason:   c.AdjustmentReason,
 			CounterpartStoreId: counterpart,
+			CommandFingerprint: fp[:],
 		}
 	}
 	next := func(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {

@@ -17,6 +17,10 @@ import (
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 )
 
+// ReasonCommandIDReused is the google.rpc.ErrorInfo reason of an
+// ALREADY_EXISTS answer to a command_id reused for a different request.
+const ReasonCommandIDReused = "COMMAND_ID_REUSED"
+
 // Handler serves CommandService over Connect, gRPC and gRPC-Web.
 type Handler struct {
 	svc *Service
@@ -205,6 +209,7 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 		no *NotOwnerError
 		rx *ReservationExistsError
 		rn *ReservationNotActiveError
+		cr *CommandIDReusedError
 	)
 	ce := &inventoryv1.CommandError{}
 	code := connect.CodeInternal
@@ -221,6 +226,9 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 	case errors.As(err, &is):
 		code, msg = connect.CodeFailedPrecondition, is.Error()
 		ce.InsufficientStock = &inventoryv1.InsufficientStock{SkuId: is.SKU, StoreId: is.Store, Requested: is.Requested, Available: is.Available}
+	case errors.As(err, &cr):
+		code, msg = connect.CodeAlreadyExists, cr.Error()
+		ce.CommandIdReused = &inventoryv1.CommandIdReused{SkuId: cr.SKU, CommandId: cr.CommandID}
 	case errors.As(err, &rx):
 		code, msg = connect.CodeAlreadyExists, rx.Error()
 	case errors.As(err, &rn):
@@ -268,6 +276,13 @@ func (h *Handler) connectError(err error) *connect.Error {
 	}
 	if ce.ReservationNotActive != nil {
 		addDetail(out, ce.ReservationNotActive)
+	}
+	if r := ce.CommandIdReused; r != nil {
+		addDetail(out, &errdetails.ErrorInfo{
+			Reason:   ReasonCommandIDReused,
+			Domain:   inventoryv1connect.CommandServiceName,
+			Metadata: map[string]string{"sku_id": r.GetSkuId(), "command_id": r.GetCommandId()},
+		})
 	}
 	return out
 }

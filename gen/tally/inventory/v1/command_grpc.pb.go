@@ -47,11 +47,18 @@ const (
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
+//   - ALREADY_EXISTS: the command_id was already used for this SKU by a
+//     different request; details: google.rpc.ErrorInfo with reason
+//     "COMMAND_ID_REUSED", domain "tally.inventory.v1.CommandService" and
+//     metadata sku_id and command_id. (Also: Reserve with the id of an active
+//     reservation.)
 //   - UNAVAILABLE: the log could not take the command; nothing was applied,
 //     retry with the same command_id.
 //
-// A command retried with the same command_id (per SKU) returns the original
-// result with `replayed` set, and appends nothing.
+// A command retried with the same command_id (per SKU) and the same request
+// returns the original result with `replayed` set, and appends nothing. The
+// same command_id with a different request (any field but command_id) is
+// ALREADY_EXISTS: a retry must resend the original request.
 type CommandServiceClient interface {
 	// RecordSale takes units off a store's stock.
 	RecordSale(ctx context.Context, in *RecordSaleRequest, opts ...grpc.CallOption) (*RecordSaleResponse, error)
@@ -204,11 +211,18 @@ func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, in *SetReor
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
+//   - ALREADY_EXISTS: the command_id was already used for this SKU by a
+//     different request; details: google.rpc.ErrorInfo with reason
+//     "COMMAND_ID_REUSED", domain "tally.inventory.v1.CommandService" and
+//     metadata sku_id and command_id. (Also: Reserve with the id of an active
+//     reservation.)
 //   - UNAVAILABLE: the log could not take the command; nothing was applied,
 //     retry with the same command_id.
 //
-// A command retried with the same command_id (per SKU) returns the original
-// result with `replayed` set, and appends nothing.
+// A command retried with the same command_id (per SKU) and the same request
+// returns the original result with `replayed` set, and appends nothing. The
+// same command_id with a different request (any field but command_id) is
+// ALREADY_EXISTS: a retry must resend the original request.
 type CommandServiceServer interface {
 	// RecordSale takes units off a store's stock.
 	RecordSale(context.Context, *RecordSaleRequest) (*RecordSaleResponse, error)
