@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -125,6 +126,27 @@ func (s *SKU) Clone() *SKU {
 	return &SKU{ID: s.ID, Version: s.Version, Stores: maps.Clone(s.Stores), Reservations: maps.Clone(s.Reservations)}
 }
 
+// SystemIDPrefix starts the command ids the writer generates for commands
+// of its own (reservation expiry: "tally:expire:<reservation>:<version>").
+// Client command ids must not start with it, so a client can never take a
+// system command's id in the dedupe window and have it answered "replayed"
+// instead of applied.
+const SystemIDPrefix = "tally:"
+
+// legacyExpiryPrefix started the writer's expiry ids before SystemIDPrefix.
+// Events with such ids stay in the log; clients may not use it either.
+const legacyExpiryPrefix = "expire:"
+
+// reservedIDPrefix returns the reserved prefix that id starts with, if any.
+func reservedIDPrefix(id string) (string, bool) {
+	for _, p := range []string{SystemIDPrefix, legacyExpiryPrefix} {
+		if strings.HasPrefix(id, p) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
 // Expired returns release commands for the reservations that have expired
 // at now, oldest first. The writer decides them like any command, so expiry
 // is an event in the log, never a clock on the read side.
@@ -133,7 +155,7 @@ func (s *SKU) Expired(now time.Time) []*Command {
 	for id, r := range s.Reservations {
 		if !now.Before(r.ExpiresAt) {
 			out = append(out, &Command{
-				ID:   fmt.Sprintf("expire:%s:%d", id, r.Version),
+				ID:   fmt.Sprintf("%sexpire:%s:%d", SystemIDPrefix, id, r.Version),
 				Kind: KindReleaseReservation, SKU: s.ID, ReservationID: id, Reason: "expired",
 			})
 		}
@@ -156,6 +178,7 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 		occurred = recordedAt
 	}
 	version := s.Version
+	fp := fingerprintOf(c)
 	// nextR makes the SKU's next event: delta changes on_hand, rdelta
 	// reserved, at store whose level is lvl.
 	nextR := func(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
@@ -180,6 +203,7 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 			AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
 			AdjustmentReason:   c.AdjustmentReason,
 			CounterpartStoreId: counterpart,
+			CommandFingerprint: fp[:],
 		}
 	}
 	next := func(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {

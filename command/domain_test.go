@@ -245,7 +245,7 @@ func TestReservations(t *testing.T) {
 		t.Fatalf("expired before its ttl: %v", got)
 	}
 	exp := s.Expired(t0.Add(time.Minute))
-	if len(exp) != 1 || exp[0].ReservationID != "cart-1" || exp[0].Reason != "expired" {
+	if len(exp) != 1 || exp[0].ReservationID != "cart-1" || exp[0].Reason != "expired" || exp[0].ID != "tally:expire:cart-1:2" {
 		t.Fatalf("expired at its ttl: %v", exp)
 	}
 	// Committing at or after expiry fails even before the release lands.

@@ -86,6 +86,17 @@ func (e *NotOwnerError) Error() string {
 // at the owner when one is named.
 func (e *NotOwnerError) Unwrap() error { return ErrUnavailable }
 
+// CommandIDReusedError means a command_id the SKU already accepted came back
+// with a different request: neither a retry (which would be answered with
+// the original result) nor a new command (which needs a new id).
+type CommandIDReusedError struct {
+	SKU, CommandID string
+}
+
+func (e *CommandIDReusedError) Error() string {
+	return fmt.Sprintf("command_id %q was already used for sku %q by a different request; a retry must resend the original request, a new command needs a new command_id", e.CommandID, e.SKU)
+}
+
 // ReservationExistsError means a reservation with that id is active.
 type ReservationExistsError struct {
 	SKU, ReservationID string

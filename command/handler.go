@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
@@ -15,6 +16,10 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 )
+
+// ReasonCommandIDReused is the google.rpc.ErrorInfo reason of an
+// ALREADY_EXISTS answer to a command_id reused for a different request.
+const ReasonCommandIDReused = "COMMAND_ID_REUSED"
 
 // Handler serves CommandService over Connect, gRPC and gRPC-Web.
 type Handler struct {
@@ -31,6 +36,17 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 		log = slog.Default()
 	}
 	return &Handler{svc: svc, log: log, now: time.Now}
+}
+
+// HTTPHandler returns the path and the http.Handler that serve h over
+// Connect, gRPC and gRPC-Web. Mount the CommandService only through it: it
+// makes unknown request fields errors (strictJSON, rejectUnknownFields).
+func (h *Handler) HTTPHandler() (string, http.Handler) {
+	return inventoryv1connect.NewCommandServiceHandler(h,
+		connect.WithCodec(strictJSON{"json"}),
+		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
+		connect.WithInterceptors(connect.UnaryInterceptorFunc(h.rejectUnknownFields)),
+	)
 }
 
 func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*Result, error) {
@@ -193,6 +209,7 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 		no *NotOwnerError
 		rx *ReservationExistsError
 		rn *ReservationNotActiveError
+		cr *CommandIDReusedError
 	)
 	ce := &inventoryv1.CommandError{}
 	code := connect.CodeInternal
@@ -209,6 +226,9 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 	case errors.As(err, &is):
 		code, msg = connect.CodeFailedPrecondition, is.Error()
 		ce.InsufficientStock = &inventoryv1.InsufficientStock{SkuId: is.SKU, StoreId: is.Store, Requested: is.Requested, Available: is.Available}
+	case errors.As(err, &cr):
+		code, msg = connect.CodeAlreadyExists, cr.Error()
+		ce.CommandIdReused = &inventoryv1.CommandIdReused{SkuId: cr.SKU, CommandId: cr.CommandID}
 	case errors.As(err, &rx):
 		code, msg = connect.CodeAlreadyExists, rx.Error()
 	case errors.As(err, &rn):
@@ -256,6 +276,13 @@ func (h *Handler) connectError(err error) *connect.Error {
 	}
 	if ce.ReservationNotActive != nil {
 		addDetail(out, ce.ReservationNotActive)
+	}
+	if r := ce.CommandIdReused; r != nil {
+		addDetail(out, &errdetails.ErrorInfo{
+			Reason:   ReasonCommandIDReused,
+			Domain:   inventoryv1connect.CommandServiceName,
+			Metadata: map[string]string{"sku_id": r.GetSkuId(), "command_id": r.GetCommandId()},
+		})
 	}
 	return out
 }

@@ -68,6 +68,7 @@ func (m *Metrics) observeOutcome(err error) {
 	var (
 		vc *VersionConflictError
 		is *InsufficientStockError
+		cr *CommandIDReusedError
 	)
 	outcome := "accepted"
 	switch {
@@ -76,6 +77,8 @@ func (m *Metrics) observeOutcome(err error) {
 		outcome = "version_conflict"
 	case errors.As(err, &is):
 		outcome = "insufficient_stock"
+	case errors.As(err, &cr):
+		outcome = "command_id_reused"
 	case errors.Is(err, ErrUnavailable):
 		outcome = "unavailable"
 	default:

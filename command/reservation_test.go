@@ -1,15 +1,22 @@
 package command_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/kafka"
 )
 
 func TestTwoCheckoutsRaceForTheLastUnit(t *testing.T) {
@@ -61,19 +68,7 @@ func TestExpiredReservationReturnsItsStock(t *testing.T) {
 		t.Fatalf("expires_at %v is not about 1s ahead", r.GetExpiresAt().AsTime())
 	}
 	// The writer releases it with an event once the ttl passes.
-	deadline := time.Now().Add(10 * time.Second)
-	var released *inventoryv1.InventoryEvent
-	for released == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the expired reservation was never released")
-		}
-		time.Sleep(100 * time.Millisecond)
-		for _, e := range readEvents(t, shared.brokers, sku) {
-			if e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_RESERVATION_RELEASED {
-				released = e
-			}
-		}
-	}
+	released := awaitRelease(t, sku)
 	if released.GetReason() != "expired" || released.GetReservedAfter() != 0 || released.GetReservedDelta() != -3 || released.GetReservationId() != "cart" {
 		t.Fatalf("release event %v", released)
 	}
@@ -87,6 +82,66 @@ func TestExpiredReservationReturnsItsStock(t *testing.T) {
 	_, err = g.CommitReservation(t.Context(), &inventoryv1.CommitReservationRequest{CommandId: uniq("c"), SkuId: sku, ReservationId: "cart"})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("commit of an expired reservation: %v, want FailedPrecondition", err)
+	}
+}
+
+// awaitRelease waits for the writer to release a reservation of sku and
+// returns the release event.
+func awaitRelease(t testing.TB, sku string) *inventoryv1.InventoryEvent {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the expired reservation was never released")
+		}
+		time.Sleep(100 * time.Millisecond)
+		for _, e := range readEvents(t, shared.brokers, sku) {
+			if e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_RESERVATION_RELEASED {
+				return e
+			}
+		}
+	}
+}
+
+// The writer's own release of an expired reservation has a command id of its
+// own; a client that sent a command with that id first made the release a
+// "replay" that was never written, and the units stayed reserved for good.
+func TestClientCannotTakeTheExpiryReleasesCommandID(t *testing.T) {
+	sku := uniq("forge")
+	g := shared.grpcClient(t)
+	receive(t, g, sku, "S1", 4)
+	r, err := g.Reserve(t.Context(), &inventoryv1.ReserveRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", Quantity: 3, ReservationId: "cartZ", Ttl: durationpb.New(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := r.GetResult().GetSkuVersion()
+	for _, id := range []string{fmt.Sprintf("expire:cartZ:%d", v), fmt.Sprintf("tally:expire:cartZ:%d", v)} {
+		_, err := g.ReceiveStock(t.Context(), &inventoryv1.ReceiveStockRequest{CommandId: id, SkuId: sku, StoreId: "S1", Quantity: 1})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("receipt with command_id %q: %v, want InvalidArgument", id, err)
+		}
+		if vs := grpcViolations(t, err); vs["command_id"] == "" {
+			t.Fatalf("command_id %q: field violations %v, want command_id", id, vs)
+		}
+		a, err := g.Apply(t.Context(), &inventoryv1.ApplyRequest{Commands: []*inventoryv1.Command{{Kind: &inventoryv1.Command_ReleaseReservation{
+			ReleaseReservation: &inventoryv1.ReleaseReservationRequest{CommandId: id, SkuId: sku, ReservationId: "cartZ"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := a.GetOutcomes()[0].GetError(); e.GetCode() != "invalid_argument" || e.GetFieldViolations()[0].GetField() != "commands[0].release_reservation.command_id" {
+			t.Fatalf("batch release with command_id %q: %v", id, a.GetOutcomes()[0])
+		}
+	}
+	released := awaitRelease(t, sku)
+	if want := fmt.Sprintf("tally:expire:cartZ:%d", v); released.GetCommandId() != want || released.GetReason() != "expired" {
+		t.Fatalf("release %v, want command_id %s, reason expired", released, want)
+	}
+	sale, err := g.RecordSale(t.Context(), &inventoryv1.RecordSaleRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", Quantity: 4})
+	if err != nil {
+		t.Fatalf("selling all 4 after the expiry: %v", err)
+	}
+	if st := sale.GetResult().GetStores()[0]; st.GetOnHand() != 0 || st.GetReserved() != 0 {
+		t.Fatalf("after the sale: %v", st)
 	}
 }
 
@@ -124,5 +179,57 @@ func TestCommitAndReleaseReservations(t *testing.T) {
 	_, err = g.Reserve(t.Context(), &inventoryv1.ReserveRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", Quantity: 1, ReservationId: "x", Ttl: durationpb.New(48 * time.Hour)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a 48h reservation: %v, want InvalidArgument", err)
+	}
+}
+
+// Servers before the "tally:" namespace accepted client commands with
+// "expire:" ids. A SKU whose log already holds such a forged id gets its
+// reservation released all the same, because the writer's ids moved.
+func TestReservationBehindAnOldForgedExpiryIDIsReleased(t *testing.T) {
+	k, err := kafka.StartEmbedded("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	w, err := command.OpenWriter(t.Context(), command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger(), Now: now, ExpiryInterval: 20 * time.Millisecond}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	sku := uniq("legacy")
+	do := func(c *command.Command) *command.Result {
+		t.Helper()
+		res, err := w.Do(t.Context(), c)
+		if err != nil {
+			t.Fatalf("%s: %v", c.ID, err)
+		}
+		return res
+	}
+	do(&command.Command{ID: "r1", Kind: command.KindReceipt, SKU: sku, Store: "S1", Quantity: 4})
+	res := do(&command.Command{ID: "hold", Kind: command.KindReserve, SKU: sku, Store: "S1", Quantity: 3, ReservationID: "cartZ", TTL: time.Minute})
+	// What an old server let through validation.
+	do(&command.Command{ID: fmt.Sprintf("expire:cartZ:%d", res.Version), Kind: command.KindReceipt, SKU: sku, Store: "S1", Quantity: 1})
+
+	skew.Store(int64(time.Minute))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := w.Do(t.Context(), &command.Command{ID: uniq("sale"), Kind: command.KindSale, SKU: sku, Store: "S1", Quantity: 5})
+		if err == nil {
+			break
+		}
+		if !errors.As(err, new(*command.InsufficientStockError)) || time.Now().After(deadline) {
+			t.Fatalf("selling all 5 after the expiry: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

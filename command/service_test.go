@@ -78,7 +78,7 @@ func startStack(brokers []string) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	path, h := inventoryv1connect.NewCommandServiceHandler(command.NewHandler(svc, log))
+	path, h := command.NewHandler(svc, log).HTTPHandler()
 	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -2,6 +2,9 @@ package command
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -55,11 +58,18 @@ func (c *checker) id(field, v string, required bool) {
 	}
 }
 
+// text checks free text that lands in events and from there in PostgreSQL
+// text/jsonb and BigQuery STRING columns: valid UTF-8 without U+0000, which
+// PostgreSQL cannot store in either type. Other control characters (tabs,
+// newlines) are fine there and stay allowed.
 func (c *checker) text(field, v string) {
-	if len(v) > MaxTextBytes {
+	switch {
+	case len(v) > MaxTextBytes:
 		c.add(field, "at most %d bytes, got %d", MaxTextBytes, len(v))
-	} else if !utf8.ValidString(v) {
+	case !utf8.ValidString(v):
 		c.add(field, "must be valid UTF-8")
+	case strings.IndexByte(v, 0) >= 0:
+		c.add(field, "must not contain U+0000 (NUL)")
 	}
 }
 
@@ -77,14 +87,22 @@ func (c *checker) metadata(field string, m map[string]string) {
 		return
 	}
 	total := 0
-	for k, v := range m {
+	// Sorted, so the violation reported for a bad map is always the same.
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
 		total += len(k) + len(v)
-		if k == "" || len(k) > maxMetadataKeyBytes {
+		switch {
+		case k == "" || len(k) > maxMetadataKeyBytes:
 			c.add(field, "keys must be 1 to %d bytes", maxMetadataKeyBytes)
 			return
-		}
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
 			c.add(field, "keys and values must be valid UTF-8")
+			return
+		case strings.IndexByte(k, 0) >= 0:
+			c.add(field, "keys must not contain U+0000 (NUL): key %q", k)
+			return
+		case strings.IndexByte(v, 0) >= 0:
+			c.add(field, "values must not contain U+0000 (NUL): value of key %q", k)
 			return
 		}
 	}
@@ -139,6 +157,9 @@ type common struct {
 
 func (c *checker) common(in common, cmd *Command) {
 	c.id("command_id", in.commandID, true)
+	if p, ok := reservedIDPrefix(in.commandID); ok {
+		c.add("command_id", "must not start with %q: reserved for commands Tally generates itself", p)
+	}
 	c.id("sku_id", in.skuID, true)
 	c.id("user_id", in.userID, false)
 	c.text("reason", in.reason)

@@ -76,3 +76,69 @@ func TestValidationLimits(t *testing.T) {
 }
 
 func mustErr(_ *Command, err error) error { return err }
+
+// PostgreSQL text and jsonb cannot hold U+0000, so no free text that lands in
+// an event may carry it; every command kind is checked, also inside Apply.
+func TestFreeTextWithNULIsRejected(t *testing.T) {
+	nul := map[string]string{"till": "a\x00b"}
+	nulKey := map[string]string{"a\x00b": "x"}
+	cases := []struct {
+		name  string
+		err   error
+		field string
+	}{
+		{"sale reason", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"sale metadata value", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"sale metadata key", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nulKey}, t0)), "metadata"},
+		{"sale user_id", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, UserId: "u\x00"}, t0)), "user_id"},
+		{"return reason", mustErr(FromReturn(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "\x00"}, t0)), "reason"},
+		{"return metadata", mustErr(FromReturn(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"receipt reason", mustErr(FromReceipt(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"receipt metadata", mustErr(FromReceipt(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"adjustment reason", mustErr(FromAdjustment(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
+			AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, Reason: "a\x00b"}, t0)), "reason"},
+		{"adjustment metadata", mustErr(FromAdjustment(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
+			AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, Metadata: nul}, t0)), "metadata"},
+		{"transfer reason", mustErr(FromTransfer(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"transfer metadata", mustErr(FromTransfer(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"reserve metadata", mustErr(FromReserve(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r", Metadata: nul}, t0)), "metadata"},
+		{"reserve reservation_id", mustErr(FromReserve(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r\x00"}, t0)), "reservation_id"},
+		{"commit metadata", mustErr(FromCommitReservation(&inventoryv1.CommitReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", Metadata: nul}, t0)), "metadata"},
+		{"release user_id", mustErr(FromReleaseReservation(&inventoryv1.ReleaseReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", UserId: "\x00"}, t0)), "user_id"},
+		{"reorder policy user_id", mustErr(FromSetReorderPolicy(&inventoryv1.SetReorderPolicyRequest{CommandId: "c", SkuId: "A", StoreId: "S", ReorderPoint: 1, TargetLevel: 2, UserId: "\x00"}, t0)), "user_id"},
+		{"batch sale reason", mustErr(FromBatchCommand(2, &inventoryv1.Command{Kind: &inventoryv1.Command_Sale{Sale: &inventoryv1.RecordSaleRequest{
+			CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}}}, t0)), "commands[2].sale.reason"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := violations(t, tc.err); !got[tc.field] || len(got) != 1 {
+				t.Fatalf("violations %v, want exactly %s", got, tc.field)
+			}
+		})
+	}
+	// Tabs and newlines are ordinary text.
+	if _, err := FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1,
+		Reason: "line 1\nline 2\tend", Metadata: map[string]string{"note": "a\nb"}}, t0); err != nil {
+		t.Fatalf("text with a newline and a tab: %v", err)
+	}
+}
+
+func TestReservedCommandIDPrefixesAreRejected(t *testing.T) {
+	for _, id := range []string{"tally:expire:cart:2", "tally:anything", "expire:cart:2"} {
+		got := violations(t, mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0)))
+		if !got["command_id"] || len(got) != 1 {
+			t.Errorf("command_id %q: violations %v, want command_id", id, got)
+		}
+	}
+	got := violations(t, mustErr(FromBatchCommand(1, &inventoryv1.Command{Kind: &inventoryv1.Command_ReleaseReservation{ReleaseReservation: &inventoryv1.ReleaseReservationRequest{
+		CommandId: "tally:expire:cart:2", SkuId: "A", ReservationId: "cart"}}}, t0)))
+	if !got["commands[1].release_reservation.command_id"] {
+		t.Errorf("batch release with a system id: %v", got)
+	}
+	// Only the exact prefixes are reserved: ids are opaque bytes.
+	for _, id := range []string{"Tally:x", "expired:x", "my-tally:x", "expire"} {
+		if _, err := FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0); err != nil {
+			t.Errorf("command_id %q: %v", id, err)
+		}
+	}
+}

@@ -88,6 +88,9 @@ type Result struct {
 	Negative bool
 	// ExpiresAt is when a new reservation expires.
 	ExpiresAt time.Time
+	// fingerprint is what the command asked for (zero when its events
+	// predate fingerprints), checked against retries.
+	fingerprint fingerprint
 }
 
 // StoreLevel is a store's stock after a command.
@@ -98,7 +101,7 @@ type StoreLevel struct {
 
 // resultOf summarises the events of one command.
 func resultOf(events []*inventoryv1.InventoryEvent) *Result {
-	r := &Result{SKU: events[0].GetSkuId()}
+	r := &Result{SKU: events[0].GetSkuId(), fingerprint: fingerprintOfEvent(events[0].GetCommandFingerprint())}
 	for _, e := range events {
 		r.addEvent(e)
 	}
@@ -486,11 +489,11 @@ func (w *Writer) commit(batch []*request) error {
 		}
 		key := dedupeKey(r.cmd.SKU, r.cmd.ID)
 		if res := pending[key]; res != nil {
-			replies[i].res = res.replayed()
+			replies[i].res, replies[i].err = res.replay(r.cmd)
 			continue
 		}
 		if res := w.dedupe.get(key); res != nil {
-			replies[i].res = res.replayed()
+			replies[i].res, replies[i].err = res.replay(r.cmd)
 			continue
 		}
 		sku := overlay[r.cmd.SKU]

@@ -260,7 +260,7 @@ func Start(ctx context.Context, c *Config) error {
 		if err != nil {
 			return err
 		}
-		path, h := inventoryv1connect.NewCommandServiceHandler(command.NewHandler(cmds, log))
+		path, h := command.NewHandler(cmds, log).HTTPHandler()
 		srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	}
 	if c.roles&RoleQuery != 0 {

@@ -576,7 +576,8 @@ func (x *SetReorderPolicyResponse) GetResult() *CommandResult {
 type RecordSaleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client idempotency key (1-128 bytes). Retrying with the same id returns
-	// the original result.
+	// the original result. Ids starting with "tally:" or "expire:" are
+	// reserved for commands Tally generates itself.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	SkuId     string `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
 	StoreId   string `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
@@ -1940,6 +1941,7 @@ type CommandError struct {
 	VersionConflict      *VersionConflict      `protobuf:"bytes,4,opt,name=version_conflict,json=versionConflict,proto3" json:"version_conflict,omitempty"`
 	InsufficientStock    *InsufficientStock    `protobuf:"bytes,5,opt,name=insufficient_stock,json=insufficientStock,proto3" json:"insufficient_stock,omitempty"`
 	ReservationNotActive *ReservationNotActive `protobuf:"bytes,6,opt,name=reservation_not_active,json=reservationNotActive,proto3" json:"reservation_not_active,omitempty"`
+	CommandIdReused      *CommandIdReused      `protobuf:"bytes,7,opt,name=command_id_reused,json=commandIdReused,proto3" json:"command_id_reused,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -2016,6 +2018,68 @@ func (x *CommandError) GetReservationNotActive() *ReservationNotActive {
 	return nil
 }
 
+func (x *CommandError) GetCommandIdReused() *CommandIdReused {
+	if x != nil {
+		return x.CommandIdReused
+	}
+	return nil
+}
+
+// CommandIdReused is the detail of an ALREADY_EXISTS error: the command_id
+// was accepted before for the SKU, with a different request. (A unary call
+// carries it as google.rpc.ErrorInfo, reason "COMMAND_ID_REUSED".)
+type CommandIdReused struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SkuId         string                 `protobuf:"bytes,1,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	CommandId     string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandIdReused) Reset() {
+	*x = CommandIdReused{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandIdReused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandIdReused) ProtoMessage() {}
+
+func (x *CommandIdReused) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandIdReused.ProtoReflect.Descriptor instead.
+func (*CommandIdReused) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CommandIdReused) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *CommandIdReused) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 // ReservationNotActive is the detail of a FAILED_PRECONDITION error: the
 // reservation was committed, released, expired, or never made.
 type ReservationNotActive struct {
@@ -2028,7 +2092,7 @@ type ReservationNotActive struct {
 
 func (x *ReservationNotActive) Reset() {
 	*x = ReservationNotActive{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2104,7 @@ func (x *ReservationNotActive) String() string {
 func (*ReservationNotActive) ProtoMessage() {}
 
 func (x *ReservationNotActive) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2117,7 @@ func (x *ReservationNotActive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReservationNotActive.ProtoReflect.Descriptor instead.
 func (*ReservationNotActive) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReservationNotActive) GetSkuId() string {
@@ -2082,7 +2146,7 @@ type FieldViolation struct {
 
 func (x *FieldViolation) Reset() {
 	*x = FieldViolation{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2158,7 @@ func (x *FieldViolation) String() string {
 func (*FieldViolation) ProtoMessage() {}
 
 func (x *FieldViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2171,7 @@ func (x *FieldViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldViolation.ProtoReflect.Descriptor instead.
 func (*FieldViolation) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FieldViolation) GetField() string {
@@ -2136,7 +2200,7 @@ type VersionConflict struct {
 
 func (x *VersionConflict) Reset() {
 	*x = VersionConflict{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2212,7 @@ func (x *VersionConflict) String() string {
 func (*VersionConflict) ProtoMessage() {}
 
 func (x *VersionConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2225,7 @@ func (x *VersionConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionConflict.ProtoReflect.Descriptor instead.
 func (*VersionConflict) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VersionConflict) GetSkuId() string {
@@ -2199,7 +2263,7 @@ type InsufficientStock struct {
 
 func (x *InsufficientStock) Reset() {
 	*x = InsufficientStock{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2275,7 @@ func (x *InsufficientStock) String() string {
 func (*InsufficientStock) ProtoMessage() {}
 
 func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2288,7 @@ func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsufficientStock.ProtoReflect.Descriptor instead.
 func (*InsufficientStock) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InsufficientStock) GetSkuId() string {
@@ -2445,14 +2509,19 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x17\n" +
 	"\aon_hand\x18\x02 \x01(\x03R\x06onHand\x12\x1a\n" +
 	"\breserved\x18\x03 \x01(\x03R\breserved\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\x91\x03\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\xe2\x03\n" +
 	"\fCommandError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12M\n" +
 	"\x10field_violations\x18\x03 \x03(\v2\".tally.inventory.v1.FieldViolationR\x0ffieldViolations\x12N\n" +
 	"\x10version_conflict\x18\x04 \x01(\v2#.tally.inventory.v1.VersionConflictR\x0fversionConflict\x12T\n" +
 	"\x12insufficient_stock\x18\x05 \x01(\v2%.tally.inventory.v1.InsufficientStockR\x11insufficientStock\x12^\n" +
-	"\x16reservation_not_active\x18\x06 \x01(\v2(.tally.inventory.v1.ReservationNotActiveR\x14reservationNotActive\"T\n" +
+	"\x16reservation_not_active\x18\x06 \x01(\v2(.tally.inventory.v1.ReservationNotActiveR\x14reservationNotActive\x12O\n" +
+	"\x11command_id_reused\x18\a \x01(\v2#.tally.inventory.v1.CommandIdReusedR\x0fcommandIdReused\"G\n" +
+	"\x0fCommandIdReused\x12\x15\n" +
+	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x02 \x01(\tR\tcommandId\"T\n" +
 	"\x14ReservationNotActive\x12\x15\n" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12%\n" +
 	"\x0ereservation_id\x18\x02 \x01(\tR\rreservationId\"H\n" +
@@ -2493,7 +2562,7 @@ func file_tally_inventory_v1_command_proto_rawDescGZIP() []byte {
 	return file_tally_inventory_v1_command_proto_rawDescData
 }
 
-var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*ReserveRequest)(nil),             // 0: tally.inventory.v1.ReserveRequest
 	(*ReserveResponse)(nil),            // 1: tally.inventory.v1.ReserveResponse
@@ -2520,46 +2589,47 @@ var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*CommandResult)(nil),              // 22: tally.inventory.v1.CommandResult
 	(*StoreLevel)(nil),                 // 23: tally.inventory.v1.StoreLevel
 	(*CommandError)(nil),               // 24: tally.inventory.v1.CommandError
-	(*ReservationNotActive)(nil),       // 25: tally.inventory.v1.ReservationNotActive
-	(*FieldViolation)(nil),             // 26: tally.inventory.v1.FieldViolation
-	(*VersionConflict)(nil),            // 27: tally.inventory.v1.VersionConflict
-	(*InsufficientStock)(nil),          // 28: tally.inventory.v1.InsufficientStock
-	nil,                                // 29: tally.inventory.v1.ReserveRequest.MetadataEntry
-	nil,                                // 30: tally.inventory.v1.CommitReservationRequest.MetadataEntry
-	nil,                                // 31: tally.inventory.v1.RecordSaleRequest.MetadataEntry
-	nil,                                // 32: tally.inventory.v1.RecordReturnRequest.MetadataEntry
-	nil,                                // 33: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
-	nil,                                // 34: tally.inventory.v1.AdjustStockRequest.MetadataEntry
-	nil,                                // 35: tally.inventory.v1.TransferStockRequest.MetadataEntry
-	(*durationpb.Duration)(nil),        // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 37: google.protobuf.Timestamp
-	(AdjustmentReason)(0),              // 38: tally.inventory.v1.AdjustmentReason
+	(*CommandIdReused)(nil),            // 25: tally.inventory.v1.CommandIdReused
+	(*ReservationNotActive)(nil),       // 26: tally.inventory.v1.ReservationNotActive
+	(*FieldViolation)(nil),             // 27: tally.inventory.v1.FieldViolation
+	(*VersionConflict)(nil),            // 28: tally.inventory.v1.VersionConflict
+	(*InsufficientStock)(nil),          // 29: tally.inventory.v1.InsufficientStock
+	nil,                                // 30: tally.inventory.v1.ReserveRequest.MetadataEntry
+	nil,                                // 31: tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	nil,                                // 32: tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	nil,                                // 33: tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	nil,                                // 34: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	nil,                                // 35: tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	nil,                                // 36: tally.inventory.v1.TransferStockRequest.MetadataEntry
+	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
+	(AdjustmentReason)(0),              // 39: tally.inventory.v1.AdjustmentReason
 }
 var file_tally_inventory_v1_command_proto_depIdxs = []int32{
-	36, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
-	29, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
+	37, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
 	22, // 2: tally.inventory.v1.ReserveResponse.result:type_name -> tally.inventory.v1.CommandResult
-	37, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	30, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	38, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	31, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
 	22, // 6: tally.inventory.v1.CommitReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 7: tally.inventory.v1.ReleaseReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 8: tally.inventory.v1.SetReorderPolicyResponse.result:type_name -> tally.inventory.v1.CommandResult
-	37, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	31, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	38, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	32, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
 	22, // 11: tally.inventory.v1.RecordSaleResponse.result:type_name -> tally.inventory.v1.CommandResult
-	37, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	32, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	38, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
 	22, // 14: tally.inventory.v1.RecordReturnResponse.result:type_name -> tally.inventory.v1.CommandResult
-	37, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	33, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	38, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	34, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
 	22, // 17: tally.inventory.v1.ReceiveStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
-	37, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	34, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	39, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
+	38, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
 	22, // 21: tally.inventory.v1.AdjustStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	37, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	35, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
+	38, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	36, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
 	22, // 24: tally.inventory.v1.TransferStockResponse.result:type_name -> tally.inventory.v1.CommandResult
 	19, // 25: tally.inventory.v1.ApplyRequest.commands:type_name -> tally.inventory.v1.Command
 	8,  // 26: tally.inventory.v1.Command.sale:type_name -> tally.inventory.v1.RecordSaleRequest
@@ -2575,35 +2645,36 @@ var file_tally_inventory_v1_command_proto_depIdxs = []int32{
 	22, // 36: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
 	24, // 37: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
 	23, // 38: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
-	26, // 39: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
-	27, // 40: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
-	28, // 41: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
-	25, // 42: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
-	8,  // 43: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
-	10, // 44: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
-	12, // 45: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
-	14, // 46: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
-	16, // 47: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
-	18, // 48: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
-	0,  // 49: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
-	2,  // 50: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
-	4,  // 51: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
-	6,  // 52: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
-	9,  // 53: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
-	11, // 54: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
-	13, // 55: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
-	15, // 56: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
-	17, // 57: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
-	20, // 58: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
-	1,  // 59: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
-	3,  // 60: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
-	5,  // 61: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
-	7,  // 62: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
-	53, // [53:63] is the sub-list for method output_type
-	43, // [43:53] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	27, // 39: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
+	28, // 40: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
+	29, // 41: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
+	26, // 42: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
+	25, // 43: tally.inventory.v1.CommandError.command_id_reused:type_name -> tally.inventory.v1.CommandIdReused
+	8,  // 44: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
+	10, // 45: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
+	12, // 46: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
+	14, // 47: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
+	16, // 48: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
+	18, // 49: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
+	0,  // 50: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
+	2,  // 51: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
+	4,  // 52: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
+	6,  // 53: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
+	9,  // 54: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
+	11, // 55: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
+	13, // 56: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
+	15, // 57: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
+	17, // 58: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
+	20, // 59: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
+	1,  // 60: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
+	3,  // 61: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
+	5,  // 62: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
+	7,  // 63: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
+	54, // [54:64] is the sub-list for method output_type
+	44, // [44:54] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_command_proto_init() }
@@ -2640,7 +2711,7 @@ func file_tally_inventory_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_command_proto_rawDesc), len(file_tally_inventory_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,15 +40,25 @@ const (
 //
 // Errors (Connect / gRPC codes):
 //   - INVALID_ARGUMENT: malformed input; details: google.rpc.BadRequest with
-//     one field violation per problem.
+//     one field violation per problem. Free text must be valid UTF-8 without
+//     U+0000. A field this service does not know is an error, not ignored:
+//     in JSON the message names it (no details), in binary protobuf a field
+//     violation names its path and number (e.g. "commands[2].sale.12").
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
+//   - ALREADY_EXISTS: the command_id was already used for this SKU by a
+//     different request; details: google.rpc.ErrorInfo with reason
+//     "COMMAND_ID_REUSED", domain "tally.inventory.v1.CommandService" and
+//     metadata sku_id and command_id. (Also: Reserve with the id of an active
+//     reservation.)
 //   - UNAVAILABLE: the log could not take the command; nothing was applied,
 //     retry with the same command_id.
 //
-// A command retried with the same command_id (per SKU) returns the original
-// result with `replayed` set, and appends nothing.
+// A command retried with the same command_id (per SKU) and the same request
+// returns the original result with `replayed` set, and appends nothing. The
+// same command_id with a different request (any field but command_id) is
+// ALREADY_EXISTS: a retry must resend the original request.
 type CommandServiceClient interface {
 	// RecordSale takes units off a store's stock.
 	RecordSale(ctx context.Context, in *RecordSaleRequest, opts ...grpc.CallOption) (*RecordSaleResponse, error)
@@ -194,15 +204,25 @@ func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, in *SetReor
 //
 // Errors (Connect / gRPC codes):
 //   - INVALID_ARGUMENT: malformed input; details: google.rpc.BadRequest with
-//     one field violation per problem.
+//     one field violation per problem. Free text must be valid UTF-8 without
+//     U+0000. A field this service does not know is an error, not ignored:
+//     in JSON the message names it (no details), in binary protobuf a field
+//     violation names its path and number (e.g. "commands[2].sale.12").
 //   - ABORTED: expected_version did not match; details: VersionConflict.
 //   - FAILED_PRECONDITION: not enough available stock; details:
 //     InsufficientStock.
+//   - ALREADY_EXISTS: the command_id was already used for this SKU by a
+//     different request; details: google.rpc.ErrorInfo with reason
+//     "COMMAND_ID_REUSED", domain "tally.inventory.v1.CommandService" and
+//     metadata sku_id and command_id. (Also: Reserve with the id of an active
+//     reservation.)
 //   - UNAVAILABLE: the log could not take the command; nothing was applied,
 //     retry with the same command_id.
 //
-// A command retried with the same command_id (per SKU) returns the original
-// result with `replayed` set, and appends nothing.
+// A command retried with the same command_id (per SKU) and the same request
+// returns the original result with `replayed` set, and appends nothing. The
+// same command_id with a different request (any field but command_id) is
+// ALREADY_EXISTS: a retry must resend the original request.
 type CommandServiceServer interface {
 	// RecordSale takes units off a store's stock.
 	RecordSale(context.Context, *RecordSaleRequest) (*RecordSaleResponse, error)

@@ -204,6 +204,8 @@ type InventoryEvent struct {
 	// Client metadata (till id, order number, ...), copied verbatim.
 	Metadata map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The client's idempotency key of the command that produced this event.
+	// Ids starting with "tally:" (before: "expire:") are commands the SKU's
+	// writer generated itself, such as the release of an expired reservation.
 	CommandId string `protobuf:"bytes,11,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The SKU's version after this event: 1, 2, 3 ... per SKU, gap-free.
 	SkuVersion int64 `protobuf:"varint,12,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
@@ -227,10 +229,17 @@ type InventoryEvent struct {
 	ReservationExpiresAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=reservation_expires_at,json=reservationExpiresAt,proto3" json:"reservation_expires_at,omitempty"`
 	// Set on EVENT_TYPE_REORDER_POLICY_SET: low stock is available <=
 	// reorder_point; a reorder brings available up to target_level.
-	ReorderPoint  int64 `protobuf:"varint,21,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
-	TargetLevel   int64 `protobuf:"varint,22,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReorderPoint int64 `protobuf:"varint,21,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
+	TargetLevel  int64 `protobuf:"varint,22,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
+	// What the command that produced this event asked for: 16 bytes of
+	// SHA-256 over a canonical encoding of its fields (command/fingerprint.go),
+	// the same on every event of the command. The writer tells a retry of the
+	// command (same command_id, same fingerprint) from a command_id reused for
+	// a different request. Empty on events written before it: such a command
+	// matches any retry.
+	CommandFingerprint []byte `protobuf:"bytes,23,opt,name=command_fingerprint,json=commandFingerprint,proto3" json:"command_fingerprint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *InventoryEvent) Reset() {
@@ -417,11 +426,18 @@ func (x *InventoryEvent) GetTargetLevel() int64 {
 	return 0
 }
 
+func (x *InventoryEvent) GetCommandFingerprint() []byte {
+	if x != nil {
+		return x.CommandFingerprint
+	}
+	return nil
+}
+
 var File_tally_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\b\n" +
+	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\b\n" +
 	"\x0eInventoryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12<\n" +
 	"\n" +
@@ -450,7 +466,8 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\x0ereservation_id\x18\x13 \x01(\tR\rreservationId\x12P\n" +
 	"\x16reservation_expires_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x14reservationExpiresAt\x12#\n" +
 	"\rreorder_point\x18\x15 \x01(\x03R\freorderPoint\x12!\n" +
-	"\ftarget_level\x18\x16 \x01(\x03R\vtargetLevel\x1a;\n" +
+	"\ftarget_level\x18\x16 \x01(\x03R\vtargetLevel\x12/\n" +
+	"\x13command_fingerprint\x18\x17 \x01(\fR\x12commandFingerprint\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd7\x02\n" +
