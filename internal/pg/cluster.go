@@ -112,12 +112,27 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}
 	data := filepath.Join(dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		out, err := c.command(ctx, "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions").CombinedOutput()
+		// initdb into a side directory renamed into place once complete:
+		// an interrupted initdb (a cancel, a kill) never leaves half a data
+		// directory that the next start would take for a cluster.
+		tmp := data + ".initdb"
+		if err := os.RemoveAll(tmp); err != nil {
+			return nil, err
+		}
+		out, err := c.command(ctx, "initdb", "-D", tmp, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-instructions").CombinedOutput()
 		if ctx.Err() != nil {
+			os.RemoveAll(tmp)
 			return nil, fmt.Errorf("initdb: %w", ctx.Err())
 		}
 		if err != nil {
+			os.RemoveAll(tmp)
 			return nil, fmt.Errorf("initdb: %w: %s", err, out)
+		}
+		if err := os.RemoveAll(data); err != nil { // an empty or partial one
+			return nil, err
+		}
+		if err := os.Rename(tmp, data); err != nil {
+			return nil, fmt.Errorf("initdb: %w", err)
 		}
 	}
 	args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-h", "127.0.0.1", "-k", dir,

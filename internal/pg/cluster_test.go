@@ -121,15 +121,17 @@ func TestCancelDuringInitdbLeavesNoDataDirectory(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	// initdb makes the directory first, then fills it for a second or so.
-	go cancelWhen(ctx, cancel, filepath.Join(dir, "data"))
+	// initdb makes its directory first, then fills it for a second or so.
+	go cancelWhen(ctx, cancel, filepath.Join(dir, "data.initdb"))
 	_, err := startCluster(t, ctx, dir)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("StartCluster with ctx cancelled during initdb: %v, want context.Canceled", err)
 	}
 	// Half a data directory would pass for a cluster at the next start.
-	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("data directory after a cancelled initdb: %v; want none", err)
+	for _, d := range []string{"data", "data.initdb"} {
+		if _, err := os.Stat(filepath.Join(dir, d)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s after a cancelled initdb: %v; want none", d, err)
+		}
 	}
 	mustStart(t, dir)
 }
