@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/api/iterator"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -180,24 +179,7 @@ func TestBigQueryProjectsEveryEventOnce(t *testing.T) {
 // craft appends one event of a SKU at a store, keeping the fold up to
 // date; mod adjusts the event before it is encoded.
 func (f *fixture) craft(sku, store string, typ inventoryv1.EventType, delta int64, at time.Time, mod func(*inventoryv1.InventoryEvent)) *kgo.Record {
-	st := f.skus[sku]
-	if st == nil {
-		st = &skuState{onHand: map[string]int64{}, storeVersion: map[string]int64{}}
-		f.skus[sku] = st
-	}
-	st.version++
-	st.onHand[store] += delta
-	st.storeVersion[store] = st.version
-	e := &inventoryv1.InventoryEvent{
-		EventId: uuidFor(sku, st.version), EventType: typ, SkuId: sku, StoreId: store, QuantityDelta: delta,
-		OccurredAt: timestamppb.New(at), RecordedAt: timestamppb.Now(), CommandId: fmt.Sprintf("cmd-%s-%d", sku, st.version),
-		SkuVersion: st.version, OnHandAfter: st.onHand[store], AllowNegative: st.onHand[store] < 0,
-	}
-	if mod != nil {
-		mod(e)
-	}
-	f.events++
-	return f.record(sku, e)
+	return f.event(sku, store, typ, delta, at, mod, false)
 }
 
 const (
