@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/api/iterator"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -409,6 +410,26 @@ func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T)
 
 	_, h := f.deadLetter("bigquery")
 	if h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" {
+		t.Fatalf("DLQ headers %v", h)
+	}
+}
+
+func TestBigQueryEventWithATimeBeyondTheYear9999IsDeadLettered(t *testing.T) {
+	// BigQuery's TIMESTAMP ends with the year 9999, and the client cannot
+	// even encode a later time: the batch failed forever.
+	f := newBQFixture(t, 1)
+	f.commit([]*kgo.Record{
+		f.craft("sku-0", "S0", receipt, 5, time.Now(), nil),
+		// Outside the fixture's fold, which counts every crafted event.
+		f.record("sku-0", &inventoryv1.InventoryEvent{
+			EventId: uuidFor("sku-0", 99), EventType: receipt, SkuId: "sku-0", StoreId: "S0", QuantityDelta: 1, SkuVersion: 99,
+			OccurredAt: timestamppb.New(time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)), RecordedAt: timestamppb.Now(),
+		}),
+		f.craft("sku-0", "S0", receipt, 5, time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), nil),
+	})
+	f.runUntilCaughtUp(f.projector(nil))
+	f.assertFoldOfLog()
+	if _, h := f.deadLetter("bigquery"); h["tally-source-offset"] != "1" || !strings.Contains(h["tally-dlq-error"], "event time") {
 		t.Fatalf("DLQ headers %v", h)
 	}
 }

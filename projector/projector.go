@@ -633,6 +633,11 @@ func decodeEvent(r *kgo.Record, e *inventoryv1.InventoryEvent) (uuid.UUID, error
 	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
 		return id, errors.New("event without occurred_at or recorded_at")
 	}
+	// Years 1 to 9999, as BigQuery's TIMESTAMP and JSON's encoding take
+	// them: beyond, the BigQuery projection could never write the batch.
+	if err := errors.Join(e.GetOccurredAt().CheckValid(), e.GetRecordedAt().CheckValid()); err != nil {
+		return id, fmt.Errorf("event time: %w", err)
+	}
 	return id, nil
 }
 

@@ -568,6 +568,20 @@ func TestLostConnectionIsRetriedAndDeadLettersNothingMore(t *testing.T) {
 	}
 }
 
+func TestEventWithATimeBeyondTheYear9999IsDeadLettered(t *testing.T) {
+	f := newFixture(t, 1)
+	f.commit([]*kgo.Record{
+		f.event("sku-0", "S0", receipt, 5, time.Now(), nil, false),
+		f.event("sku-0", "S0", receipt, 5, time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), nil, true),
+		f.event("sku-0", "S0", receipt, 5, time.Now(), nil, false),
+	})
+	f.runUntilCaughtUp(f.projector("pg", nil, 0), "pg")
+	f.assertFoldOfLog()
+	if _, h := f.deadLetter("pg"); h["tally-source-offset"] != "1" || !strings.Contains(h["tally-dlq-error"], "event time") {
+		t.Fatalf("DLQ headers %v", h)
+	}
+}
+
 // decoded decodes an event record.
 func decoded(t testing.TB, r *kgo.Record) *inventoryv1.InventoryEvent {
 	t.Helper()
