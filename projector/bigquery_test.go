@@ -180,24 +180,7 @@ func TestBigQueryProjectsEveryEventOnce(t *testing.T) {
 // craft appends one event of a SKU at a store, keeping the fold up to
 // date; mod adjusts the event before it is encoded.
 func (f *fixture) craft(sku, store string, typ inventoryv1.EventType, delta int64, at time.Time, mod func(*inventoryv1.InventoryEvent)) *kgo.Record {
-	st := f.skus[sku]
-	if st == nil {
-		st = &skuState{onHand: map[string]int64{}, storeVersion: map[string]int64{}}
-		f.skus[sku] = st
-	}
-	st.version++
-	st.onHand[store] += delta
-	st.storeVersion[store] = st.version
-	e := &inventoryv1.InventoryEvent{
-		EventId: uuidFor(sku, st.version), EventType: typ, SkuId: sku, StoreId: store, QuantityDelta: delta,
-		OccurredAt: timestamppb.New(at), RecordedAt: timestamppb.Now(), CommandId: fmt.Sprintf("cmd-%s-%d", sku, st.version),
-		SkuVersion: st.version, OnHandAfter: st.onHand[store], AllowNegative: st.onHand[store] < 0,
-	}
-	if mod != nil {
-		mod(e)
-	}
-	f.events++
-	return f.record(sku, e)
+	return f.event(sku, store, typ, delta, at, mod, false)
 }
 
 const (
@@ -427,6 +410,26 @@ func TestBigQueryGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T)
 
 	_, h := f.deadLetter("bigquery")
 	if h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" {
+		t.Fatalf("DLQ headers %v", h)
+	}
+}
+
+func TestBigQueryEventWithATimeBeyondTheYear9999IsDeadLettered(t *testing.T) {
+	// BigQuery's TIMESTAMP ends with the year 9999, and the client cannot
+	// even encode a later time: the batch failed forever.
+	f := newBQFixture(t, 1)
+	f.commit([]*kgo.Record{
+		f.craft("sku-0", "S0", receipt, 5, time.Now(), nil),
+		// Outside the fixture's fold, which counts every crafted event.
+		f.record("sku-0", &inventoryv1.InventoryEvent{
+			EventId: uuidFor("sku-0", 99), EventType: receipt, SkuId: "sku-0", StoreId: "S0", QuantityDelta: 1, SkuVersion: 99,
+			OccurredAt: timestamppb.New(time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)), RecordedAt: timestamppb.Now(),
+		}),
+		f.craft("sku-0", "S0", receipt, 5, time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), nil),
+	})
+	f.runUntilCaughtUp(f.projector(nil))
+	f.assertFoldOfLog()
+	if _, h := f.deadLetter("bigquery"); h["tally-source-offset"] != "1" || !strings.Contains(h["tally-dlq-error"], "event time") {
 		t.Fatalf("DLQ headers %v", h)
 	}
 }

@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}),
 		dead: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tally_projector_dead_lettered_total", Help: "Records sent to the dead-letter topic.",
+			Name: "tally_projector_dead_lettered_total", Help: "Records skipped and sent to the dead-letter topic: undecodable, or refused by Postgres for their data.",
 		}),
 		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tally_projector_next_offset", Help: "Next offset to project, by partition.",
@@ -58,6 +58,7 @@ func (m *Metrics) batchCommitted(offsets []offsetRow, dead int, d time.Duration,
 		m.offset.WithLabelValues(p).Set(float64(o.next))
 	}
 	m.batches.WithLabelValues("committed").Inc()
+	m.dead.Add(float64(dead))
 	m.batchSecs.Observe(d.Seconds())
 	for _, t := range recorded {
 		m.visibility.Observe(now.Sub(t).Seconds())
@@ -67,12 +68,6 @@ func (m *Metrics) batchCommitted(offsets []offsetRow, dead int, d time.Duration,
 func (m *Metrics) batchFailed() {
 	if m != nil {
 		m.batches.WithLabelValues("failed").Inc()
-	}
-}
-
-func (m *Metrics) deadLettered(n int) {
-	if m != nil {
-		m.dead.Add(float64(n))
 	}
 }
 

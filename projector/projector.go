@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -102,7 +105,9 @@ func NewPostgres(cfg Config) (*Postgres, error) {
 }
 
 // Run consumes until ctx ends. A batch whose transaction fails is retried
-// from the same records until it commits or ctx ends; nothing is skipped.
+// from the same records until it commits or ctx ends. Only records the read
+// model can never hold are skipped, each dead-lettered: those that do not
+// decode, and events Postgres refuses for their own data (refusedData).
 func (p *Postgres) Run(ctx context.Context) error {
 	if err := ensureDLQ(ctx, p.cfg.Brokers); err != nil {
 		return ignoreCanceled(ctx, err) // nil when stopped while starting
@@ -231,56 +236,75 @@ type offsetRow struct {
 	events    int
 }
 
+// ledgerEvent is a decoded record and its ledger row.
+type ledgerEvent struct {
+	rec *kgo.Record
+	e   *inventoryv1.InventoryEvent
+	id  uuid.UUID
+	row []any
+}
+
+// deadRecord is a record the projection skips: ev is nil when it did not
+// decode.
+type deadRecord struct {
+	rec *kgo.Record
+	ev  *ledgerEvent
+	err error
+}
+
+// ledgerMode is how a batch's events reach the ledger.
+type ledgerMode int
+
+const (
+	// copyDirect COPYs straight into the ledger: the normal path.
+	copyDirect ledgerMode = iota
+	// copyStaged COPYs into a temp table and inserts the rows not there
+	// yet: for a batch that meets events already in the ledger (a replay,
+	// or two instances during a rebalance).
+	copyStaged
+	// isolate is copyStaged in parts, each under a savepoint, halving the
+	// parts Postgres refuses for their data until each refused event stands
+	// alone: those are dead-lettered, the rest stored.
+	isolate
+)
+
 // project writes a poll's records of every partition, and each partition's
 // next offset, in one transaction.
 func (p *Postgres) project(ctx context.Context, batch []partBatch) error {
 	start := time.Now()
-	var rows [][]any
-	state := newBatchState()
-	var dead []*kgo.Record
-	var deadErrs []error
-	var recorded []time.Time
+	var evs []ledgerEvent
+	var dead []deadRecord
 	offsets := make([]offsetRow, len(batch))
 	for i, pb := range batch {
-		o := &offsets[i]
-		o.partition, o.next = pb.partition, pb.recs[len(pb.recs)-1].Offset+1
+		offsets[i] = offsetRow{partition: pb.partition, next: pb.recs[len(pb.recs)-1].Offset + 1}
 		for _, r := range pb.recs {
 			if r.Attrs.IsControl() {
 				continue
 			}
-			e := &inventoryv1.InventoryEvent{}
-			row, err := decodeRow(r, e)
+			ev, err := decodeRow(r)
 			if err != nil {
-				dead, deadErrs = append(dead, r), append(deadErrs, err)
+				dead = append(dead, deadRecord{rec: r, err: err})
 				continue
 			}
-			rows = append(rows, row)
-			state.add(e)
-			o.events++
-			t := e.GetRecordedAt().AsTime()
-			recorded = append(recorded, t)
-			if t.After(o.newest) {
-				o.newest = t
-			}
+			evs = append(evs, ev)
 		}
 	}
-	if len(dead) > 0 {
-		if err := deadLetter(ctx, p.cl, p.cfg.Consumer, dead, deadErrs, p.log); err != nil {
-			return err
-		}
-		p.cfg.Metrics.deadLettered(len(dead))
-	}
-	err := p.commitBatch(ctx, rows, state, offsets, false)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+	c, err := p.commitBatch(ctx, evs, dead, offsets, copyDirect)
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		// Some of these events are already in the ledger: a replay.
-		err = p.commitBatch(ctx, rows, state, offsets, true)
+		c, err = p.commitBatch(ctx, evs, dead, offsets, copyStaged)
+	}
+	if refusedData(err) != nil {
+		// Retrying the batch as it is would fail forever, and hold up
+		// every partition in it: find the events at fault.
+		p.log.Warn("batch refused for its data; isolating the events at fault", "error", err)
+		c, err = p.commitBatch(ctx, evs, dead, offsets, isolate)
 	}
 	if err != nil {
 		return err
 	}
-	p.policies.set(state.policies)
-	p.cfg.Metrics.batchCommitted(offsets, len(dead), time.Since(start), recorded)
+	p.policies.set(c.state.policies)
+	p.cfg.Metrics.batchCommitted(c.offsets, c.dead, time.Since(start), c.recorded)
 	return nil
 }
 
@@ -299,11 +323,16 @@ type batchState struct {
 	policyVersions map[levelKey]*inventoryv1.InventoryEvent
 }
 
-func newBatchState() *batchState {
-	return &batchState{
+// newBatchState folds evs.
+func newBatchState(evs []ledgerEvent) *batchState {
+	b := &batchState{
 		levels: map[levelKey]*inventoryv1.InventoryEvent{}, before: map[levelKey]int64{},
 		policies: map[levelKey]Policy{}, policyVersions: map[levelKey]*inventoryv1.InventoryEvent{},
 	}
+	for _, ev := range evs {
+		b.add(ev.e)
+	}
+	return b
 }
 
 func (b *batchState) add(e *inventoryv1.InventoryEvent) {
@@ -323,21 +352,89 @@ func (b *batchState) add(e *inventoryv1.InventoryEvent) {
 	}
 }
 
-// commitBatch writes rows and the partitions' next offsets in one
-// transaction.
-func (p *Postgres) commitBatch(ctx context.Context, rows [][]any, state *batchState, offsets []offsetRow, staged bool) error {
+// uniqueViolation is the SQLSTATE of a row already in the ledger.
+const uniqueViolation = "23505"
+
+// refusedData returns the error by which Postgres refused a statement for
+// the data it was given, or nil for any other error. Such a refusal is the
+// same whenever the same rows are written, so retrying cannot help:
+//   - class 22, data exception: a value the column's type cannot hold (a NUL
+//     in text, 22021; \u0000 in jsonb, 22P05; a time out of range, 22008);
+//   - class 23, integrity constraint violation: NOT NULL, CHECK, unique
+//     (project first takes a 23505 from copyDirect for a replay);
+//   - 54000, program limit exceeded: an index row too large, from an id of
+//     kilobytes.
+//
+// Everything else is the moment's, not the data's, and is retried: lost
+// connections (class 08), serialization failures and deadlocks (40),
+// shutdowns and cancellations (57), resources (53), lock timeouts (55P03),
+// and errors that are not Postgres's at all.
+func refusedData(err error) *pgconn.PgError {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return nil
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "54000":
+		return pgErr
+	}
+	return nil
+}
+
+// refusedError is Postgres refusing an event for its own data.
+type refusedError struct{ pg *pgconn.PgError }
+
+func (e *refusedError) Error() string {
+	msg := "postgres refused the event: " + e.pg.Message
+	if e.pg.Where != "" { // such as "COPY ledger_stage, line 1, column reason"
+		msg += " (" + strings.ReplaceAll(e.pg.Where, "\n", "; ") + ")"
+	}
+	return msg + " (SQLSTATE " + e.pg.Code + ")"
+}
+
+func (e *refusedError) Unwrap() error { return e.pg }
+
+// committed is what a batch's transaction stored.
+type committed struct {
+	state    *batchState
+	offsets  []offsetRow
+	dead     int
+	recorded []time.Time
+}
+
+// commitBatch writes evs, dead-letters dead (and, in isolate mode, the
+// events Postgres refuses) and moves the partitions to their next offsets,
+// in one transaction.
+func (p *Postgres) commitBatch(ctx context.Context, evs []ledgerEvent, dead []deadRecord, offsets []offsetRow, mode ledgerMode) (*committed, error) {
 	tx, err := p.cfg.Pool.Begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
-	if len(rows) > 0 {
-		if err := writeRows(ctx, tx, rows, state, p.policies, staged, !p.cfg.Silent); err != nil {
-			return err
+	stored := evs
+	if mode == isolate {
+		var refused []deadRecord
+		if stored, refused, err = isolateRefused(ctx, tx, evs, p.policies); err != nil {
+			return nil, err
+		}
+		dead = slices.Concat(dead, refused)
+	}
+	c := &committed{state: newBatchState(stored), dead: len(dead)}
+	if len(stored) > 0 {
+		// After isolate, every stored row is written already; this writes
+		// none again, and announces the batch's changes as one.
+		if err := writeRows(ctx, tx, stored, c.state, p.policies, mode != copyDirect, !p.cfg.Silent); err != nil {
+			return nil, err
 		}
 	}
-	parts, nexts, newest := make([]int32, len(offsets)), make([]int64, len(offsets)), make([]*time.Time, len(offsets))
-	for i, o := range offsets {
+	if len(dead) > 0 {
+		if err := p.deadLetter(ctx, tx, dead); err != nil {
+			return nil, err
+		}
+	}
+	c.offsets, c.recorded = progress(offsets, stored)
+	parts, nexts, newest := make([]int32, len(c.offsets)), make([]int64, len(c.offsets)), make([]*time.Time, len(c.offsets))
+	for i, o := range c.offsets {
 		parts[i], nexts[i] = o.partition, o.next
 		if !o.newest.IsZero() {
 			newest[i] = &o.newest
@@ -351,17 +448,79 @@ func (p *Postgres) commitBatch(ctx context.Context, rows [][]any, state *batchSt
 		    updated_at = now()
 		WHERE projector_offsets.next_offset < excluded.next_offset`,
 		p.cfg.Consumer, parts, nexts, newest); err != nil {
-		return err
+		return nil, err
 	}
 	if !p.cfg.Silent {
 		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, stocknotify.ProjectedChannel); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if p.cfg.AfterStage != nil {
 		p.cfg.AfterStage()
 	}
-	return tx.Commit(ctx)
+	return c, tx.Commit(ctx)
+}
+
+// progress returns the partitions' offsets with the events stored in each
+// and the newest recorded_at among them, and every stored event's
+// recorded_at.
+func progress(offsets []offsetRow, stored []ledgerEvent) ([]offsetRow, []time.Time) {
+	out := slices.Clone(offsets)
+	idx := make(map[int32]int, len(out))
+	for i, o := range out {
+		idx[o.partition] = i
+	}
+	recorded := make([]time.Time, len(stored))
+	for i, ev := range stored {
+		o := &out[idx[ev.rec.Partition]]
+		o.events++
+		recorded[i] = ev.e.GetRecordedAt().AsTime()
+		if recorded[i].After(o.newest) {
+			o.newest = recorded[i]
+		}
+	}
+	return out, recorded
+}
+
+// isolateRefused writes evs under savepoints, halving any part Postgres
+// refuses for its data until each refused event stands alone, and returns
+// the events written and the ones refused: k bad events among n cost about
+// 2k·log2(n) parts. Each part's levels are upserted with it; as an upsert
+// only moves a level to a newer version, the parts may land in any order.
+// Any other error ends it: the batch is retried.
+func isolateRefused(ctx context.Context, tx pgx.Tx, evs []ledgerEvent, cache *policies) (stored []ledgerEvent, refused []deadRecord, err error) {
+	var write func(part []ledgerEvent) error
+	write = func(part []ledgerEvent) error {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		err = writeRows(ctx, sp, part, newBatchState(part), cache, true, false)
+		if err == nil {
+			if err := sp.Commit(ctx); err != nil {
+				return err
+			}
+			stored = append(stored, part...)
+			return nil
+		}
+		if rbErr := sp.Rollback(ctx); rbErr != nil {
+			return errors.Join(err, rbErr)
+		}
+		pgErr := refusedData(err)
+		switch {
+		case pgErr == nil:
+			return err
+		case len(part) == 1:
+			refused = append(refused, deadRecord{rec: part[0].rec, ev: &part[0], err: &refusedError{pgErr}})
+			return nil
+		}
+		if err := write(part[:len(part)/2]); err != nil {
+			return err
+		}
+		return write(part[len(part)/2:])
+	}
+	err = write(evs)
+	return stored, refused, err
 }
 
 // writeRows appends rows to the ledger and folds the batch into the levels,
@@ -370,19 +529,22 @@ func (p *Postgres) commitBatch(ctx context.Context, rows [][]any, state *batchSt
 // row already there (a replay), the transaction is retried by the caller
 // with staged=true: COPY into a temp table, then INSERT … ON CONFLICT DO
 // NOTHING.
-func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cache *policies, staged, announce bool) error {
+func writeRows(ctx context.Context, tx pgx.Tx, evs []ledgerEvent, b *batchState, cache *policies, staged, announce bool) error {
+	rows := pgx.CopyFromSlice(len(evs), func(i int) ([]any, error) { return evs[i].row, nil })
 	if staged {
+		// Emptied first: isolate stages several parts in one transaction.
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS ledger_stage
-			(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+			(LIKE inventory_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+			TRUNCATE ledger_stage`); err != nil {
 			return err
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_stage"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_stage"}, ledgerColumns, rows); err != nil {
 			return fmt.Errorf("copy: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO inventory_ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING`); err != nil {
 			return fmt.Errorf("ledger: %w", err)
 		}
-	} else if _, err := tx.CopyFrom(ctx, pgx.Identifier{"inventory_ledger"}, ledgerColumns, pgx.CopyFromRows(rows)); err != nil {
+	} else if _, err := tx.CopyFrom(ctx, pgx.Identifier{"inventory_ledger"}, ledgerColumns, rows); err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
 
@@ -432,23 +594,24 @@ func writeRows(ctx context.Context, tx pgx.Tx, rows [][]any, b *batchState, cach
 	return nil
 }
 
-// decodeRow decodes a record into e and its ledger row.
-func decodeRow(r *kgo.Record, e *inventoryv1.InventoryEvent) ([]any, error) {
+// decodeRow decodes a record into its event and ledger row.
+func decodeRow(r *kgo.Record) (ledgerEvent, error) {
+	e := &inventoryv1.InventoryEvent{}
 	id, err := decodeEvent(r, e)
 	if err != nil {
-		return nil, err
+		return ledgerEvent{}, err
 	}
 	var meta any
 	if len(e.GetMetadata()) > 0 {
 		b, _ := json.Marshal(e.GetMetadata())
 		meta = b
 	}
-	return []any{
+	return ledgerEvent{rec: r, e: e, id: id, row: []any{
 		e.GetSkuId(), e.GetSkuVersion(), id, int16(e.GetEventType()), e.GetStoreId(), e.GetQuantityDelta(),
 		e.GetOnHandAfter(), e.GetReservedAfter(), e.GetOccurredAt().AsTime(), e.GetRecordedAt().AsTime(),
 		e.GetCommandId(), e.GetUserId(), e.GetReason(), meta, e.GetAllowNegative(), int16(e.GetAdjustmentReason()),
 		e.GetCounterpartStoreId(), r.Partition, r.Offset,
-	}, nil
+	}}, nil
 }
 
 // decodeEvent decodes a record into e and checks what every projection
@@ -470,28 +633,82 @@ func decodeEvent(r *kgo.Record, e *inventoryv1.InventoryEvent) (uuid.UUID, error
 	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
 		return id, errors.New("event without occurred_at or recorded_at")
 	}
+	// Years 1 to 9999, as BigQuery's TIMESTAMP and JSON's encoding take
+	// them: beyond, the BigQuery projection could never write the batch.
+	if err := errors.Join(e.GetOccurredAt().CheckValid(), e.GetRecordedAt().CheckValid()); err != nil {
+		return id, fmt.Errorf("event time: %w", err)
+	}
 	return id, nil
 }
 
+// deadLetter dead-letters records in tx, the transaction that moves the
+// offsets past them: to the DLQ first, then into projection_dead_letters.
+// The table holds each once (tx commits or nothing does); the DLQ may hold
+// one twice, if tx does not commit after the records were sent.
+func (p *Postgres) deadLetter(ctx context.Context, tx pgx.Tx, dead []deadRecord) error {
+	recs, errs := make([]*kgo.Record, len(dead)), make([]error, len(dead))
+	n := len(dead)
+	parts, offs := make([]int32, n), make([]int64, n)
+	ids, skus, msgs, codes := make([]*string, n), make([]*string, n), make([]string, n), make([]*string, n)
+	versions := make([]*int64, n)
+	for i, d := range dead {
+		recs[i], errs[i] = d.rec, d.err
+		parts[i], offs[i] = d.rec.Partition, d.rec.Offset
+		// Everything from the record is made storable: the point is to
+		// record what Postgres would not take.
+		msgs[i] = storable(d.err.Error(), 2000)
+		if d.ev != nil {
+			id, sku, v := d.ev.id.String(), storable(d.ev.e.GetSkuId(), 256), d.ev.e.GetSkuVersion()
+			ids[i], skus[i], versions[i] = &id, &sku, &v
+		}
+		if pgErr := (*pgconn.PgError)(nil); errors.As(d.err, &pgErr) {
+			codes[i] = &pgErr.Code
+		}
+	}
+	if err := deadLetter(ctx, p.cl, p.cfg.Consumer, recs, errs, p.log); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO projection_dead_letters
+		(consumer, log_partition, log_offset, event_id, sku_id, sku_version, error, sqlstate)
+		SELECT $1, * FROM unnest($2::integer[], $3::bigint[], $4::uuid[], $5::text[], $6::bigint[], $7::text[], $8::text[])
+		ON CONFLICT DO NOTHING`, p.cfg.Consumer, parts, offs, ids, skus, versions, msgs, codes); err != nil {
+		return fmt.Errorf("projection_dead_letters: %w", err)
+	}
+	return nil
+}
+
+// storable returns s as valid UTF-8 without NULs, cut to at most max bytes.
+func storable(s string, max int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
 // deadLetter copies records the consumer cannot project to the DLQ with
-// headers naming the error and the source. Callers do it before their
-// offsets move past the records: a crash in between may dead-letter a
-// record twice, never zero times.
+// headers naming the error (and its SQLSTATE, when Postgres refused the
+// record) and the source. Callers do it before their offsets move past the
+// records: a crash in between may dead-letter a record twice, never zero
+// times.
 func deadLetter(ctx context.Context, cl *kgo.Client, consumer string, recs []*kgo.Record, errs []error, log *slog.Logger) error {
 	out := make([]*kgo.Record, len(recs))
 	for i, r := range recs {
-		out[i] = &kgo.Record{
-			Topic: kafka.DLQTopic,
-			Key:   r.Key,
-			Value: r.Value,
-			Headers: append([]kgo.RecordHeader{
-				{Key: "tally-dlq-error", Value: []byte(errs[i].Error())},
-				{Key: "tally-dlq-consumer", Value: []byte(consumer)},
-				{Key: "tally-source-topic", Value: []byte(r.Topic)},
-				{Key: "tally-source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
-				{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-			}, r.Headers...),
+		h := []kgo.RecordHeader{
+			{Key: "tally-dlq-error", Value: []byte(errs[i].Error())},
+			{Key: "tally-dlq-consumer", Value: []byte(consumer)},
+			{Key: "tally-source-topic", Value: []byte(r.Topic)},
+			{Key: "tally-source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
 		}
+		if pgErr := (*pgconn.PgError)(nil); errors.As(errs[i], &pgErr) {
+			h = append(h, kgo.RecordHeader{Key: "tally-dlq-sqlstate", Value: []byte(pgErr.Code)})
+		}
+		out[i] = &kgo.Record{Topic: kafka.DLQTopic, Key: r.Key, Value: r.Value, Headers: append(h, r.Headers...)}
 		log.Warn("record dead-lettered", "partition", r.Partition, "offset", r.Offset, "error", errs[i])
 	}
 	if err := cl.ProduceSync(ctx, out...).FirstErr(); err != nil {

@@ -31,6 +31,9 @@ const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
 	maxIDBytes      = 128
+	// RecentDeadLetters is how many of the newest dead letters
+	// GetProjectionStatus lists.
+	RecentDeadLetters = 10
 )
 
 // Config configures the query service.
@@ -463,7 +466,36 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 		resp.TotalLag += ps.Lag
 		resp.Partitions = append(resp.Partitions, ps)
 	}
+	if err := s.deadLetters(ctx, resp); err != nil {
+		return nil, s.connectError(err)
+	}
 	return connect.NewResponse(resp), nil
+}
+
+// deadLetters adds the count and the newest of the records the projection
+// skipped (projection_dead_letters, written by the projector) to resp.
+func (s *Service) deadLetters(ctx context.Context, resp *inventoryv1.GetProjectionStatusResponse) error {
+	if err := s.cfg.Pool.QueryRow(ctx, "SELECT count(*) FROM projection_dead_letters WHERE consumer = $1", s.cfg.Consumer).Scan(&resp.DeadLetterCount); err != nil {
+		return err
+	}
+	if resp.DeadLetterCount == 0 {
+		return nil
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT log_partition, log_offset, COALESCE(event_id::text, ''), COALESCE(sku_id, ''),
+		COALESCE(sku_version, 0), error, COALESCE(sqlstate, ''), dead_lettered_at
+		FROM projection_dead_letters WHERE consumer = $1
+		ORDER BY dead_lettered_at DESC, log_partition DESC, log_offset DESC LIMIT $2`, s.cfg.Consumer, RecentDeadLetters)
+	if err != nil {
+		return err
+	}
+	resp.RecentDeadLetters, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*inventoryv1.DeadLetter, error) {
+		d := &inventoryv1.DeadLetter{}
+		var at time.Time
+		err := row.Scan(&d.Partition, &d.Offset, &d.EventId, &d.SkuId, &d.SkuVersion, &d.Error, &d.Sqlstate, &at)
+		d.DeadLetteredAt = timestamppb.New(at)
+		return d, err
+	})
+	return err
 }
 
 // violations collects every problem with a request's fields.

@@ -1202,14 +1202,22 @@ func (*GetProjectionStatusRequest) Descriptor() ([]byte, []int) {
 	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{15}
 }
 
-// GetProjectionStatusResponse has one entry per partition.
+// GetProjectionStatusResponse has one entry per partition, and the records
+// the projection skipped.
 type GetProjectionStatusResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Partitions []*PartitionStatus     `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
 	// Sum of every partition's lag.
-	TotalLag      int64 `protobuf:"varint,2,opt,name=total_lag,json=totalLag,proto3" json:"total_lag,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TotalLag int64 `protobuf:"varint,2,opt,name=total_lag,json=totalLag,proto3" json:"total_lag,omitempty"`
+	// Records the projection skipped instead of stopping, over all partitions
+	// and all time: records that do not decode as an InventoryEvent, and
+	// events the read model's database refused for their own data. Each is in
+	// the dead-letter topic tally.inventory.dlq; nonzero needs an operator.
+	DeadLetterCount int64 `protobuf:"varint,3,opt,name=dead_letter_count,json=deadLetterCount,proto3" json:"dead_letter_count,omitempty"`
+	// The newest of them, newest first, at most 10.
+	RecentDeadLetters []*DeadLetter `protobuf:"bytes,4,rep,name=recent_dead_letters,json=recentDeadLetters,proto3" json:"recent_dead_letters,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetProjectionStatusResponse) Reset() {
@@ -1254,6 +1262,20 @@ func (x *GetProjectionStatusResponse) GetTotalLag() int64 {
 		return x.TotalLag
 	}
 	return 0
+}
+
+func (x *GetProjectionStatusResponse) GetDeadLetterCount() int64 {
+	if x != nil {
+		return x.DeadLetterCount
+	}
+	return 0
+}
+
+func (x *GetProjectionStatusResponse) GetRecentDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.RecentDeadLetters
+	}
+	return nil
 }
 
 // PartitionStatus is one partition's projection progress.
@@ -1346,6 +1368,112 @@ func (x *PartitionStatus) GetNewestAgeMs() int64 {
 	return 0
 }
 
+// DeadLetter is a record the projection skipped.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the record is in the events topic.
+	Partition int32 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset    int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The event's identity; empty and 0 when the record did not decode.
+	EventId    string `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	SkuId      string `protobuf:"bytes,4,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	SkuVersion int64  `protobuf:"varint,5,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
+	// Why it was skipped: the decode error, or the database's message.
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// The PostgreSQL SQLSTATE that refused the event (such as 22021, a NUL
+	// in a text field); empty when the record did not decode.
+	Sqlstate       string                 `protobuf:"bytes,7,opt,name=sqlstate,proto3" json:"sqlstate,omitempty"`
+	DeadLetteredAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=dead_lettered_at,json=deadLetteredAt,proto3" json:"dead_lettered_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeadLetter) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSkuVersion() int64 {
+	if x != nil {
+		return x.SkuVersion
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSqlstate() string {
+	if x != nil {
+		return x.Sqlstate
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeadLetteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetteredAt
+	}
+	return nil
+}
+
 // ProjectionBehind is the detail of UNAVAILABLE when min_version was not
 // reached in time.
 type ProjectionBehind struct {
@@ -1359,7 +1487,7 @@ type ProjectionBehind struct {
 
 func (x *ProjectionBehind) Reset() {
 	*x = ProjectionBehind{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1499,7 @@ func (x *ProjectionBehind) String() string {
 func (*ProjectionBehind) ProtoMessage() {}
 
 func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1512,7 @@ func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionBehind.ProtoReflect.Descriptor instead.
 func (*ProjectionBehind) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{18}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProjectionBehind) GetSkuId() string {
@@ -1497,12 +1625,14 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\vsku_version\x18\x02 \x01(\x03R\n" +
 	"skuVersion\x123\n" +
 	"\x05basis\x18\x03 \x01(\x0e2\x1d.tally.inventory.v1.TimeBasisR\x05basis\"\x1c\n" +
-	"\x1aGetProjectionStatusRequest\"\x7f\n" +
+	"\x1aGetProjectionStatusRequest\"\xfb\x01\n" +
 	"\x1bGetProjectionStatusResponse\x12C\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2#.tally.inventory.v1.PartitionStatusR\n" +
 	"partitions\x12\x1b\n" +
-	"\ttotal_lag\x18\x02 \x01(\x03R\btotalLag\"\xef\x01\n" +
+	"\ttotal_lag\x18\x02 \x01(\x03R\btotalLag\x12*\n" +
+	"\x11dead_letter_count\x18\x03 \x01(\x03R\x0fdeadLetterCount\x12N\n" +
+	"\x13recent_dead_letters\x18\x04 \x03(\v2\x1e.tally.inventory.v1.DeadLetterR\x11recentDeadLetters\"\xef\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -1511,7 +1641,18 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"end_offset\x18\x03 \x01(\x03R\tendOffset\x12\x10\n" +
 	"\x03lag\x18\x04 \x01(\x03R\x03lag\x12H\n" +
 	"\x12newest_recorded_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10newestRecordedAt\x12\"\n" +
-	"\rnewest_age_ms\x18\x06 \x01(\x03R\vnewestAgeMs\"w\n" +
+	"\rnewest_age_ms\x18\x06 \x01(\x03R\vnewestAgeMs\"\x8d\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x15\n" +
+	"\x06sku_id\x18\x04 \x01(\tR\x05skuId\x12\x1f\n" +
+	"\vsku_version\x18\x05 \x01(\x03R\n" +
+	"skuVersion\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1a\n" +
+	"\bsqlstate\x18\a \x01(\tR\bsqlstate\x12D\n" +
+	"\x10dead_lettered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetteredAt\"w\n" +
 	"\x10ProjectionBehind\x12\x15\n" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\x03R\n" +
@@ -1548,7 +1689,7 @@ func file_tally_inventory_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_inventory_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(LowStockState)(0),                  // 0: tally.inventory.v1.LowStockState
 	(TimeBasis)(0),                      // 1: tally.inventory.v1.TimeBasis
@@ -1570,44 +1711,47 @@ var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(*GetProjectionStatusRequest)(nil),  // 17: tally.inventory.v1.GetProjectionStatusRequest
 	(*GetProjectionStatusResponse)(nil), // 18: tally.inventory.v1.GetProjectionStatusResponse
 	(*PartitionStatus)(nil),             // 19: tally.inventory.v1.PartitionStatus
-	(*ProjectionBehind)(nil),            // 20: tally.inventory.v1.ProjectionBehind
-	(*timestamppb.Timestamp)(nil),       // 21: google.protobuf.Timestamp
-	(*InventoryEvent)(nil),              // 22: tally.inventory.v1.InventoryEvent
+	(*DeadLetter)(nil),                  // 20: tally.inventory.v1.DeadLetter
+	(*ProjectionBehind)(nil),            // 21: tally.inventory.v1.ProjectionBehind
+	(*timestamppb.Timestamp)(nil),       // 22: google.protobuf.Timestamp
+	(*InventoryEvent)(nil),              // 23: tally.inventory.v1.InventoryEvent
 }
 var file_tally_inventory_v1_query_proto_depIdxs = []int32{
 	0,  // 0: tally.inventory.v1.LowStockItem.state:type_name -> tally.inventory.v1.LowStockState
 	3,  // 1: tally.inventory.v1.WatchLowStockResponse.item:type_name -> tally.inventory.v1.LowStockItem
-	21, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: tally.inventory.v1.GetStockResponse.level:type_name -> tally.inventory.v1.StockLevel
 	8,  // 4: tally.inventory.v1.BatchGetStockRequest.keys:type_name -> tally.inventory.v1.StockKey
 	5,  // 5: tally.inventory.v1.BatchGetStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
 	8,  // 6: tally.inventory.v1.BatchGetStockResponse.missing:type_name -> tally.inventory.v1.StockKey
 	5,  // 7: tally.inventory.v1.ListStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
-	22, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
-	21, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
+	23, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
+	22, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
 	1,  // 10: tally.inventory.v1.GetStockAsOfRequest.basis:type_name -> tally.inventory.v1.TimeBasis
 	1,  // 11: tally.inventory.v1.GetStockAsOfResponse.basis:type_name -> tally.inventory.v1.TimeBasis
 	19, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
-	21, // 13: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
-	6,  // 14: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
-	9,  // 15: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
-	11, // 16: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
-	13, // 17: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
-	15, // 18: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
-	17, // 19: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
-	2,  // 20: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
-	7,  // 21: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
-	10, // 22: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
-	12, // 23: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
-	14, // 24: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
-	16, // 25: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
-	18, // 26: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
-	4,  // 27: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 13: tally.inventory.v1.GetProjectionStatusResponse.recent_dead_letters:type_name -> tally.inventory.v1.DeadLetter
+	22, // 14: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
+	22, // 15: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	6,  // 16: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
+	9,  // 17: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
+	11, // 18: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
+	13, // 19: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
+	15, // 20: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
+	17, // 21: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
+	2,  // 22: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
+	7,  // 23: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
+	10, // 24: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
+	12, // 25: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
+	14, // 26: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
+	16, // 27: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
+	18, // 28: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
+	4,  // 29: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_query_proto_init() }
@@ -1624,7 +1768,7 @@ func file_tally_inventory_v1_query_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_query_proto_rawDesc), len(file_tally_inventory_v1_query_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

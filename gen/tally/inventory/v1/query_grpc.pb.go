@@ -53,7 +53,8 @@ type QueryServiceClient interface {
 	GetStockHistory(ctx context.Context, in *GetStockHistoryRequest, opts ...grpc.CallOption) (*GetStockHistoryResponse, error)
 	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
 	GetStockAsOf(ctx context.Context, in *GetStockAsOfRequest, opts ...grpc.CallOption) (*GetStockAsOfResponse, error)
-	// GetProjectionStatus reports how far the read model trails the log.
+	// GetProjectionStatus reports how far the read model trails the log, and
+	// the records the projection skipped (dead letters).
 	GetProjectionStatus(ctx context.Context, in *GetProjectionStatusRequest, opts ...grpc.CallOption) (*GetProjectionStatusResponse, error)
 	// WatchLowStock first sends every item at or below its reorder point (or
 	// resumes after a resume_token), then one message each time an item goes
@@ -176,7 +177,8 @@ type QueryServiceServer interface {
 	GetStockHistory(context.Context, *GetStockHistoryRequest) (*GetStockHistoryResponse, error)
 	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
 	GetStockAsOf(context.Context, *GetStockAsOfRequest) (*GetStockAsOfResponse, error)
-	// GetProjectionStatus reports how far the read model trails the log.
+	// GetProjectionStatus reports how far the read model trails the log, and
+	// the records the projection skipped (dead letters).
 	GetProjectionStatus(context.Context, *GetProjectionStatusRequest) (*GetProjectionStatusResponse, error)
 	// WatchLowStock first sends every item at or below its reorder point (or
 	// resumes after a resume_token), then one message each time an item goes

@@ -69,7 +69,8 @@ type QueryServiceClient interface {
 	GetStockHistory(context.Context, *connect.Request[v1.GetStockHistoryRequest]) (*connect.Response[v1.GetStockHistoryResponse], error)
 	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
-	// GetProjectionStatus reports how far the read model trails the log.
+	// GetProjectionStatus reports how far the read model trails the log, and
+	// the records the projection skipped (dead letters).
 	GetProjectionStatus(context.Context, *connect.Request[v1.GetProjectionStatusRequest]) (*connect.Response[v1.GetProjectionStatusResponse], error)
 	// WatchLowStock first sends every item at or below its reorder point (or
 	// resumes after a resume_token), then one message each time an item goes
@@ -197,7 +198,8 @@ type QueryServiceHandler interface {
 	GetStockHistory(context.Context, *connect.Request[v1.GetStockHistoryRequest]) (*connect.Response[v1.GetStockHistoryResponse], error)
 	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
-	// GetProjectionStatus reports how far the read model trails the log.
+	// GetProjectionStatus reports how far the read model trails the log, and
+	// the records the projection skipped (dead letters).
 	GetProjectionStatus(context.Context, *connect.Request[v1.GetProjectionStatusRequest]) (*connect.Response[v1.GetProjectionStatusResponse], error)
 	// WatchLowStock first sends every item at or below its reorder point (or
 	// resumes after a resume_token), then one message each time an item goes
