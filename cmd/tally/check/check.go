@@ -288,7 +288,13 @@ type readModel struct {
 	levels       map[storeKey]level
 	ledger       map[string][2]int64 // sku -> rows, max version
 	ledgerRows   int64
-	deadLettered map[string]bool // event ids
+	deadLettered map[position]bool
+}
+
+// position is a record's place in the log.
+type position struct {
+	partition int32
+	offset    int64
 }
 
 // loadReadModel reads what `check` compares in one repeatable-read
@@ -304,7 +310,7 @@ func loadReadModel(ctx context.Context, dsn, consumer string) (*readModel, error
 		return nil, fmt.Errorf("read model: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only
-	rm := &readModel{offsets: map[int32]int64{}, levels: map[storeKey]level{}, ledger: map[string][2]int64{}, deadLettered: map[string]bool{}}
+	rm := &readModel{offsets: map[int32]int64{}, levels: map[storeKey]level{}, ledger: map[string][2]int64{}, deadLettered: map[position]bool{}}
 	rows, err := tx.Query(ctx, `SELECT log_partition, next_offset FROM projector_offsets WHERE consumer = $1`, consumer)
 	if err != nil {
 		return nil, fmt.Errorf("read model offsets: %w", err)
@@ -347,12 +353,15 @@ func loadReadModel(ctx context.Context, dsn, consumer string) (*readModel, error
 		return nil, err
 	}
 	if hasDLQ {
-		var id string
-		rows, err = tx.Query(ctx, `SELECT event_id::text FROM projection_dead_letters WHERE event_id IS NOT NULL`)
+		var (
+			p   int32
+			off int64
+		)
+		rows, err = tx.Query(ctx, `SELECT log_partition, log_offset FROM projection_dead_letters WHERE consumer = $1`, consumer)
 		if err != nil {
 			return nil, fmt.Errorf("projection_dead_letters: %w", err)
 		}
-		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { rm.deadLettered[id] = true; return nil }); err != nil {
+		if _, err := pgx.ForEachRow(rows, []any{&p, &off}, func() error { rm.deadLettered[position{p, off}] = true; return nil }); err != nil {
 			return nil, fmt.Errorf("projection_dead_letters: %w", err)
 		}
 	}
@@ -368,7 +377,7 @@ func compare(r *Report, rm *readModel, events []folded) {
 		if f.offset >= rm.offsets[f.partition] {
 			continue
 		}
-		if rm.deadLettered[f.e.GetEventId()] {
+		if rm.deadLettered[position{f.partition, f.offset}] {
 			continue
 		}
 		e := f.e

@@ -338,10 +338,14 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	n := 0
 	event := func(sku string, version, delta, onHand int64, partition int32) *kgo.Record {
 		n++
+		reason := ""
+		if sku == "poisoned" {
+			reason = "a\x00b" // PostgreSQL refuses it: dead-lettered, not a difference
+		}
 		v, err := proto.Marshal(&inventoryv1.InventoryEvent{
 			EventId: uuid.NewString(), EventType: inventoryv1.EventType_EVENT_TYPE_RECEIPT,
 			OccurredAt: timestamppb.Now(), RecordedAt: timestamppb.Now(), SkuId: sku, StoreId: "S1",
-			QuantityDelta: delta, CommandId: fmt.Sprintf("cmd-%d", n), SkuVersion: version, OnHandAfter: onHand,
+			QuantityDelta: delta, CommandId: fmt.Sprintf("cmd-%d", n), SkuVersion: version, OnHandAfter: onHand, Reason: reason,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -356,6 +360,7 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 		event("gap", 3, -1, 4, p("gap")),              // version 2 is missing
 		event("miscounted", 1, 5, 7, p("miscounted")), // 0+5 is not 7
 		event("misplaced", 1, 5, 5, (p("misplaced")+1)%partitions),
+		event("poisoned", 1, 5, 5, p("poisoned")),
 	}
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -397,6 +402,9 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	}
 	if len(r.Problems) != len(want) {
 		t.Errorf("problems of kinds %v, want only %v", r.Problems, want)
+	}
+	if r.ReadModel.DeadLettered != 1 {
+		t.Errorf("%d dead-lettered events reported, want 1", r.ReadModel.DeadLettered)
 	}
 }
 
