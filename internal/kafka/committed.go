@@ -94,6 +94,33 @@ func (r *Resolver) Add(rec *kgo.Record, out []*kgo.Record) []*kgo.Record {
 	return r.drain(out)
 }
 
+// Settle takes a record at or beyond the end of the read. It only decides
+// the transactions already open, by a marker or a newer epoch of their
+// producer, and queues nothing: what lies beyond the end is not read. (A
+// transaction that began below the last stable offset is decided, but its
+// marker may lie beyond it, after another producer's open transaction.)
+func (r *Resolver) Settle(rec *kgo.Record, out []*kgo.Record) []*kgo.Record {
+	t := r.open[rec.ProducerID]
+	switch {
+	case t == nil:
+		return out
+	case rec.Attrs.IsControl():
+		t.state = txnAborted
+		if isCommitMarker(rec.Key) {
+			t.state = txnCommitted
+		}
+		delete(r.open, rec.ProducerID)
+	case rec.Attrs.IsTransactional() && rec.ProducerEpoch > t.epoch:
+		t.state = txnAborted
+		r.Unmarked++
+		delete(r.open, rec.ProducerID)
+	}
+	return r.drain(out)
+}
+
+// Pending reports whether a transaction is open.
+func (r *Resolver) Pending() bool { return len(r.open) > 0 }
+
 // Finish declares the log decided up to here (the last stable offset): any
 // transaction still open was aborted without a marker. It returns what that
 // releases (nothing: aborted records are dropped) and resets the resolver.
@@ -164,8 +191,9 @@ type Batch struct {
 	// Records are the committed records, control records and aborted
 	// records resolved away.
 	Records []*kgo.Record
-	// Next is the offset the read has passed: everything below it is
-	// decided and delivered.
+	// Next is the offset the read has reached (for progress). Records
+	// below it that belong to a transaction whose marker has not been read
+	// yet are delivered in a later batch.
 	Next int64
 }
 
@@ -180,7 +208,9 @@ type CommittedReader struct {
 	stall     time.Duration
 	starts    map[int32]int64
 	ends      map[int32]int64
+	hwms      map[int32]int64 // high watermarks: how far to look for markers
 	next      map[int32]int64
+	beyond    map[int32]int64 // how far past the end markers were looked for
 	resolvers map[int32]*Resolver // partitions still being read
 	done      map[int32]*Resolver // partitions read to their end
 	progress  time.Time
@@ -227,7 +257,15 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	if err == nil {
 		err = ends.Error()
 	}
-	var logStarts kadm.ListedOffsets
+	var logStarts, hwms kadm.ListedOffsets
+	if err == nil {
+		// After the ends: every marker of a transaction that began below
+		// a last stable offset is below this high watermark.
+		hwms, err = adm.ListEndOffsets(ctx, cfg.Topic)
+		if err == nil {
+			err = hwms.Error()
+		}
+	}
 	if err == nil {
 		logStarts, err = adm.ListStartOffsets(ctx, cfg.Topic)
 		if err == nil {
@@ -244,6 +282,7 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	r := &CommittedReader{
 		topic: cfg.Topic, stall: cfg.Stall,
 		starts: map[int32]int64{}, ends: map[int32]int64{}, next: map[int32]int64{},
+		hwms: map[int32]int64{}, beyond: map[int32]int64{},
 		resolvers: map[int32]*Resolver{}, done: map[int32]*Resolver{}, progress: time.Now(),
 		keepOpen: cfg.ToHighWatermark, openAtEnd: map[int32]map[int64]int16{},
 	}
@@ -261,6 +300,11 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 			start = max(start, s)
 		}
 		r.starts[o.Partition], r.ends[o.Partition], r.next[o.Partition] = start, o.Offset, start
+		r.beyond[o.Partition] = o.Offset
+		r.hwms[o.Partition] = o.Offset
+		if h, ok := hwms.Lookup(cfg.Topic, o.Partition); ok {
+			r.hwms[o.Partition] = max(h.Offset, o.Offset)
+		}
 		if start < o.Offset {
 			consume[o.Partition] = kgo.NewOffset().At(start)
 			r.resolvers[o.Partition] = &Resolver{}
@@ -329,34 +373,55 @@ func (r *CommittedReader) Poll(ctx context.Context) ([]Batch, error) {
 			return nil, ferr
 		}
 		var out []Batch
+		moved := false
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			res := r.resolvers[fp.Partition]
+			p := fp.Partition
+			res := r.resolvers[p]
 			if res == nil {
 				return
 			}
-			b := Batch{Partition: fp.Partition}
-			end := r.ends[fp.Partition]
+			b := Batch{Partition: p}
+			end := r.ends[p]
 			for _, rec := range fp.Records {
-				if rec.Offset >= end || rec.Offset < r.next[fp.Partition] {
+				switch {
+				case rec.Offset < r.next[p] || rec.Offset < r.beyond[p] && rec.Offset >= end:
+					continue // already seen
+				case rec.Offset < end:
+					b.Records = res.Add(rec, b.Records)
+					r.next[p] = rec.Offset + 1
+					moved = true
 					continue
 				}
-				b.Records = res.Add(rec, b.Records)
-				r.next[fp.Partition] = rec.Offset + 1
+				// At or past the end. A gap before it (records deleted or
+				// compacted away) ends the read there.
+				if r.next[p] < end {
+					r.next[p], moved = end, true
+				}
+				if r.keepOpen || !res.Pending() {
+					break
+				}
+				b.Records = res.Settle(rec, b.Records)
+				r.beyond[p], moved = rec.Offset+1, true
 			}
-			if r.next[fp.Partition] >= end {
+			if r.next[p] >= end && (r.keepOpen || !res.Pending() || r.beyond[p] >= r.hwms[p]) {
 				if open := res.OpenTransactions(); len(open) > 0 {
-					r.openAtEnd[fp.Partition] = open
+					r.openAtEnd[p] = open
 				}
 				if !r.keepOpen {
 					b.Records = res.Finish(b.Records)
 				}
-				r.finish(fp.Partition)
+				r.finish(p)
+				moved = true
 			}
-			b.Next = r.next[fp.Partition]
-			out = append(out, b)
+			b.Next = r.next[p]
+			if len(b.Records) > 0 || moved {
+				out = append(out, b)
+			}
 		})
-		if len(out) > 0 {
+		if moved {
 			r.progress = time.Now()
+		}
+		if len(out) > 0 {
 			return out, nil
 		}
 		if stalled := time.Since(r.progress); stalled > r.stall {

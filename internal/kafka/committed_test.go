@@ -89,22 +89,35 @@ func crashWithOpenTransaction(t *testing.T) string {
 	return dir
 }
 
-// readCommitted reads the topic with franz-go's read_committed consumer,
-// trusting the broker, as every ordinary Kafka consumer does.
+// readCommitted reads the topic to its last stable offset with franz-go's
+// read_committed consumer, trusting the broker, as every ordinary Kafka
+// consumer does.
 func readCommitted(t *testing.T, brokers []string) []string {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.KeepControlRecords(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	var out []string
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, string(r.Value)) })
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
 	}
+	end, _ := ends.Lookup(topic, 0)
+	var out []string
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	for next := int64(0); next < end.Offset && ctx.Err() == nil; {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			next = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				out = append(out, string(r.Value))
+			}
+		})
+	}
+	// A consumer that hides records never reaches the end: what it read
+	// by the deadline is what it shows its users.
 	return out
 }
 
@@ -223,6 +236,51 @@ func TestCommittedReaderReadsALogWhoseAbortHasNoMarker(t *testing.T) {
 	}
 }
 
+// A committed transaction whose marker lies past the last stable offset,
+// behind another producer's open transaction, is committed: the reader
+// looks past the end for its marker.
+func TestCommittedReaderFindsAMarkerPastTheEnd(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kafka.EnsureTopic(t.Context(), kadm.NewClient(cl), topic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	producer := func(id string) *kgo.Client {
+		p, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID(id), kgo.DefaultProduceTopic(topic))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		if err := p.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a, b := producer("a"), producer("b")
+	if err := a.ProduceSync(t.Context(), rec("a1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ProduceSync(t.Context(), rec("b1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.EndTransaction(t.Context(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	// The log: a1, b1 (open), a's commit marker; the last stable offset is 1.
+	got, unmarked := readResolved(t, c.ListenAddrs())
+	if want := []string{"a1"}; !slices.Equal(got, want) || unmarked != 0 {
+		t.Errorf("resolved read: %q with %d unmarked transactions, want %q and none", got, unmarked, want)
+	}
+}
+
 func TestResolverReleasesInOffsetOrder(t *testing.T) {
 	const a, b = 1, 2 // producer ids
 	data := func(off int64, pid int64, epoch int16, txn bool) *kgo.Record {
@@ -264,5 +322,62 @@ func TestResolverReleasesInOffsetOrder(t *testing.T) {
 	}
 	if r.Aborted != 3 || r.Unmarked != 2 {
 		t.Errorf("aborted %d, unmarked %d; want 3 and 2", r.Aborted, r.Unmarked)
+	}
+}
+
+// A broker closed while a transaction is open is not marked clean, so the
+// next start repairs: the open transaction is aborted with a marker and the
+// producer's later commits stay visible.
+func TestCloseWithAnOpenTransactionIsRepairedAtTheNextStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kafka")
+	k, err := kafka.StartEmbedded(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kafka.EnsureTopic(t.Context(), kadm.NewClient(cl), topic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	p, err := transactional(k.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(t.Context(), p, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ProduceSync(t.Context(), rec("b1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	p.Close()
+	if _, err := os.Stat(dir + ".clean-shutdown"); !os.IsNotExist(err) {
+		t.Fatalf("closed with a transaction open, yet marked clean (%v)", err)
+	}
+	k, err = kafka.StartEmbedded(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	p, err = transactional(k.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := commit(t.Context(), p, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a1", "c1"}
+	if got := readCommitted(t, k.Addrs()); !slices.Equal(got, want) {
+		t.Errorf("read_committed consumer reads %q, want %q", got, want)
+	}
+	if got, unmarked := readResolved(t, k.Addrs()); !slices.Equal(got, want) || unmarked != 0 {
+		t.Errorf("resolved read: %q with %d unmarked transactions, want %q and none", got, unmarked, want)
 	}
 }
