@@ -30,12 +30,6 @@ ready() {
   done
   echo "tally serve not ready after 60s"; tail -20 "$work/serve.log"; exit 1
 }
-wait_pg_gone() {
-  local f=$data/pg/data/postmaster.pid
-  [ -f "$f" ] || return 0
-  local pid; pid=$(head -1 "$f")
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-}
 
 for i in $(seq "$cycles"); do
   start
@@ -47,7 +41,6 @@ for i in $(seq "$cycles"); do
   kill -9 "$(cat "$work/pid")"
   kill "$bench" 2>/dev/null || true
   wait "$bench" 2>/dev/null || true
-  wait_pg_gone
   markers=$(grep -c 'wrote abort markers' "$work/serve.log" || true)
   echo "cycle $i: killed under load ($markers restarts so far wrote abort markers)"
 done

@@ -210,7 +210,7 @@ type CommittedReader struct {
 	ends      map[int32]int64
 	hwms      map[int32]int64 // high watermarks: how far to look for markers
 	next      map[int32]int64
-	beyond    map[int32]int64 // how far past the end markers were looked for
+	beyond    map[int32]int64     // how far past the end markers were looked for
 	resolvers map[int32]*Resolver // partitions still being read
 	done      map[int32]*Resolver // partitions read to their end
 	progress  time.Time

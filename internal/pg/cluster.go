@@ -48,7 +48,14 @@ type ClusterConfig struct {
 	// Durable keeps fsync on. Tests turn it off for speed; `tally serve`
 	// keeps it on, because the read model is served from it.
 	Durable bool
-	Logger  *slog.Logger
+	// WaitForPrevious is how long to wait for a server that still runs on
+	// the data directory (postmaster.pid names a live process) to exit
+	// before starting: a caller that holds the data directory's lock knows
+	// such a server is the orphan of a predecessor that died, shutting down
+	// (its Pdeathsig), and a supervisor restarts at once. 0 starts at once,
+	// and PostgreSQL refuses while the other one runs.
+	WaitForPrevious time.Duration
+	Logger          *slog.Logger
 }
 
 // BinDir finds the PostgreSQL server binaries: pg_config --bindir when it
@@ -135,6 +142,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, fmt.Errorf("initdb: %w", err)
 		}
 	}
+	if cfg.WaitForPrevious > 0 {
+		if err := c.waitForPrevious(ctx, data, cfg.WaitForPrevious); err != nil {
+			return nil, err
+		}
+	}
 	args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-h", "127.0.0.1", "-k", dir,
 		"-c", "max_connections=200", "-c", "shared_buffers=256MB", "-c", "max_wal_size=4GB",
 		"-c", "logging_collector=off", "-c", "log_min_messages=warning"}
@@ -178,6 +190,36 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	}
 	c.log.Info("postgres started", "dir", dir, "port", c.port, "bin", bin)
 	return c, nil
+}
+
+// waitForPrevious waits up to d for the server postmaster.pid names, if it
+// still runs, to exit; then the start goes ahead either way and PostgreSQL
+// decides.
+func (c *Cluster) waitForPrevious(ctx context.Context, data string, d time.Duration) error {
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return nil
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return nil
+	}
+	c.log.Warn("a previous postgres still runs on the data directory; waiting for it to exit", "pid", pid, "wait", d)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the previous postgres (pid %d) to exit: %w", pid, ctx.Err())
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {

@@ -166,3 +166,22 @@ func TestCancelDuringStartStopsTheServer(t *testing.T) {
 		t.Fatalf("postmaster.pid after a cancelled start: %v; want the server shut down", err)
 	}
 }
+
+// A start that may wait for a previous server (the orphan of a killed
+// predecessor, shutting down) starts once that one has exited.
+func TestStartWaitsForThePreviousServerToExit(t *testing.T) {
+	dir := t.TempDir()
+	first := mustStart(t, dir)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		first.Stop()
+	}()
+	second, err := pg.StartCluster(t.Context(), pg.ClusterConfig{Dir: dir, WaitForPrevious: time.Minute, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("start after the previous server exits: %v", err)
+	}
+	defer second.Stop()
+	if err := ping(t.Context(), second.URL("postgres")); err != nil {
+		t.Fatal(err)
+	}
+}

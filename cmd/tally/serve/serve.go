@@ -211,7 +211,7 @@ func Start(ctx context.Context, c *Config) error {
 	if c.roles&(RoleProjector|RoleQuery) != 0 {
 		dsn := c.DatabaseURL
 		if embeddedPG {
-			cluster, err := pg.StartCluster(ctx, pg.ClusterConfig{Dir: filepath.Join(c.DataDir, "pg"), Durable: true, Logger: log})
+			cluster, err := pg.StartCluster(ctx, pg.ClusterConfig{Dir: filepath.Join(c.DataDir, "pg"), Durable: true, Logger: log, WaitForPrevious: time.Minute})
 			if err != nil {
 				return err
 			}
