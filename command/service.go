@@ -188,7 +188,14 @@ func (s *Service) open(ctx context.Context, p int32) {
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		// A log this writer cannot trust (a version gap) will not heal by
+		// itself: look again now and then, not every few seconds.
+		var ooo *OutOfOrderError
+		limit := 5 * time.Second
+		if errors.As(err, &ooo) {
+			limit = time.Minute
+		}
+		backoff = min(2*backoff, limit)
 	}
 }
 
@@ -255,9 +262,12 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
-			if opening && openErr != nil {
+			switch {
+			case opening && openErr != nil:
 				// Ours, but it cannot open: say why, not "ask another".
 				return nil, fmt.Errorf("%w: partition %d: %v", ErrUnavailable, p, openErr)
+			case opening:
+				return nil, fmt.Errorf("%w: partition %d is being rebuilt from the log here; retry", ErrUnavailable, p)
 			}
 			return nil, &NotOwnerError{Partition: p, Owner: s.ownerOf(ctx, p)}
 		}

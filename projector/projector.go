@@ -357,26 +357,30 @@ const uniqueViolation = "23505"
 
 // refusedData returns the error by which Postgres refused a statement for
 // the data it was given, or nil for any other error. Such a refusal is the
-// same whenever the same rows are written, so retrying cannot help:
-//   - class 22, data exception: a value the column's type cannot hold (a NUL
-//     in text, 22021; \u0000 in jsonb, 22P05; a time out of range, 22008);
-//   - class 23, integrity constraint violation: NOT NULL, CHECK, unique
-//     (project first takes a 23505 from copyDirect for a replay);
-//   - 54000, program limit exceeded: an index row too large, from an id of
-//     kilobytes.
+// same whenever the same rows are written, so retrying cannot help. Only
+// codes a value in the event itself causes, whatever our schema says, count:
+//   - 22021, 22P05: a NUL in text, \u0000 in jsonb (invalid characters);
+//   - 22008, 22007, 22003: a time or a number its column cannot hold;
+//   - 54000 "index row size … exceeds": an id of kilobytes.
 //
-// Everything else is the moment's, not the data's, and is retried: lost
-// connections (class 08), serialization failures and deadlocks (40),
-// shutdowns and cancellations (57), resources (53), lock timeouts (55P03),
-// and errors that are not Postgres's at all.
+// Everything else is retried, with the projection stopped and alerting:
+// the moment's errors (connections, class 08; serialization failures and
+// deadlocks, 40; shutdowns and cancellations, 57; resources, 53; lock
+// timeouts, 55P03), and ours: a constraint or a column our own migration got
+// wrong (class 23, 42, and the rest of 22 and 54) refuses every event alike,
+// and dead-lettering them would skip the log at full speed.
 func refusedData(err error) *pgconn.PgError {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return nil
 	}
-	switch {
-	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "54000":
+	switch pgErr.Code {
+	case "22021", "22P05", "22008", "22007", "22003":
 		return pgErr
+	case "54000":
+		if strings.Contains(pgErr.Message, "index row") {
+			return pgErr
+		}
 	}
 	return nil
 }

@@ -18,13 +18,14 @@ func TestOnlyErrorsOfTheEventsDataDeadLetterIt(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{pg("22021"), true}, // invalid byte sequence: a NUL in text
-		{pg("22P05"), true}, // untranslatable character: \u0000 in jsonb
-		{pg("22008"), true}, // datetime field overflow
-		{pg("22003"), true}, // numeric value out of range
-		{pg("23502"), true}, // not null violation
-		{pg("23514"), true}, // check violation
-		{pg("54000"), true}, // program limit exceeded: index row too large
+		{pg("22021"), true},  // invalid byte sequence: a NUL in text
+		{pg("22P05"), true},  // untranslatable character: \u0000 in jsonb
+		{pg("22008"), true},  // datetime field overflow
+		{pg("22003"), true},  // numeric value out of range
+		{pg("23502"), false}, // not null violation: our schema's, refuses every event
+		{pg("23514"), false}, // check violation: likewise
+		{&pgconn.PgError{Code: "54000", Message: "index row size 3000 exceeds btree version 4 maximum 2704"}, true},
+		{&pgconn.PgError{Code: "54000", Message: "too many notifications in the NOTIFY queue"}, false},
 		{fmt.Errorf("copy: %w", pg("22021")), true},
 		{pg("40001"), false}, // serialization failure
 		{pg("40P01"), false}, // deadlock detected
