@@ -15,6 +15,14 @@ run() {
   echo '```'
 }
 
+nosync() {
+  echo
+  echo '```'
+  echo "\$ TALLY_KAFKA_SYNC_WRITES=false tally bench $*"
+  TALLY_KAFKA_SYNC_WRITES=false "$bin" bench "$@" 2>/dev/null
+  echo '```'
+}
+
 cat <<HEAD
 # Benchmarks
 
@@ -55,6 +63,16 @@ run --embedded --compare --rate 8000 --duration 10s
 echo
 echo "## Against the naive Postgres design, batches of 100"
 run --embedded --compare --batch 100 --rate 40000 --duration 10s
+
+echo
+echo "## Durability: the embedded broker fsyncs every acknowledged batch (--kafka-sync-writes, default on)"
+echo
+echo "The same workloads with fsync (the default, every figure above) and without it"
+echo "(TALLY_KAFKA_SYNC_WRITES=false: an acknowledged command survives a process kill, not a power cut)."
+run --embedded --rate 3000 --duration 10s
+nosync --embedded --rate 3000 --duration 10s
+run --embedded --batch 100 --rate 20000 --duration 10s
+nosync --embedded --batch 100 --rate 20000 --duration 10s
 
 echo
 echo "## Replay (rebuild the read model from the log into a fresh schema)"
