@@ -25,7 +25,10 @@ import (
 	"slices"
 	"time"
 
+	"cloud.google.com/go/bigquery"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -42,6 +45,7 @@ type Config struct {
 	DatabaseURL  string
 	Consumer     string
 	Show         int
+	BigQuery     struct{ Project, Dataset, Endpoint, Consumer string }
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -50,6 +54,10 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	config.String(fs, &c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL read model to compare with the log; empty uses the embedded cluster under --data-dir/pg when it exists, else skips the comparison")
 	config.String(fs, &c.Consumer, "consumer", "postgres", "the projection's name in projector_offsets")
 	config.Int(fs, &c.Show, "show", 20, "problems printed per kind (all are counted)")
+	config.String(fs, &c.BigQuery.Project, "bigquery-project", "", "Google Cloud project of the BigQuery analytical model to compare with the log; empty skips it")
+	config.String(fs, &c.BigQuery.Dataset, "bigquery-dataset", "", "its dataset")
+	config.String(fs, &c.BigQuery.Endpoint, "bigquery-endpoint", "", "an emulator's endpoint, e.g. http://127.0.0.1:9050 (no authentication); empty uses BigQuery with Application Default Credentials")
+	config.String(fs, &c.BigQuery.Consumer, "bigquery-consumer", "bigquery", "the BigQuery projection's name in its projector_offsets")
 }
 
 // Run is `tally check`. It prints what it verified and every kind of
@@ -101,7 +109,23 @@ func Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	r, err := Check(ctx, brokers, dsn, c.Consumer)
+	opts := Options{Brokers: brokers, DatabaseURL: dsn, Consumer: c.Consumer}
+	if c.BigQuery.Project != "" {
+		if c.BigQuery.Dataset == "" {
+			return errors.New("--bigquery-dataset is required with --bigquery-project")
+		}
+		var copts []option.ClientOption
+		if c.BigQuery.Endpoint != "" {
+			copts = append(copts, option.WithEndpoint(c.BigQuery.Endpoint), option.WithoutAuthentication())
+		}
+		bq, err := bigquery.NewClient(ctx, c.BigQuery.Project, copts...)
+		if err != nil {
+			return fmt.Errorf("bigquery client: %w", err)
+		}
+		defer bq.Close()
+		opts.BigQuery = &BigQuery{Client: bq, Dataset: c.BigQuery.Dataset, Consumer: c.BigQuery.Consumer}
+	}
+	r, err := Check(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -125,6 +149,8 @@ type Report struct {
 	Unmarked int
 	// ReadModel is set when a read model was compared.
 	ReadModel *ReadModelReport
+	// Analytical is set when the BigQuery model was compared.
+	Analytical *AnalyticalReport
 	// Problems by kind, in the order found.
 	Problems map[string][]string
 }
@@ -135,6 +161,13 @@ type ReadModelReport struct {
 	LedgerRows   int64 // inventory_ledger rows
 	EventsBehind int64 // log offsets not yet projected
 	DeadLettered int   // events the projection dead-lettered
+}
+
+// AnalyticalReport is the BigQuery model's side of a check.
+type AnalyticalReport struct {
+	Rows         int   // current_inventory rows compared
+	EventRows    int64 // inventory_events rows
+	EventsBehind int64 // log offsets not yet projected
 }
 
 func (r *Report) problem(kind, format string, args ...any) {
@@ -162,6 +195,10 @@ func (r *Report) Print(w io.Writer, show int) {
 			rm.Rows, rm.LedgerRows, rm.EventsBehind, rm.DeadLettered)
 	} else {
 		fmt.Fprintln(w, "read model: not compared (no database)")
+	}
+	if a := r.Analytical; a != nil {
+		fmt.Fprintf(w, "bigquery: %d current_inventory rows and %d inventory_events rows compared with the log (%d offsets not yet projected)\n",
+			a.Rows, a.EventRows, a.EventsBehind)
 	}
 	kinds := slices.Sorted(func(yield func(string) bool) {
 		for k := range r.Problems {
@@ -195,26 +232,61 @@ type folded struct {
 	e         *inventoryv1.InventoryEvent
 }
 
-// Check reads the whole events topic and, when dsn is set, compares the
-// read model with it.
-func Check(ctx context.Context, brokers []string, dsn, consumer string) (*Report, error) {
+// Options say what Check compares.
+type Options struct {
+	// Brokers are the Kafka seed brokers of the events topic.
+	Brokers []string
+	// DatabaseURL is the PostgreSQL read model; "" skips it.
+	DatabaseURL string
+	// Consumer is the Postgres projection's name in projector_offsets.
+	// Default "postgres".
+	Consumer string
+	// BigQuery is the analytical model; nil skips it.
+	BigQuery *BigQuery
+}
+
+// BigQuery is an analytical model to compare.
+type BigQuery struct {
+	Client  *bigquery.Client
+	Dataset string
+	// Consumer is the projection's name in its projector_offsets. Default
+	// "bigquery".
+	Consumer string
+}
+
+// Check reads the whole events topic and compares the models it is given
+// with it.
+func Check(ctx context.Context, o Options) (*Report, error) {
+	if o.Consumer == "" {
+		o.Consumer = "postgres"
+	}
 	r := &Report{}
-	// The read model's snapshot first: the log read afterwards reaches at
-	// least as far as the offsets it stored.
+	// The models' offsets first: the log read afterwards reaches at least
+	// as far as the offsets they stored.
 	var rm *readModel
-	if dsn != "" {
+	if o.DatabaseURL != "" {
 		var err error
-		if rm, err = loadReadModel(ctx, dsn, consumer); err != nil {
+		if rm, err = loadReadModel(ctx, o.DatabaseURL, o.Consumer); err != nil {
 			return nil, err
 		}
 	}
-	events, err := readLog(ctx, brokers, r)
+	var am *analyticalModel
+	if o.BigQuery != nil {
+		var err error
+		if am, err = loadAnalytical(ctx, o.BigQuery); err != nil {
+			return nil, err
+		}
+	}
+	events, err := readLog(ctx, o.Brokers, r)
 	if err != nil {
 		return nil, err
 	}
 	checkLog(r, events)
 	if rm != nil {
 		compare(r, rm, events)
+	}
+	if am != nil {
+		compareAnalytical(r, am, events)
 	}
 	return r, nil
 }
@@ -438,6 +510,126 @@ func compare(r *Report, rm *readModel, events []folded) {
 	for sku, got := range rm.ledger {
 		if _, ok := ledger[sku]; !ok {
 			r.problem("ledger", "inventory_ledger has %d rows of sku %q that the projected log does not", got[0], sku)
+		}
+	}
+}
+
+type analyticalModel struct {
+	offsets map[int32]int64
+	current map[storeKey]level
+	// per sku: rows, distinct versions, max version in inventory_events
+	events map[string][3]int64
+	rows   int64
+}
+
+// loadAnalytical reads the BigQuery model: its offsets first, then the
+// tables, which may hold more than the offsets say (a batch lands before
+// its offsets move), never less.
+func loadAnalytical(ctx context.Context, b *BigQuery) (*analyticalModel, error) {
+	if b.Consumer == "" {
+		b.Consumer = "bigquery"
+	}
+	table := func(name string) string { return "`" + b.Client.Project() + "." + b.Dataset + "." + name + "`" }
+	am := &analyticalModel{offsets: map[int32]int64{}, current: map[storeKey]level{}, events: map[string][3]int64{}}
+	each := func(sql string, params []bigquery.QueryParameter, fn func(row []bigquery.Value) error) error {
+		q := b.Client.Query(sql)
+		q.Parameters = params
+		it, err := q.Read(ctx)
+		if err != nil {
+			return err
+		}
+		for {
+			var row []bigquery.Value
+			err := it.Next(&row)
+			if errors.Is(err, iterator.Done) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(row); err != nil {
+				return err
+			}
+		}
+	}
+	if err := each("SELECT log_partition, next_offset FROM "+table("projector_offsets")+" WHERE consumer = @consumer",
+		[]bigquery.QueryParameter{{Name: "consumer", Value: b.Consumer}}, func(row []bigquery.Value) error {
+			am.offsets[int32(row[0].(int64))] = row[1].(int64)
+			return nil
+		}); err != nil {
+		return nil, fmt.Errorf("bigquery projector_offsets: %w", err)
+	}
+	if err := each("SELECT sku_id, store_id, on_hand, reserved, sku_version FROM "+table("current_inventory"), nil, func(row []bigquery.Value) error {
+		am.current[storeKey{row[0].(string), row[1].(string)}] = level{row[2].(int64), row[3].(int64), row[4].(int64)}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("bigquery current_inventory: %w", err)
+	}
+	if err := each("SELECT sku_id, COUNT(*), COUNT(DISTINCT sku_version), MAX(sku_version) FROM "+table("inventory_events")+" GROUP BY sku_id", nil, func(row []bigquery.Value) error {
+		n := row[1].(int64)
+		am.events[row[0].(string)] = [3]int64{n, row[2].(int64), row[3].(int64)}
+		am.rows += n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("bigquery inventory_events: %w", err)
+	}
+	return am, nil
+}
+
+// compareAnalytical checks the BigQuery model against the log: every
+// (sku, store) the projected log reaches has a current_inventory row at
+// least that new, every row equals the log's state at its version, and
+// inventory_events holds each projected event once.
+func compareAnalytical(r *Report, am *analyticalModel, events []folded) {
+	rep := &AnalyticalReport{Rows: len(am.current), EventRows: am.rows}
+	want := map[storeKey]level{}
+	at := map[storeKey]map[int64]level{} // the log's state of (sku, store) at each version
+	projected := map[string]int64{}
+	maxVersion := map[string]int64{}
+	for _, f := range events {
+		e := f.e
+		k := storeKey{e.GetSkuId(), e.GetStoreId()}
+		l := level{e.GetOnHandAfter(), e.GetReservedAfter(), e.GetSkuVersion()}
+		if at[k] == nil {
+			at[k] = map[int64]level{}
+		}
+		at[k][l.version] = l
+		maxVersion[k.sku] = max(maxVersion[k.sku], l.version)
+		if f.offset >= am.offsets[f.partition] {
+			rep.EventsBehind++
+			continue
+		}
+		want[k] = l
+		projected[k.sku]++
+	}
+	r.Analytical = rep
+	for k, w := range want {
+		got, ok := am.current[k]
+		switch {
+		case !ok:
+			r.problem("bigquery current_inventory", "no row for sku %q store %q (log: on_hand %d reserved %d version %d)", k.sku, k.store, w.onHand, w.reserved, w.version)
+		case got.version < w.version:
+			r.problem("bigquery current_inventory", "sku %q store %q at version %d; the projected log is at %d", k.sku, k.store, got.version, w.version)
+		}
+	}
+	for k, got := range am.current {
+		if l, ok := at[k][got.version]; !ok || l != got {
+			r.problem("bigquery current_inventory", "sku %q store %q: on_hand %d reserved %d version %d; the log at that version: %+v (found %v)",
+				k.sku, k.store, got.onHand, got.reserved, got.version, l, ok)
+		}
+	}
+	for sku, n := range projected {
+		got := am.events[sku]
+		switch {
+		case got[0] != got[1]:
+			r.problem("bigquery inventory_events", "sku %q: %d rows for %d versions (an event twice)", sku, got[0], got[1])
+		case got[1] < n:
+			r.problem("bigquery inventory_events", "sku %q: %d events, the projected log has %d", sku, got[1], n)
+		}
+	}
+	for sku, got := range am.events {
+		if got[2] > maxVersion[sku] {
+			r.problem("bigquery inventory_events", "sku %q: version %d, beyond the log's %d", sku, got[2], maxVersion[sku])
 		}
 	}
 }

@@ -245,7 +245,7 @@ func TestSIGKILLUnderLoadLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := check.Check(t.Context(), []string{kafkaAddr}, strings.TrimSpace(string(dsn)), "postgres")
+	r, err := check.Check(t.Context(), check.Options{Brokers: []string{kafkaAddr}, DatabaseURL: strings.TrimSpace(string(dsn))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- proj.Run(pctx) }()
 	for deadline := time.Now().Add(time.Minute); ; {
-		r, err := check.Check(ctx, env.Brokers, dsnOf(pool), "postgres")
+		r, err := check.Check(ctx, check.Options{Brokers: env.Brokers, DatabaseURL: dsnOf(pool)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,7 +401,7 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE stock_levels SET on_hand = 100 WHERE sku_id = 'tampered'`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := check.Check(ctx, env.Brokers, dsnOf(pool), "postgres")
+	r, err := check.Check(ctx, check.Options{Brokers: env.Brokers, DatabaseURL: dsnOf(pool)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/kafka"
@@ -228,5 +229,24 @@ func TestCommandsLandInBigQueryLikeInPostgres(t *testing.T) {
 		if n != events || fmt.Sprint(again) != fmt.Sprint(pg) {
 			t.Fatalf("after tally replay %v: %d events (was %d), current_inventory %v", args, n, events, again)
 		}
+	}
+
+	// tally check agrees: the log, the read model and BigQuery.
+	dsn, err := os.ReadFile(filepath.Join(dataDir, "pg", "DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := check.Run(t.Context(), []string{"--kafka-brokers", kafkaAddr, "--database-url", strings.TrimSpace(string(dsn)),
+		"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint}); err != nil {
+		t.Fatalf("tally check: %v", err)
+	}
+	// and sees a row of BigQuery's that the log does not explain.
+	bqRows(t, bq, "UPDATE `{{dataset}}.current_inventory` SET on_hand = on_hand + 1000 WHERE STARTS_WITH(sku_id, @prefix)", bigquery.QueryParameter{Name: "prefix", Value: prefix})
+	r, err := check.Check(t.Context(), check.Options{Brokers: []string{kafkaAddr}, BigQuery: &check.BigQuery{Client: bq, Dataset: bqDataset}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(r.Problems["bigquery current_inventory"]); got != compared {
+		t.Errorf("tally check found %d differences in current_inventory after %d rows were edited: %v", got, compared, r.Problems)
 	}
 }
