@@ -139,6 +139,9 @@ func StartEmbedded(dataDir string, port int, log *slog.Logger, opts ...EmbeddedO
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("embedded kafka: %w", err)
 		}
+		if _, err := os.Stat(filepath.Join(dataDir, "meta.json")); errors.Is(err, os.ErrNotExist) {
+			clean = true // a new data directory: nothing to repair
+		}
 		if !clean && !cfg.noRepair {
 			if err := repairDataDir(dataDir, kopts, log); err != nil {
 				return nil, err
