@@ -15,6 +15,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/testenv"
 )
@@ -28,7 +29,7 @@ const crashPartitions = 4
 func leaveWriterTransactionOpen() error {
 	ctx := context.Background()
 	sku := os.Getenv("SKU")
-	k, err := kafka.StartEmbedded(os.Getenv("KAFKA_DIR"), 0, nil)
+	k, err := broker.Start(os.Getenv("KAFKA_DIR"), 0, nil)
 	if err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func TestCrashWithAnOpenTransactionLeavesThePartitionWritable(t *testing.T) {
 	sku := uniq("crash")
 	testenv.StartChild(t, "open-writer-transaction", "KAFKA_DIR="+dir, "SKU="+sku).Kill(t)
 
-	k, err := kafka.StartEmbedded(dir, 0, nil)
+	k, err := broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestCrashWithAnOpenTransactionLeavesThePartitionWritable(t *testing.T) {
 	st.stop()
 	k.Close()
 
-	k, err = kafka.StartEmbedded(dir, 0, nil)
+	k, err = broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 )
 
@@ -150,7 +151,7 @@ func TestApplyAnswersAReusedCommandIDPerCommand(t *testing.T) {
 // The dedupe window is rebuilt from the log, fingerprints included.
 func TestReusedCommandIDIsRefusedAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	k, err := kafka.StartEmbedded(dir, 0, nil)
+	k, err := broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestReusedCommandIDIsRefusedAfterRestart(t *testing.T) {
 	st.stop()
 	k.Close()
 
-	k, err = kafka.StartEmbedded(dir, port, nil)
+	k, err = broker.Start(dir, port, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func TestReusedCommandIDIsRefusedAfterRestart(t *testing.T) {
 // Events written before fingerprints existed carry none; a retry of their
 // command is answered as before, whatever it says.
 func TestCommandsLoggedWithoutFingerprintStillReplay(t *testing.T) {
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

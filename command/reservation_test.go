@@ -16,6 +16,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 )
 
@@ -186,7 +187,7 @@ func TestCommitAndReleaseReservations(t *testing.T) {
 // "expire:" ids. A SKU whose log already holds such a forged id gets its
 // reservation released all the same, because the writer's ids moved.
 func TestReservationBehindAnOldForgedExpiryIDIsReleased(t *testing.T) {
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/server"
 	"github.com/tally-oss/tally/internal/testenv"
@@ -44,7 +45,7 @@ var shared *stack
 
 func TestMain(m *testing.M) {
 	testenv.RunChild(map[string]func() error{"open-writer-transaction": leaveWriterTransactionOpen})
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -409,7 +410,7 @@ func TestApplyAnswersEachCommand(t *testing.T) {
 
 func TestRetryAfterRestartIsNotAppliedTwice(t *testing.T) {
 	dir := t.TempDir()
-	k, err := kafka.StartEmbedded(dir, 0, nil)
+	k, err := broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +429,7 @@ func TestRetryAfterRestartIsNotAppliedTwice(t *testing.T) {
 	k.Close()
 
 	// Same data directory: a new broker and a new writer rebuild from disk.
-	k, err = kafka.StartEmbedded(dir, port, nil)
+	k, err = broker.Start(dir, port, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +459,7 @@ func TestRetryAfterRestartIsNotAppliedTwice(t *testing.T) {
 }
 
 func TestNewWriterFencesThePreviousOne(t *testing.T) {
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,13 +13,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/pg"
 )
 
 // Env is the components of one test binary.
 type Env struct {
-	Kafka   *kafka.Embedded
+	Kafka   *broker.Embedded
 	Brokers []string
 
 	cluster *pg.Cluster
@@ -30,7 +30,7 @@ type Env struct {
 
 // Start starts Kafka and Postgres. Call Stop when the tests are done.
 func Start(ctx context.Context) (*Env, error) {
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
@@ -88,7 +89,7 @@ func Run(ctx context.Context, args []string) error {
 		defer lock.Release() //nolint:errcheck // exiting
 		// As the crash left it: check reports unmarked transactions, it
 		// does not repair them (the next tally serve does).
-		k, err := kafka.StartEmbedded(dir, 0, log, kafka.NoRepair())
+		k, err := broker.Start(dir, 0, log, broker.NoRepair())
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
@@ -195,11 +196,11 @@ func Start(ctx context.Context, c *Config) error {
 		if err != nil {
 			return fmt.Errorf("--kafka-listen: %w", err)
 		}
-		var kopts []kafka.EmbeddedOpt
+		var kopts []broker.Opt
 		if !c.KafkaSync {
-			kopts = append(kopts, kafka.NoSyncWrites())
+			kopts = append(kopts, broker.NoSyncWrites())
 		}
-		k, err := kafka.StartEmbedded(filepath.Join(c.DataDir, "kafka"), port, log, kopts...)
+		k, err := broker.Start(filepath.Join(c.DataDir, "kafka"), port, log, kopts...)
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,7 @@
-package kafka_test
+package broker_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/testenv"
 )
@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 // and waits to be killed.
 func leaveTransactionOpen() error {
 	ctx := context.Background()
-	k, err := kafka.StartEmbedded(os.Getenv("KAFKA_DIR"), 0, nil)
+	k, err := broker.Start(os.Getenv("KAFKA_DIR"), 0, nil)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func readWithKcat(t *testing.T, brokers []string) []string {
 
 func TestTransactionLeftOpenByACrashIsAbortedWithAMarker(t *testing.T) {
 	dir := crashWithOpenTransaction(t)
-	k, err := kafka.StartEmbedded(dir, 0, nil)
+	k, err := broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestTransactionLeftOpenByACrashIsAbortedWithAMarker(t *testing.T) {
 
 	// A clean restart keeps it so.
 	k.Close()
-	k, err = kafka.StartEmbedded(dir, 0, nil)
+	k, err = broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestCommittedReaderReadsALogWhoseAbortHasNoMarker(t *testing.T) {
 	}
 	// Repairing now cannot move the abort before c1 and c2; it must not
 	// invent a marker either, since nothing is open.
-	n, err := kafka.RepairOpenTransactions(t.Context(), c.ListenAddrs())
+	n, err := broker.RepairOpenTransactions(t.Context(), c.ListenAddrs())
 	if err != nil || n != 0 {
 		t.Errorf("repair of a log with no open transaction: %d markers, %v", n, err)
 	}
@@ -281,56 +281,12 @@ func TestCommittedReaderFindsAMarkerPastTheEnd(t *testing.T) {
 	}
 }
 
-func TestResolverReleasesInOffsetOrder(t *testing.T) {
-	const a, b = 1, 2 // producer ids
-	data := func(off int64, pid int64, epoch int16, txn bool) *kgo.Record {
-		r := &kgo.Record{Offset: off, ProducerID: pid, ProducerEpoch: epoch, Value: []byte(fmt.Sprint(off))}
-		if txn {
-			r.Attrs = kgo.NewRecordAttrs(kgo.RecordAttrsOpts{Transactional: true})
-		}
-		return r
-	}
-	marker := func(off int64, pid int64, commit bool) *kgo.Record {
-		typ := byte(0)
-		if commit {
-			typ = 1
-		}
-		return &kgo.Record{Offset: off, ProducerID: pid, Attrs: kgo.NewRecordAttrs(kgo.RecordAttrsOpts{Transactional: true, Control: true}), Key: []byte{0, 0, 0, typ}}
-	}
-	var r kafka.Resolver
-	var out []*kgo.Record
-	for _, rec := range []*kgo.Record{
-		data(0, a, 0, true),  // a's txn, committed at 4
-		data(1, b, 0, true),  // b's txn, aborted at 3
-		data(2, 0, 0, false), // outside any transaction: waits for 0
-		marker(3, b, false),
-		marker(4, a, true),
-		data(5, a, 1, true), // a, epoch 1: open, then superseded by epoch 2
-		data(6, a, 2, true), // a, epoch 2: committed at 7
-		marker(7, a, true),
-		data(8, b, 0, true), // open at the end: aborted by Finish
-	} {
-		out = r.Add(rec, out)
-	}
-	out = r.Finish(out)
-	var got []int64
-	for _, rec := range out {
-		got = append(got, rec.Offset)
-	}
-	if want := []int64{0, 2, 6}; !slices.Equal(got, want) {
-		t.Errorf("released offsets %v, want %v", got, want)
-	}
-	if r.Aborted != 3 || r.Unmarked != 2 {
-		t.Errorf("aborted %d, unmarked %d; want 3 and 2", r.Aborted, r.Unmarked)
-	}
-}
-
 // A broker closed while a transaction is open is not marked clean, so the
 // next start repairs: the open transaction is aborted with a marker and the
 // producer's later commits stay visible.
 func TestCloseWithAnOpenTransactionIsRepairedAtTheNextStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "kafka")
-	k, err := kafka.StartEmbedded(dir, 0, nil)
+	k, err := broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +316,7 @@ func TestCloseWithAnOpenTransactionIsRepairedAtTheNextStart(t *testing.T) {
 	if _, err := os.Stat(dir + ".clean-shutdown"); !os.IsNotExist(err) {
 		t.Fatalf("closed with a transaction open, yet marked clean (%v)", err)
 	}
-	k, err = kafka.StartEmbedded(dir, 0, nil)
+	k, err = broker.Start(dir, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
