@@ -2,13 +2,18 @@
 // model as SQL files: views the BigQuery projector creates in the dataset
 // (views/), parameterised queries (queries/) and the BigQuery ML demand
 // forecast (forecast/). In the files, {{dataset}} stands for
-// project.dataset; README.md shows each.
+// project.dataset and {{sale_types}} for the event types that sell stock
+// (readmodel.SaleTypes, the same set the query side counts); README.md
+// shows each.
 package analytics
 
 import (
 	"embed"
 	"fmt"
+	"io/fs"
 	"strings"
+
+	"github.com/tally-oss/tally/internal/readmodel"
 )
 
 //go:embed views/*.sql queries/*.sql forecast/*.sql
@@ -62,5 +67,9 @@ func SQL(path, project, dataset string) (string, error) {
 }
 
 func expand(sql, project, dataset string) string {
-	return strings.ReplaceAll(sql, "{{dataset}}", project+"."+dataset)
+	return strings.NewReplacer("{{dataset}}", project+"."+dataset, "{{sale_types}}", readmodel.SaleTypeNames()).Replace(sql)
 }
+
+// Files are the shipped SQL files as they are stored, placeholders
+// included.
+func Files() fs.FS { return files }

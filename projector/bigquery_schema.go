@@ -17,6 +17,7 @@ import (
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/readmodel"
 )
 
 // The analytical model's tables.
@@ -127,7 +128,7 @@ func (r eventRow) Save() (map[string]bigquery.Value, string, error) {
 	}
 	return map[string]bigquery.Value{
 		"event_id":               e.GetEventId(),
-		"event_type":             strings.TrimPrefix(e.GetEventType().String(), "EVENT_TYPE_"),
+		"event_type":             readmodel.TypeName(e.GetEventType()),
 		"occurred_at":            e.GetOccurredAt().AsTime(),
 		"recorded_at":            e.GetRecordedAt().AsTime(),
 		"sku_id":                 e.GetSkuId(),

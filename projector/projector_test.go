@@ -22,6 +22,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/projector"
 	"github.com/tally-oss/tally/query"
@@ -79,7 +80,7 @@ func newFixture(t testing.TB, partitions int32) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.pool.Close)
-	if err := projector.Migrate(t.Context(), f.pool, nil); err != nil {
+	if err := readmodel.Migrate(t.Context(), f.pool, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.prod, err = kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.TransactionalID("test-producer-"+f.topic),

@@ -13,8 +13,8 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/testenv"
-	"github.com/tally-oss/tally/projector"
 	"github.com/tally-oss/tally/query"
 )
 
@@ -41,7 +41,7 @@ func client(t testing.TB) (inventoryv1connect.QueryServiceClient, func(sql strin
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := projector.Migrate(t.Context(), pool, nil); err != nil {
+	if err := readmodel.Migrate(t.Context(), pool, nil); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()

@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
@@ -338,7 +339,7 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 		SELECT s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version,
 		       COALESCE($3, p.reorder_point, $5), COALESCE(p.target_level, $6),
 		       COALESCE((SELECT sum(-l.quantity_delta) FROM inventory_ledger l
-		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type IN (1, 8)
+		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type = ANY($7)
 		                   AND l.occurred_at > now() - interval '7 days'), 0),
 		       now()
 		FROM stock_levels s
@@ -349,7 +350,7 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 		            THEN s.on_hand - s.reserved <= COALESCE($3, p.reorder_point, $5)
 		            ELSE s.projected_at >= $4 END)
 		ORDER BY s.store_id, s.sku_id`,
-		stores, likeEscape(f.prefix), threshold, sinceArg, stocknotify.DefaultReorderPoint, stocknotify.DefaultTargetLevel)
+		stores, likeEscape(f.prefix), threshold, sinceArg, stocknotify.DefaultReorderPoint, stocknotify.DefaultTargetLevel, readmodel.SaleTypeNumbers())
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -382,7 +383,7 @@ func (s *Service) sales7(ctx context.Context, sku, store string) (int64, time.Ti
 	var n int64
 	var now time.Time
 	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM inventory_ledger
-		WHERE sku_id = $1 AND store_id = $2 AND event_type IN (1, 8) AND occurred_at > now() - interval '7 days'`, sku, store).Scan(&n, &now)
+		WHERE sku_id = $1 AND store_id = $2 AND event_type = ANY($3) AND occurred_at > now() - interval '7 days'`, sku, store, readmodel.SaleTypeNumbers()).Scan(&n, &now)
 	return n, now, err
 }
 

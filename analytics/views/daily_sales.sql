@@ -5,9 +5,9 @@ SELECT
   sku_id,
   store_id,
   DATE(occurred_at) AS day,
-  SUM(IF(event_type IN ('SALE', 'RESERVATION_COMMITTED'), 0 - quantity_delta, 0)) AS units_sold,
+  SUM(IF(event_type IN ({{sale_types}}), 0 - quantity_delta, 0)) AS units_sold,
   SUM(IF(event_type = 'RETURN', quantity_delta, 0)) AS units_returned,
-  COUNTIF(event_type IN ('SALE', 'RESERVATION_COMMITTED')) AS sales
+  COUNTIF(event_type IN ({{sale_types}})) AS sales
 FROM `{{dataset}}.inventory_events`
-WHERE event_type IN ('SALE', 'RESERVATION_COMMITTED', 'RETURN')
+WHERE event_type IN ({{sale_types}}, 'RETURN')
 GROUP BY sku_id, store_id, day

@@ -15,7 +15,7 @@ FROM (
     SUM(0 - quantity_delta) AS units_sold_7d,
     COUNT(DISTINCT store_id) AS stores_selling_7d
   FROM `{{dataset}}.inventory_events`
-  WHERE event_type IN ('SALE', 'RESERVATION_COMMITTED')
+  WHERE event_type IN ({{sale_types}})
     AND occurred_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 7 DAY)
   GROUP BY sku_id
 )

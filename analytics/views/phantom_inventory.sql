@@ -12,5 +12,5 @@ SELECT
   on_hand_after,
   allow_negative
 FROM `{{dataset}}.inventory_events`
-WHERE event_type IN ('SALE', 'RESERVATION_COMMITTED')
+WHERE event_type IN ({{sale_types}})
   AND on_hand_after - quantity_delta <= 0

@@ -12,7 +12,7 @@ WITH policy AS (
 sales AS (
   SELECT sku_id, store_id, SUM(0 - quantity_delta) AS units_sold_7d
   FROM `{{dataset}}.inventory_events`
-  WHERE event_type IN ('SALE', 'RESERVATION_COMMITTED')
+  WHERE event_type IN ({{sale_types}})
     AND occurred_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 7 DAY)
   GROUP BY sku_id, store_id
 )

@@ -10,7 +10,7 @@ WITH last_change AS (
 recent_sales AS (
   SELECT sku_id, store_id, SUM(0 - quantity_delta) AS units
   FROM `{{dataset}}.inventory_events`
-  WHERE event_type IN ('SALE', 'RESERVATION_COMMITTED')
+  WHERE event_type IN ({{sale_types}})
     AND occurred_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 24 HOUR)
   GROUP BY sku_id, store_id
 )

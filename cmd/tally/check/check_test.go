@@ -28,6 +28,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/pg"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/projector"
 )
@@ -330,7 +331,7 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	}
 	defer pool.Close()
 	log := testenv.Logger()
-	if err := projector.Migrate(ctx, pool, log); err != nil {
+	if err := readmodel.Migrate(ctx, pool, log); err != nil {
 		t.Fatal(err)
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(kafka.EventsTopic), kgo.RecordPartitioner(kgo.ManualPartitioner()))

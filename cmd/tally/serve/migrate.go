@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tally-oss/tally/internal/config"
-	"github.com/tally-oss/tally/projector"
+	"github.com/tally-oss/tally/internal/readmodel"
 )
 
 // RunMigrate is `tally migrate`: bring the read model's schema up to date.
@@ -30,5 +30,5 @@ func RunMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	return projector.Migrate(ctx, pool, c.logger())
+	return readmodel.Migrate(ctx, pool, c.logger())
 }

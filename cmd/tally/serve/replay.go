@@ -17,6 +17,7 @@ import (
 
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -132,7 +133,7 @@ func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writ
 	}
 	defer pool.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := projector.Migrate(ctx, pool, log); err != nil {
+	if err := readmodel.Migrate(ctx, pool, log); err != nil {
 		return 0, 0, err
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))

@@ -28,6 +28,7 @@ import (
 	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/pg"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/server"
 	"github.com/tally-oss/tally/projector"
 	"github.com/tally-oss/tally/query"
@@ -235,7 +236,7 @@ func Start(ctx context.Context, c *Config) error {
 			return err
 		}
 		defer pool.Close()
-		if err := projector.Migrate(ctx, pool, log); err != nil {
+		if err := readmodel.Migrate(ctx, pool, log); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 	}
