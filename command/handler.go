@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -169,18 +171,63 @@ func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.Ap
 	}
 	outcomes := h.svc.DoBatch(ctx, cmds)
 	resp := &inventoryv1.ApplyResponse{Outcomes: make([]*inventoryv1.CommandOutcome, len(in))}
+	failures := batchFailures{byCode: map[connect.Code]int{}}
 	for i, o := range outcomes {
 		err := invalid[i]
 		if err == nil {
 			err = o.Err
 		}
 		if err != nil {
-			resp.Outcomes[i] = &inventoryv1.CommandOutcome{Outcome: &inventoryv1.CommandOutcome_Error{Error: h.commandError(err)}}
+			code, _, ce, report := h.classify(err)
+			failures.add(code, err, report)
+			resp.Outcomes[i] = &inventoryv1.CommandOutcome{Outcome: &inventoryv1.CommandOutcome_Error{Error: ce}}
 			continue
 		}
 		resp.Outcomes[i] = &inventoryv1.CommandOutcome{Outcome: &inventoryv1.CommandOutcome_Result{Result: o.Result.proto()}}
 	}
+	failures.log(ctx, h.log, len(in))
 	return connect.NewResponse(resp), nil
+}
+
+// batchFailures sums up the failures of one Apply batch for one log line:
+// a batch whose transaction fails would otherwise log once per command.
+type batchFailures struct {
+	byCode      map[connect.Code]int // every failed command, reported or not
+	internal    error                // the first internal error
+	unavailable error                // the first error of the log being unavailable
+}
+
+func (b *batchFailures) add(code connect.Code, err error, report bool) {
+	b.byCode[code]++
+	switch {
+	case !report:
+	case code == connect.CodeInternal:
+		if b.internal == nil {
+			b.internal = err
+		}
+	case b.unavailable == nil:
+		b.unavailable = err
+	}
+}
+
+// log writes the batch's line, if any of its failures is worth reporting
+// (as classify decides): an error if a command failed internally, else a
+// warning, with the count of failures per code and the first error.
+func (b *batchFailures) log(ctx context.Context, log *slog.Logger, commands int) {
+	level, msg, first := slog.LevelError, "apply batch: commands failed", b.internal
+	if first == nil {
+		level, msg, first = slog.LevelWarn, "apply batch: commands unavailable", b.unavailable
+	}
+	if first == nil {
+		return
+	}
+	codes := slices.Sorted(maps.Keys(b.byCode))
+	counts := make([]slog.Attr, len(codes))
+	for i, c := range codes {
+		counts[i] = slog.Int(c.String(), b.byCode[c])
+	}
+	log.LogAttrs(ctx, level, msg, slog.Int("commands", commands),
+		slog.GroupAttrs("failed", counts...), slog.Any("error", first))
 }
 
 func (r *Result) proto() *inventoryv1.CommandResult {
@@ -200,8 +247,11 @@ func (r *Result) proto() *inventoryv1.CommandResult {
 }
 
 // classify is the one place where write-side errors meet RPC codes: it
-// returns the code, the message a client may see, and the typed details.
-func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.CommandError) {
+// returns the code, the message a client may see, the typed details, and
+// whether operators should hear of the failure (the log unavailable, an
+// internal error; not what a client caused or can act on). It does not log:
+// a unary call logs its failure, an Apply batch one line for all of them.
+func (h *Handler) classify(err error) (code connect.Code, msg string, ce *inventoryv1.CommandError, report bool) {
 	var (
 		ve *ValidationError
 		vc *VersionConflictError
@@ -211,9 +261,8 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 		rn *ReservationNotActiveError
 		cr *CommandIDReusedError
 	)
-	ce := &inventoryv1.CommandError{}
-	code := connect.CodeInternal
-	msg := "internal error"
+	ce = &inventoryv1.CommandError{}
+	code, msg = connect.CodeInternal, "internal error"
 	switch {
 	case errors.As(err, &ve):
 		code, msg = connect.CodeInvalidArgument, ve.Error()
@@ -241,25 +290,27 @@ func (h *Handler) classify(err error) (connect.Code, string, *inventoryv1.Comman
 		}
 	case errors.Is(err, ErrUnavailable):
 		code, msg = connect.CodeUnavailable, "the inventory log is unavailable; nothing was applied unless a retry with the same command_id says so"
-		h.log.Warn("command unavailable", "error", err)
+		report = true
 	case errors.Is(err, context.Canceled):
 		code, msg = connect.CodeCanceled, "canceled"
 	case errors.Is(err, context.DeadlineExceeded):
 		code, msg = connect.CodeDeadlineExceeded, "deadline exceeded; retry with the same command_id to learn the outcome"
 	default:
-		h.log.Error("command failed", "error", err)
+		report = true
 	}
 	ce.Code, ce.Message = code.String(), msg
-	return code, msg, ce
-}
-
-func (h *Handler) commandError(err error) *inventoryv1.CommandError {
-	_, _, ce := h.classify(err)
-	return ce
+	return code, msg, ce, report
 }
 
 func (h *Handler) connectError(err error) *connect.Error {
-	code, msg, ce := h.classify(err)
+	code, msg, ce, report := h.classify(err)
+	switch {
+	case !report:
+	case code == connect.CodeInternal:
+		h.log.Error("command failed", "error", err)
+	default:
+		h.log.Warn("command unavailable", "error", err)
+	}
 	out := connect.NewError(code, errors.New(msg))
 	if len(ce.FieldViolations) > 0 {
 		br := &errdetails.BadRequest{}

@@ -199,7 +199,9 @@ func (s *Service) open(ctx context.Context, p int32) {
 	}
 }
 
-// watch forgets a writer that stopped on its own (fenced).
+// watch forgets a writer that stopped on its own (fenced). The writer has
+// already answered its queue and dropped its state (Writer.stop), so
+// forgetting it leaves nothing behind.
 func (s *Service) watch(p int32, w *Writer) {
 	defer s.wg.Done()
 	<-w.Done()

@@ -10,10 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -516,4 +519,123 @@ func TestNewWriterFencesThePreviousOne(t *testing.T) {
 			t.Fatal("the fenced writer's event is visible to read_committed consumers")
 		}
 	}
+}
+
+// A fenced writer stops on its own and nobody closes it: it must still end
+// its goroutines, answer every command (then and later) Unavailable, and
+// become garbage with its SKU map and dedupe window.
+func TestFencedWriterLeavesNothingBehind(t *testing.T) {
+	k, err := kafka.StartEmbedded("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := writerGoroutines()
+	cfg := command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger()}
+	sku := uniq("fenced")
+	old, err := command.OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Do(t.Context(), &command.Command{ID: "r1", Kind: command.KindReceipt, SKU: sku, Store: "S1", Quantity: command.MaxQuantity}); err != nil {
+		t.Fatal(err)
+	}
+
+	successor, err := command.OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Clients keep selling through the old writer, which learns it was
+	// fenced from their first commit and stops: each gets an answer, then
+	// and after the stop, never a hang or a panic.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	var afterStop atomic.Int64
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				stopped := isClosed(old.Done())
+				_, err := old.Do(ctx, &command.Command{ID: fmt.Sprintf("s%d-%d", g, i), Kind: command.KindSale, SKU: sku, Store: "S1", Quantity: 1})
+				switch {
+				case ctx.Err() != nil:
+				case !errors.Is(err, command.ErrUnavailable):
+					t.Errorf("sale through the fenced writer: %v, want ErrUnavailable", err)
+					return
+				case stopped && afterStop.Add(1) > 100:
+					return
+				}
+			}
+		})
+	}
+	select {
+	case <-old.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("fenced writer did not stop")
+	}
+	wg.Wait()
+	if err := successor.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both writers are done: none of their goroutines may remain.
+	deadline := time.Now().Add(5 * time.Second)
+	for n := writerGoroutines(); n > before; n = writerGoroutines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writer goroutines left behind:\n%s", n-before, writerStacks())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	gone := weak.Make(old)
+	old = nil
+	deadline = time.Now().Add(5 * time.Second)
+	for gone.Value() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the fenced writer is still reachable, and with it its SKU map and dedupe window")
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// writerGoroutines counts the goroutines running a Writer's code.
+func writerGoroutines() int { return strings.Count(writerStacks(), "\n\n") }
+
+// writerStacks returns the stacks of the goroutines running a Writer's
+// code, each followed by a blank line.
+func writerStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out strings.Builder
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "tally/command.(*Writer)") {
+			out.WriteString(g + "\n\n")
+		}
+	}
+	return out.String()
 }

@@ -139,11 +139,14 @@ type Writer struct {
 	partition int32
 	log       *slog.Logger
 
-	mu      sync.RWMutex // guards closed against concurrent submits
-	closed  bool
-	reqs    chan []*request
+	mu     sync.RWMutex // guards closed against concurrent submits
+	closed bool         // reqs is closed: by Close, or by stop
+	reqs   chan []*request
+	// stopped is closed when run takes no more requests, done when the
+	// writer has also answered what was queued and let go of its state.
+	stopped chan struct{}
 	done    chan struct{}
-	lastErr error // set by run before done closes
+	lastErr error // set by run before stopped closes
 
 	// Owned by the run goroutine after OpenWriter returns.
 	producer *kgo.Client
@@ -163,6 +166,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig, partition int32) (*Writer
 		partition: partition,
 		log:       cfg.Logger.With("partition", partition),
 		reqs:      make(chan []*request, 256),
+		stopped:   make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	if err := w.open(ctx); err != nil {
@@ -295,12 +299,17 @@ func (w *Writer) submit(reqs []*request) error {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
-		return ErrShuttingDown
+		select {
+		case <-w.stopped:
+			return w.err() // run has ended: lastErr, if any, is final
+		default:
+			return ErrShuttingDown // Close is draining the queue
+		}
 	}
 	select {
 	case w.reqs <- reqs:
 		return nil
-	case <-w.done:
+	case <-w.stopped:
 		return w.err()
 	}
 }
@@ -313,7 +322,7 @@ func (w *Writer) err() error {
 }
 
 // Done is closed when the writer has stopped, by Close or by losing the
-// partition (fenced).
+// partition (fenced), and has let go of the partition's state.
 func (w *Writer) Done() <-chan struct{} { return w.done }
 
 // Close stops taking commands, commits what is queued, and releases the
@@ -334,10 +343,7 @@ func (w *Writer) Close(ctx context.Context) error {
 }
 
 func (w *Writer) run() {
-	defer func() {
-		w.producer.Close()
-		close(w.done)
-	}()
+	defer w.stop()
 	var batch []*request
 	expiry := time.NewTicker(w.cfg.ExpiryInterval)
 	defer expiry.Stop()
@@ -377,6 +383,32 @@ func (w *Writer) run() {
 	}
 }
 
+// stop ends the writer when run returns, whether Close asked or the writer
+// stopped on its own (fenced, or closed while recovering). Nobody closes a
+// writer that stopped on its own, so stop does what Close would: it refuses
+// further submits, answers what is still queued, and drops the producer and
+// the partition's state (the SKU map and the dedupe window), which must not
+// outlive the writer's usefulness however long a *Writer stays referenced.
+func (w *Writer) stop() {
+	close(w.stopped) // submits blocked on a full queue give up and unlock mu
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
+	// Closed and no submit in flight: this drain ends.
+	err := w.err()
+	for reqs := range w.reqs {
+		for _, r := range reqs {
+			r.done <- reply{idx: r.idx, err: err}
+		}
+	}
+	w.producer.Close()
+	w.skus, w.dedupe, w.reserving = nil, nil, nil
+	close(w.done)
+}
+
 // track keeps the set of SKUs with active reservations current.
 func (w *Writer) track(id string, sku *SKU) {
 	if len(sku.Reservations) > 0 {
@@ -410,8 +442,8 @@ func (w *Writer) recover(cause error) error {
 	w.producer.Close()
 	if isFenced(cause) {
 		w.log.Error("partition writer fenced by a newer owner; stopping", "error", cause)
-		w.lastErr = cause
-		w.failQueued(fmt.Errorf("%w: partition %d moved to another writer", ErrUnavailable, w.partition))
+		// run returns and stop answers what is queued.
+		w.lastErr = fmt.Errorf("moved to another writer: %w", cause)
 		return cause
 	}
 	w.log.Warn("transaction failed; rebuilding partition state from the log", "error", cause)
@@ -432,17 +464,6 @@ func (w *Writer) recover(cause error) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-}
-
-// failQueued answers everything queued until the channel closes.
-func (w *Writer) failQueued(err error) {
-	go func() {
-		for reqs := range w.reqs {
-			for _, r := range reqs {
-				r.done <- reply{idx: r.idx, err: err}
-			}
-		}
-	}()
 }
 
 // failQueuedFor answers queued requests with err for d. It returns false

@@ -1,0 +1,69 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+)
+
+func TestBatchFailuresLogOneLineForTheWorstKind(t *testing.T) {
+	invalid := &ValidationError{Violations: []Violation{{Field: "commands[0].receipt.quantity", Description: "must be positive"}}}
+	unavailable := fmt.Errorf("%w: partition 3 is recovering", ErrUnavailable)
+	internal := errors.New("decide and apply disagree")
+	for _, tc := range []struct {
+		name   string
+		errs   []error
+		level  string // "" for no line
+		first  error
+		counts map[string]int
+	}{
+		{name: "client errors only", errs: []error{invalid, invalid, &NotOwnerError{Partition: 1}}},
+		{
+			name: "unavailable", errs: []error{invalid, unavailable, fmt.Errorf("%w: other", ErrUnavailable)},
+			level: "WARN", first: unavailable, counts: map[string]int{"invalid_argument": 1, "unavailable": 2},
+		},
+		{
+			name: "internal", errs: []error{unavailable, internal, errors.New("later"), invalid},
+			level: "ERROR", first: internal, counts: map[string]int{"internal": 2, "invalid_argument": 1, "unavailable": 1},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			b := batchFailures{byCode: map[connect.Code]int{}}
+			for _, err := range tc.errs {
+				code, _, _, report := (&Handler{}).classify(err)
+				b.add(code, err, report)
+			}
+			b.log(context.Background(), slog.New(slog.NewJSONHandler(&buf, nil)), len(tc.errs))
+			if tc.level == "" {
+				if buf.Len() != 0 {
+					t.Fatalf("logged %s, want nothing", buf.String())
+				}
+				return
+			}
+			if n := strings.Count(buf.String(), "\n"); n != 1 {
+				t.Fatalf("%d lines, want 1: %s", n, buf.String())
+			}
+			var line struct {
+				Level    string
+				Commands int
+				Failed   map[string]int
+				Error    string
+			}
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+				t.Fatal(err)
+			}
+			if line.Level != tc.level || line.Commands != len(tc.errs) || line.Error != tc.first.Error() || !maps.Equal(line.Failed, tc.counts) {
+				t.Fatalf("logged %s, want level %s, %d commands, failures %v, error %q", buf.String(), tc.level, len(tc.errs), tc.counts, tc.first)
+			}
+		})
+	}
+}
