@@ -525,7 +525,7 @@ func TestNewWriterFencesThePreviousOne(t *testing.T) {
 // its goroutines, answer every command (then and later) Unavailable, and
 // become garbage with its SKU map and dedupe window.
 func TestFencedWriterLeavesNothingBehind(t *testing.T) {
-	k, err := kafka.StartEmbedded("", 0, nil)
+	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
