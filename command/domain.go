@@ -275,7 +275,7 @@ func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*
 		e.ReorderPoint, e.TargetLevel = c.ReorderPoint, c.TargetLevel
 		return []*inventoryv1.InventoryEvent{e}, nil
 	}
-	return nil, &ValidationError{Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
+	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
 }
 
 // Apply folds one event into the state. Events must come in version order:

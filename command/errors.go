@@ -3,7 +3,7 @@ package command
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"github.com/tally-oss/tally/internal/apierr"
 )
 
 // ErrUnavailable means the log could not take the command. Nothing of the
@@ -14,23 +14,11 @@ var ErrUnavailable = errors.New("inventory log unavailable")
 var ErrShuttingDown = fmt.Errorf("%w: shutting down", ErrUnavailable)
 
 // Violation is one problem with one field of a command.
-type Violation struct {
-	Field       string
-	Description string
-}
+type Violation = apierr.Violation
 
-// ValidationError lists every problem found in a command's input.
-type ValidationError struct {
-	Violations []Violation
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Violations))
-	for i, v := range e.Violations {
-		parts[i] = v.Field + ": " + v.Description
-	}
-	return "invalid command: " + strings.Join(parts, "; ")
-}
+// ValidationError lists every problem found in a command's input (What is
+// "command").
+type ValidationError = apierr.InvalidError
 
 // VersionConflictError means expected_version did not match the SKU.
 type VersionConflictError struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tally-oss/tally/internal/apierr"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -156,7 +157,7 @@ func (h *Handler) SetReorderPolicy(ctx context.Context, req *connect.Request[inv
 func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.ApplyRequest]) (*connect.Response[inventoryv1.ApplyResponse], error) {
 	in := req.Msg.GetCommands()
 	if len(in) == 0 || len(in) > MaxBatchCommands {
-		return nil, h.connectError(&ValidationError{Violations: []Violation{{
+		return nil, h.connectError(&ValidationError{What: "command", Violations: []Violation{{
 			Field: "commands", Description: fmt.Sprintf("1 to %d commands, got %d", MaxBatchCommands, len(in)),
 		}}})
 	}
@@ -313,11 +314,11 @@ func (h *Handler) connectError(err error) *connect.Error {
 	}
 	out := connect.NewError(code, errors.New(msg))
 	if len(ce.FieldViolations) > 0 {
-		br := &errdetails.BadRequest{}
-		for _, v := range ce.FieldViolations {
-			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+		vs := make([]apierr.Violation, len(ce.FieldViolations))
+		for i, v := range ce.FieldViolations {
+			vs[i] = apierr.Violation{Field: v.Field, Description: v.Description}
 		}
-		addDetail(out, br)
+		addDetail(out, apierr.BadRequest(vs))
 	}
 	if ce.VersionConflict != nil {
 		addDetail(out, ce.VersionConflict)

@@ -15,7 +15,7 @@ import (
 )
 
 func TestBatchFailuresLogOneLineForTheWorstKind(t *testing.T) {
-	invalid := &ValidationError{Violations: []Violation{{Field: "commands[0].receipt.quantity", Description: "must be positive"}}}
+	invalid := &ValidationError{What: "command", Violations: []Violation{{Field: "commands[0].receipt.quantity", Description: "must be positive"}}}
 	unavailable := fmt.Errorf("%w: partition 3 is recovering", ErrUnavailable)
 	internal := errors.New("decide and apply disagree")
 	for _, tc := range []struct {

@@ -2,11 +2,11 @@ package command
 
 import (
 	"fmt"
+	"github.com/tally-oss/tally/internal/apierr"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -16,7 +16,7 @@ import (
 // Input limits. They bound what one event can carry, so a misbehaving client
 // cannot bloat the log that every projection must read forever.
 const (
-	MaxIDBytes          = 128
+	MaxIDBytes          = apierr.MaxIDBytes
 	MaxQuantity         = 1_000_000
 	MaxTextBytes        = 512
 	MaxMetadataEntries  = 32
@@ -41,27 +41,11 @@ func (c *checker) add(field, format string, args ...any) {
 }
 
 func (c *checker) id(field, v string, required bool) {
-	switch {
-	case v == "" && required:
-		c.add(field, "required")
-	case len(v) > MaxIDBytes:
-		c.add(field, "at most %d bytes, got %d", MaxIDBytes, len(v))
-	case !utf8.ValidString(v):
-		c.add(field, "must be valid UTF-8")
-	default:
-		for _, r := range v {
-			if unicode.IsSpace(r) || unicode.IsControl(r) {
-				c.add(field, "must not contain spaces or control characters")
-				return
-			}
-		}
+	if p := apierr.IDProblem(v, required); p != "" {
+		c.add(field, "%s", p)
 	}
 }
 
-// text checks free text that lands in events and from there in PostgreSQL
-// text/jsonb and BigQuery STRING columns: valid UTF-8 without U+0000, which
-// PostgreSQL cannot store in either type. Other control characters (tabs,
-// newlines) are fine there and stay allowed.
 func (c *checker) text(field, v string) {
 	switch {
 	case len(v) > MaxTextBytes:
@@ -143,7 +127,7 @@ func (c *checker) err() error {
 	if len(c.vs) == 0 {
 		return nil
 	}
-	return &ValidationError{Violations: c.vs}
+	return &ValidationError{What: "command", Violations: c.vs}
 }
 
 // common are the fields every command request has.
@@ -354,6 +338,6 @@ func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, 
 		c.prefix = fmt.Sprintf("commands[%d].reorder_policy.", i)
 		return fromSetReorderPolicy(k.ReorderPolicy, c)
 	}
-	return nil, &ValidationError{Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i),
+	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i),
 		Description: "one of sale, return, receipt, adjustment, transfer, reserve, commit_reservation, release_reservation, reorder_policy is required"}}}
 }

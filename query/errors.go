@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"github.com/tally-oss/tally/internal/apierr"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
@@ -17,15 +16,7 @@ import (
 var errLogUnavailable = errors.New("log unavailable")
 
 // InvalidError lists every problem with a request.
-type InvalidError struct{ Violations [][2]string }
-
-func (e *InvalidError) Error() string {
-	parts := make([]string, len(e.Violations))
-	for i, v := range e.Violations {
-		parts[i] = v[0] + ": " + v[1]
-	}
-	return "invalid request: " + strings.Join(parts, "; ")
-}
+type InvalidError = apierr.InvalidError
 
 // NotFoundError means the read model has no such (sku, store).
 type NotFoundError struct{ SKU, Store string }
@@ -63,15 +54,7 @@ func (s *Service) connectError(err error) *connect.Error {
 	)
 	switch {
 	case errors.As(err, &inv):
-		ce := connect.NewError(connect.CodeInvalidArgument, errors.New(inv.Error()))
-		br := &errdetails.BadRequest{}
-		for _, v := range inv.Violations {
-			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v[0], Description: v[1]})
-		}
-		if d, derr := connect.NewErrorDetail(br); derr == nil {
-			ce.AddDetail(d)
-		}
-		return ce
+		return apierr.InvalidArgument(inv)
 	case errors.As(err, &nf):
 		return connect.NewError(connect.CodeNotFound, errors.New(nf.Error()))
 	case errors.As(err, &behind):

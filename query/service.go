@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tally-oss/tally/internal/apierr"
 	"log/slog"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -30,7 +30,6 @@ const (
 	MaxBatchKeys    = 1000
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
-	maxIDBytes      = 128
 	// RecentDeadLetters is how many of the newest dead letters
 	// GetProjectionStatus lists.
 	RecentDeadLetters = 10
@@ -499,18 +498,16 @@ func (s *Service) deadLetters(ctx context.Context, resp *inventoryv1.GetProjecti
 }
 
 // violations collects every problem with a request's fields.
-type violations struct{ list [][2]string }
+type violations struct{ list []apierr.Violation }
 
-func (v *violations) add(field, desc string) { v.list = append(v.list, [2]string{field, desc}) }
+func (v *violations) add(field, desc string) {
+	v.list = append(v.list, apierr.Violation{Field: field, Description: desc})
+}
 
+// id checks an id by the rule the command side applies too.
 func (v *violations) id(field, s string) {
-	switch {
-	case s == "":
-		v.add(field, "required")
-	case len(s) > maxIDBytes:
-		v.add(field, fmt.Sprintf("at most %d bytes", maxIDBytes))
-	case strings.ContainsAny(s, " \t\r\n"):
-		v.add(field, "must not contain spaces")
+	if p := apierr.IDProblem(s, true); p != "" {
+		v.add(field, p)
 	}
 }
 
@@ -518,5 +515,5 @@ func (v *violations) err() error {
 	if len(v.list) == 0 {
 		return nil
 	}
-	return &InvalidError{Violations: v.list}
+	return &InvalidError{What: "request", Violations: v.list}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/tally-oss/tally/internal/apierr"
 	"math"
 	"strconv"
 	"strings"
@@ -236,8 +237,8 @@ func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[invent
 		f.stores[st] = true
 		f.storeList = append(f.storeList, st)
 	}
-	if len(m.GetSkuPrefix()) > maxIDBytes {
-		v.add("sku_prefix", fmt.Sprintf("at most %d bytes", maxIDBytes))
+	if len(m.GetSkuPrefix()) > apierr.MaxIDBytes {
+		v.add("sku_prefix", fmt.Sprintf("at most %d bytes", apierr.MaxIDBytes))
 	}
 	if m.Threshold != nil && (m.GetThreshold() < 0 || m.GetThreshold() > stocknotify.WatchCeiling) {
 		v.add("threshold", fmt.Sprintf("0 to %d, got %d", stocknotify.WatchCeiling, m.GetThreshold()))
