@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tally-oss/tally/internal/backoff"
 	"log/slog"
 	"strings"
 	"sync"
@@ -157,7 +158,7 @@ func (s *Service) assigned(_ context.Context, _ *kgo.Client, m map[string][]int3
 // open takes over partition p, retrying until it succeeds or is revoked.
 func (s *Service) open(ctx context.Context, p int32) {
 	defer s.wg.Done()
-	backoff := 200 * time.Millisecond
+	b := backoff.Backoff{Min: 200 * time.Millisecond}
 	for {
 		w, err := OpenWriter(ctx, s.cfg.WriterConfig, p)
 		if err == nil {
@@ -179,23 +180,22 @@ func (s *Service) open(ctx context.Context, p int32) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", backoff)
+		// A log this writer cannot trust (a version gap) will not heal by
+		// itself: look again now and then, not every few seconds.
+		var ooo *OutOfOrderError
+		if b.Max = 5 * time.Second; errors.As(err, &ooo) {
+			b.Max = time.Minute
+		}
+		d := b.Next()
+		s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", d)
 		s.mu.Lock()
 		s.openErr[p] = err
 		s.mu.Unlock()
 		select {
-		case <-time.After(backoff):
+		case <-time.After(d):
 		case <-ctx.Done():
 			return
 		}
-		// A log this writer cannot trust (a version gap) will not heal by
-		// itself: look again now and then, not every few seconds.
-		var ooo *OutOfOrderError
-		limit := 5 * time.Second
-		if errors.As(err, &ooo) {
-			limit = time.Minute
-		}
-		backoff = min(2*backoff, limit)
 	}
 }
 

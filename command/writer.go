@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tally-oss/tally/internal/backoff"
 	"log/slog"
 	"sync"
 	"time"
@@ -447,7 +448,7 @@ func (w *Writer) recover(cause error) error {
 		return cause
 	}
 	w.log.Warn("transaction failed; rebuilding partition state from the log", "error", cause)
-	backoff := 100 * time.Millisecond
+	var b backoff.Backoff
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := w.open(ctx)
@@ -455,14 +456,14 @@ func (w *Writer) recover(cause error) error {
 		if err == nil {
 			return nil
 		}
-		w.log.Warn("reopening partition writer failed", "error", err, "retry_in", backoff)
+		d := b.Next()
+		w.log.Warn("reopening partition writer failed", "error", err, "retry_in", d)
 		// Commands that queue meanwhile are answered Unavailable rather
 		// than left waiting.
-		if !w.failQueuedFor(backoff, fmt.Errorf("%w: partition %d is recovering", ErrUnavailable, w.partition)) {
+		if !w.failQueuedFor(d, fmt.Errorf("%w: partition %d is recovering", ErrUnavailable, w.partition)) {
 			w.lastErr = cause
 			return cause
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
