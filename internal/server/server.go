@@ -60,6 +60,10 @@ func (s *Server) Handle(service, path string, h http.Handler) {
 	}
 }
 
+// Close releases the listener of a server that never served (Serve closes
+// it itself when it ends).
+func (s *Server) Close() { _ = s.lis.Close() }
+
 // Serve serves until ctx ends, then stops taking connections and waits up
 // to grace for in-flight calls.
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {

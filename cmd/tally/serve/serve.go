@@ -241,7 +241,10 @@ func Start(ctx context.Context, c *Config) error {
 		}
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// Everything is set up before anything runs, and whatever was set up
+	// is closed when a later step fails: an early error leaks no writer,
+	// listener or goroutine.
+	var runs []func(context.Context) error
 	var cmds *command.Service
 	// Every role serves health and /metrics; the API roles add their
 	// services below.
@@ -249,6 +252,17 @@ func Start(ctx context.Context, c *Config) error {
 	if err != nil {
 		return err
 	}
+	started := false
+	defer func() {
+		if !started {
+			srv.Close()
+			if cmds != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), c.Grace)
+				defer cancel()
+				_ = cmds.Close(sctx)
+			}
+		}
+	}()
 	if c.roles&RoleCommand != 0 {
 		advertise := c.Advertise
 		if advertise == "" {
@@ -274,14 +288,14 @@ func Start(ctx context.Context, c *Config) error {
 		q := query.New(query.Config{Pool: pool, Admin: kadm.NewClient(admCl), Logger: log, WatchBuffer: c.WatchBuffer})
 		path, h := inventoryv1connect.NewQueryServiceHandler(q)
 		srv.Handle(inventoryv1connect.QueryServiceName, path, h)
-		g.Go(func() error { return q.RunHub(gctx) })
+		runs = append(runs, q.RunHub)
 	}
 	if c.roles&RoleProjector != 0 {
 		p, err := projector.NewPostgres(projector.Config{Brokers: brokers, Pool: pool, Logger: log, Metrics: projector.NewMetrics(reg)})
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return p.Run(gctx) })
+		runs = append(runs, p.Run)
 		if c.BigQuery.enabled() {
 			bq, err := c.BigQuery.client(ctx)
 			if err != nil {
@@ -293,8 +307,13 @@ func Start(ctx context.Context, c *Config) error {
 				return err
 			}
 			log.Info("bigquery projection enabled", "project", c.BigQuery.Project, "dataset", c.BigQuery.Dataset, "endpoint", c.BigQuery.Endpoint)
-			g.Go(func() error { return bp.Run(gctx) })
+			runs = append(runs, bp.Run)
 		}
+	}
+	started = true
+	g, gctx := errgroup.WithContext(ctx)
+	for _, run := range runs {
+		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error {
 		err := srv.Serve(gctx, c.Grace)
