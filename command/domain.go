@@ -20,46 +20,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Kind is the kind of a command.
-type Kind int
-
-// The commands Tally accepts.
-const (
-	KindSale Kind = iota + 1
-	KindReturn
-	KindReceipt
-	KindAdjustment
-	KindTransfer
-	KindReserve
-	KindCommitReservation
-	KindReleaseReservation
-	KindSetReorderPolicy
-)
-
-func (k Kind) String() string {
-	switch k {
-	case KindSale:
-		return "sale"
-	case KindReturn:
-		return "return"
-	case KindReceipt:
-		return "receipt"
-	case KindAdjustment:
-		return "adjustment"
-	case KindTransfer:
-		return "transfer"
-	case KindReserve:
-		return "reserve"
-	case KindCommitReservation:
-		return "commit_reservation"
-	case KindReleaseReservation:
-		return "release_reservation"
-	case KindSetReorderPolicy:
-		return "reorder_policy"
-	}
-	return "unknown"
-}
-
 // Command is a validated request to change one SKU's stock.
 type Command struct {
 	ID    string
@@ -169,113 +129,89 @@ func (s *SKU) Expired(now time.Time) []*Command {
 // Decide returns the events that command c produces against the current
 // state, or a typed error (*VersionConflictError, *InsufficientStockError).
 // It does not change s. recordedAt stamps the events; newID names them.
+// What a command produces is its kind's decide (kind_*.go).
 func (s *SKU) Decide(c *Command, recordedAt time.Time, newID func() string) ([]*inventoryv1.InventoryEvent, error) {
 	if c.CheckVersion && c.ExpectedVersion != s.Version {
 		return nil, &VersionConflictError{SKU: s.ID, Expected: c.ExpectedVersion, Current: s.Version}
+	}
+	k, ok := registry[c.Kind]
+	if !ok {
+		return nil, &ValidationError{What: "command", Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
 	}
 	occurred := c.OccurredAt
 	if occurred.IsZero() {
 		occurred = recordedAt
 	}
-	version := s.Version
-	fp := fingerprintOf(c)
-	// nextR makes the SKU's next event: delta changes on_hand, rdelta
-	// reserved, at store whose level is lvl.
-	nextR := func(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
-		version++
-		return &inventoryv1.InventoryEvent{
-			EventId:            newID(),
-			EventType:          t,
-			OccurredAt:         timestamppb.New(occurred),
-			RecordedAt:         timestamppb.New(recordedAt),
-			SkuId:              s.ID,
-			StoreId:            store,
-			QuantityDelta:      delta,
-			UserId:             c.UserID,
-			Reason:             c.Reason,
-			Metadata:           c.Metadata,
-			CommandId:          c.ID,
-			SkuVersion:         version,
-			OnHandAfter:        lvl.OnHand + delta,
-			ReservedAfter:      lvl.Reserved + rdelta,
-			ReservedDelta:      rdelta,
-			ReservationId:      c.ReservationID,
-			AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
-			AdjustmentReason:   c.AdjustmentReason,
-			CounterpartStoreId: counterpart,
-			CommandFingerprint: fp[:],
-		}
+	return k.decide(&decision{s: s, c: c, recordedAt: recordedAt, occurred: occurred,
+		version: s.Version, fp: fingerprintOf(c), newID: newID})
+}
+
+// decision is one command being decided against a SKU: what a kind's decide
+// builds its events with.
+type decision struct {
+	s                    *SKU
+	c                    *Command
+	recordedAt, occurred time.Time
+	version              int64 // of the last event made so far
+	fp                   fingerprint
+	newID                func() string
+}
+
+// from is the level of the command's store.
+func (d *decision) from() Level { return d.s.Stores[d.c.Store] }
+
+// nextR makes the SKU's next event: delta changes on_hand, rdelta
+// reserved, at store whose level is lvl.
+func (d *decision) nextR(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
+	d.version++
+	c := d.c
+	return &inventoryv1.InventoryEvent{
+		EventId:            d.newID(),
+		EventType:          t,
+		OccurredAt:         timestamppb.New(d.occurred),
+		RecordedAt:         timestamppb.New(d.recordedAt),
+		SkuId:              d.s.ID,
+		StoreId:            store,
+		QuantityDelta:      delta,
+		UserId:             c.UserID,
+		Reason:             c.Reason,
+		Metadata:           c.Metadata,
+		CommandId:          c.ID,
+		SkuVersion:         d.version,
+		OnHandAfter:        lvl.OnHand + delta,
+		ReservedAfter:      lvl.Reserved + rdelta,
+		ReservedDelta:      rdelta,
+		ReservationId:      c.ReservationID,
+		AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
+		AdjustmentReason:   c.AdjustmentReason,
+		CounterpartStoreId: counterpart,
+		CommandFingerprint: d.fp[:],
 	}
-	next := func(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {
-		return nextR(t, store, counterpart, delta, 0, lvl)
+}
+
+// next makes the SKU's next event, which does not change reserved.
+func (d *decision) next(t inventoryv1.EventType, store, counterpart string, delta int64, lvl Level) *inventoryv1.InventoryEvent {
+	return d.nextR(t, store, counterpart, delta, 0, lvl)
+}
+
+// take checks that removing q units from the command's store leaves it
+// non-negative (available, so reserved units are never sold twice).
+func (d *decision) take(lvl Level, q int64) error {
+	if lvl.Available() < q && !d.c.AllowNegative {
+		return &InsufficientStockError{SKU: d.s.ID, Store: d.c.Store, Requested: q, Available: lvl.Available()}
 	}
-	from := s.Stores[c.Store]
-	// take checks that removing q units from a store leaves it non-negative
-	// (available, so reserved units are never sold twice).
-	take := func(lvl Level, q int64) error {
-		if lvl.Available() < q && !c.AllowNegative {
-			return &InsufficientStockError{SKU: s.ID, Store: c.Store, Requested: q, Available: lvl.Available()}
-		}
-		return nil
+	return nil
+}
+
+// reservation returns the command's reservation if it is active. An
+// expired one is active for a release (the writer's own release of it may
+// not have landed yet) but not for a commit.
+func (d *decision) reservation(unexpired bool) (Reservation, error) {
+	r, ok := d.s.Reservations[d.c.ReservationID]
+	if !ok || (unexpired && !d.recordedAt.Before(r.ExpiresAt)) {
+		return r, &ReservationNotActiveError{SKU: d.s.ID, ReservationID: d.c.ReservationID}
 	}
-	switch c.Kind {
-	case KindSale:
-		if err := take(from, c.Quantity); err != nil {
-			return nil, err
-		}
-		return []*inventoryv1.InventoryEvent{next(inventoryv1.EventType_EVENT_TYPE_SALE, c.Store, "", -c.Quantity, from)}, nil
-	case KindReturn:
-		return []*inventoryv1.InventoryEvent{next(inventoryv1.EventType_EVENT_TYPE_RETURN, c.Store, "", c.Quantity, from)}, nil
-	case KindReceipt:
-		return []*inventoryv1.InventoryEvent{next(inventoryv1.EventType_EVENT_TYPE_RECEIPT, c.Store, "", c.Quantity, from)}, nil
-	case KindAdjustment:
-		if c.Quantity < 0 {
-			if err := take(from, -c.Quantity); err != nil {
-				return nil, err
-			}
-		}
-		return []*inventoryv1.InventoryEvent{next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, c.Store, "", c.Quantity, from)}, nil
-	case KindTransfer:
-		if err := take(from, c.Quantity); err != nil {
-			return nil, err
-		}
-		to := s.Stores[c.ToStore]
-		return []*inventoryv1.InventoryEvent{
-			next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
-			next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
-		}, nil
-	case KindReserve:
-		if _, exists := s.Reservations[c.ReservationID]; exists {
-			return nil, &ReservationExistsError{SKU: s.ID, ReservationID: c.ReservationID}
-		}
-		if from.Available() < c.Quantity {
-			return nil, &InsufficientStockError{SKU: s.ID, Store: c.Store, Requested: c.Quantity, Available: from.Available()}
-		}
-		e := nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED, c.Store, "", 0, c.Quantity, from)
-		e.ReservationExpiresAt = timestamppb.New(recordedAt.Add(c.TTL))
-		return []*inventoryv1.InventoryEvent{e}, nil
-	case KindCommitReservation, KindReleaseReservation:
-		r, ok := s.Reservations[c.ReservationID]
-		// An expired reservation is not committable even before the
-		// writer's release event lands.
-		if !ok || (c.Kind == KindCommitReservation && !recordedAt.Before(r.ExpiresAt)) {
-			return nil, &ReservationNotActiveError{SKU: s.ID, ReservationID: c.ReservationID}
-		}
-		lvl := s.Stores[r.Store]
-		if c.Kind == KindCommitReservation {
-			return []*inventoryv1.InventoryEvent{nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_COMMITTED, r.Store, "", -r.Quantity, -r.Quantity, lvl)}, nil
-		}
-		e := nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_RELEASED, r.Store, "", 0, -r.Quantity, lvl)
-		if e.Reason == "" {
-			e.Reason = "released"
-		}
-		return []*inventoryv1.InventoryEvent{e}, nil
-	case KindSetReorderPolicy:
-		e := next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, c.Store, "", 0, from)
-		e.ReorderPoint, e.TargetLevel = c.ReorderPoint, c.TargetLevel
-		return []*inventoryv1.InventoryEvent{e}, nil
-	}
-	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
+	return r, nil
 }
 
 // Apply folds one event into the state. Events must come in version order:

@@ -155,7 +155,7 @@ func FuzzAggregate(f *testing.F) {
 			b := data[i : i+4]
 			c := &Command{
 				ID:            strconv.Itoa(i),
-				Kind:          Kind(int(b[0])%9 + 1),
+				Kind:          kinds()[int(b[0])%len(kinds())],
 				ReservationID: "r" + strconv.Itoa(int(b[2])%3),
 				TTL:           time.Minute,
 				ReorderPoint:  int64(b[2] % 8),

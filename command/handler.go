@@ -14,7 +14,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
@@ -50,107 +49,6 @@ func (h *Handler) HTTPHandler() (string, http.Handler) {
 		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
 		connect.WithInterceptors(connect.UnaryInterceptorFunc(h.rejectUnknownFields)),
 	)
-}
-
-func (h *Handler) do(ctx context.Context, cmd *Command, err error) (*Result, error) {
-	if err != nil {
-		return nil, h.connectError(err)
-	}
-	res, err := h.svc.Do(ctx, cmd)
-	if err != nil {
-		return nil, h.connectError(err)
-	}
-	return res, nil
-}
-
-// RecordSale implements CommandService.
-func (h *Handler) RecordSale(ctx context.Context, req *connect.Request[inventoryv1.RecordSaleRequest]) (*connect.Response[inventoryv1.RecordSaleResponse], error) {
-	cmd, err := FromSale(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.RecordSaleResponse{Result: res.proto()}), nil
-}
-
-// RecordReturn implements CommandService.
-func (h *Handler) RecordReturn(ctx context.Context, req *connect.Request[inventoryv1.RecordReturnRequest]) (*connect.Response[inventoryv1.RecordReturnResponse], error) {
-	cmd, err := FromReturn(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.RecordReturnResponse{Result: res.proto()}), nil
-}
-
-// ReceiveStock implements CommandService.
-func (h *Handler) ReceiveStock(ctx context.Context, req *connect.Request[inventoryv1.ReceiveStockRequest]) (*connect.Response[inventoryv1.ReceiveStockResponse], error) {
-	cmd, err := FromReceipt(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.ReceiveStockResponse{Result: res.proto()}), nil
-}
-
-// AdjustStock implements CommandService.
-func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
-	cmd, err := FromAdjustment(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.AdjustStockResponse{Result: res.proto()}), nil
-}
-
-// TransferStock implements CommandService.
-func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
-	cmd, err := FromTransfer(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.TransferStockResponse{Result: res.proto()}), nil
-}
-
-// Reserve implements CommandService.
-func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
-	cmd, err := FromReserve(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.ReserveResponse{Result: res.proto(), ExpiresAt: timestamppb.New(res.ExpiresAt)}), nil
-}
-
-// CommitReservation implements CommandService.
-func (h *Handler) CommitReservation(ctx context.Context, req *connect.Request[inventoryv1.CommitReservationRequest]) (*connect.Response[inventoryv1.CommitReservationResponse], error) {
-	cmd, err := FromCommitReservation(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.CommitReservationResponse{Result: res.proto()}), nil
-}
-
-// ReleaseReservation implements CommandService.
-func (h *Handler) ReleaseReservation(ctx context.Context, req *connect.Request[inventoryv1.ReleaseReservationRequest]) (*connect.Response[inventoryv1.ReleaseReservationResponse], error) {
-	cmd, err := FromReleaseReservation(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.ReleaseReservationResponse{Result: res.proto()}), nil
-}
-
-// SetReorderPolicy implements CommandService.
-func (h *Handler) SetReorderPolicy(ctx context.Context, req *connect.Request[inventoryv1.SetReorderPolicyRequest]) (*connect.Response[inventoryv1.SetReorderPolicyResponse], error) {
-	cmd, err := FromSetReorderPolicy(req.Msg, h.now())
-	res, err := h.do(ctx, cmd, err)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&inventoryv1.SetReorderPolicyResponse{Result: res.proto()}), nil
 }
 
 // Apply implements CommandService.

@@ -1,0 +1,57 @@
+package command
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+// KindAdjustment corrects a store's units by a signed delta, with a reason.
+const KindAdjustment Kind = 4
+
+type adjustmentKind struct{}
+
+var regAdjustment = register[inventoryv1.AdjustStockRequest, inventoryv1.AdjustStockResponse](adjustmentKind{})
+
+// AdjustStock implements CommandService.
+func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
+	return regAdjustment.unary(ctx, h, req)
+}
+
+// FromAdjustment validates a adjustment request.
+func FromAdjustment(r *inventoryv1.AdjustStockRequest, now time.Time) (*Command, error) {
+	return regAdjustment.from(r, now)
+}
+
+func (adjustmentKind) kind() Kind { return KindAdjustment }
+
+func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *Command) {
+	cmd.Store, cmd.Quantity, cmd.AdjustmentReason = r.GetStoreId(), r.GetQuantityDelta(), r.GetAdjustmentReason()
+	c.id("store_id", r.GetStoreId(), true)
+	switch d := r.GetQuantityDelta(); {
+	case d == 0:
+		c.add("quantity_delta", "must not be 0")
+	case d > MaxQuantity || d < -MaxQuantity:
+		c.add("quantity_delta", "at most %d units either way, got %d", MaxQuantity, d)
+	}
+	if _, ok := inventoryv1.AdjustmentReason_name[int32(r.GetAdjustmentReason())]; !ok || r.GetAdjustmentReason() == inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED {
+		c.add("adjustment_reason", "required: one of COUNT_CORRECTION, DAMAGED, SHRINKAGE, EXPIRED, FOUND, OTHER")
+	}
+}
+
+func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
+	from := d.from()
+	if d.c.Quantity < 0 {
+		if err := d.take(from, -d.c.Quantity); err != nil {
+			return nil, err
+		}
+	}
+	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, d.c.Store, "", d.c.Quantity, from)}, nil
+}
+
+func (adjustmentKind) respond(res *Result) *inventoryv1.AdjustStockResponse {
+	return &inventoryv1.AdjustStockResponse{Result: res.proto()}
+}

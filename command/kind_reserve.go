@@ -1,0 +1,64 @@
+package command
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+// KindReserve holds units at a store for a checkout, for a while.
+const KindReserve Kind = 6
+
+type reserveKind struct{}
+
+var regReserve = register[inventoryv1.ReserveRequest, inventoryv1.ReserveResponse](reserveKind{})
+
+// Reserve implements CommandService.
+func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
+	return regReserve.unary(ctx, h, req)
+}
+
+// FromReserve validates a reservation request.
+func FromReserve(r *inventoryv1.ReserveRequest, now time.Time) (*Command, error) {
+	return regReserve.from(r, now)
+}
+
+func (reserveKind) kind() Kind { return KindReserve }
+
+func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command) {
+	cmd.Store, cmd.Quantity, cmd.ReservationID, cmd.TTL = r.GetStoreId(), r.GetQuantity(), r.GetReservationId(), DefaultReservationTTL
+	c.id("store_id", r.GetStoreId(), true)
+	c.id("reservation_id", r.GetReservationId(), true)
+	c.quantity("quantity", r.GetQuantity())
+	if r.GetTtl() != nil {
+		if err := r.GetTtl().CheckValid(); err != nil {
+			c.add("ttl", "not a valid duration")
+		} else if d := r.GetTtl().AsDuration(); d < MinReservationTTL || d > MaxReservationTTL {
+			c.add("ttl", "%s to %s, got %s", MinReservationTTL, MaxReservationTTL, d)
+		} else {
+			cmd.TTL = d
+		}
+	}
+}
+
+func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
+	c, from := d.c, d.from()
+	if _, exists := d.s.Reservations[c.ReservationID]; exists {
+		return nil, &ReservationExistsError{SKU: d.s.ID, ReservationID: c.ReservationID}
+	}
+	// Never beyond what is available, allow_negative or not.
+	if from.Available() < c.Quantity {
+		return nil, &InsufficientStockError{SKU: d.s.ID, Store: c.Store, Requested: c.Quantity, Available: from.Available()}
+	}
+	e := d.nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED, c.Store, "", 0, c.Quantity, from)
+	e.ReservationExpiresAt = timestamppb.New(d.recordedAt.Add(c.TTL))
+	return []*inventoryv1.InventoryEvent{e}, nil
+}
+
+func (reserveKind) respond(res *Result) *inventoryv1.ReserveResponse {
+	return &inventoryv1.ReserveResponse{Result: res.proto(), ExpiresAt: timestamppb.New(res.ExpiresAt)}
+}
