@@ -203,17 +203,6 @@ func (d *decision) take(lvl Level, q int64) error {
 	return nil
 }
 
-// reservation returns the command's reservation if it is active. An
-// expired one is active for a release (the writer's own release of it may
-// not have landed yet) but not for a commit.
-func (d *decision) reservation(unexpired bool) (Reservation, error) {
-	r, ok := d.s.Reservations[d.c.ReservationID]
-	if !ok || (unexpired && !d.recordedAt.Before(r.ExpiresAt)) {
-		return r, &ReservationNotActiveError{SKU: d.s.ID, ReservationID: d.c.ReservationID}
-	}
-	return r, nil
-}
-
 // Apply folds one event into the state. Events must come in version order:
 // an event that is not the next version is an *OutOfOrderError, and nothing
 // changes.

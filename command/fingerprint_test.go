@@ -72,7 +72,7 @@ func TestFingerprintChangesWithEveryFieldOfTheRequest(t *testing.T) {
 		}
 	}
 	// An omitted ttl is the default one.
-	a, err := FromReserve(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r"}, t0)
+	a, err := FromRequest(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r"}, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

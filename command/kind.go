@@ -10,15 +10,15 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// Kind is the kind of a command. Each kind is declared in its own file,
-// kind_<name>.go, which defines its Kind constant, a kind implementation
-// and registers it; everything else that varies by kind (String, validation
-// of an Apply batch, Decide, the unary RPC) is looked up in the registry.
+// Kind is the kind of a command. Each kind is declared once, in its own
+// file kind_<name>.go: its Kind constant, its checks, its decision and its
+// RPC, registered with register. Everything that varies by kind (String,
+// validation alone or in an Apply batch, Decide, the response) is looked up
+// in the registry; nothing switches over kinds.
 type Kind int
 
 // String returns the kind's name: its field in an Apply batch's oneof.
@@ -29,30 +29,32 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// kind declares one command kind: the request it comes as (Req, alone or
-// in an Apply batch), how the request becomes a *Command, how the command
-// is decided against the aggregate, and the unary response (Resp). A kind
-// that misses a piece does not compile: register takes a kind[Req, Resp],
-// and the unary RPC is served only through what register returns. The
-// kind's name and its place in an Apply batch come from the proto: the
-// field of Command's oneof kind whose type is Req.
-type kind[Req, Resp any] interface {
-	// kind is the kind's constant; it is written into command fingerprints
-	// and must never change.
-	kind() Kind
+// kind is what a kind declares: how its request (Req) becomes a *Command
+// and how the command is decided against the aggregate. The rest comes from
+// the proto: the kind's name and place in an Apply batch are the field of
+// Command's oneof kind whose type is Req, and its unary response (Resp) is
+// the command's result in Resp's field result. A kind whose response says
+// more implements responder[Resp] as well.
+type kind[Req any] interface {
 	// check validates the fields only this kind has and copies them into
 	// cmd; c.common has already checked the fields every request has.
 	check(r *Req, c *checker, cmd *Command)
 	// decide returns the events of d's command against d's SKU. It is pure.
 	decide(d *decision) ([]*inventoryv1.InventoryEvent, error)
-	// respond builds the unary response from the command's result.
-	respond(res *Result) *Resp
+}
+
+// responder is a kind whose unary response carries more than the result.
+type responder[Resp any] interface {
+	respond(res *Result, out *Resp)
 }
 
 // entry is a registered kind with its request and response types erased.
 type entry struct {
-	name   string
-	batch  func(bc *inventoryv1.Command, c *checker) (*Command, error, bool)
+	name     string
+	request  protoreflect.FullName
+	validate func(m proto.Message, c *checker) (*Command, error)
+	// field is the kind's field in the oneof of an Apply batch's Command.
+	field  protoreflect.FieldDescriptor
 	decide func(d *decision) ([]*inventoryv1.InventoryEvent, error)
 }
 
@@ -62,28 +64,33 @@ var (
 	kindOrder []Kind
 )
 
-// registered is a kind in the registry; only it serves the unary RPC.
-type registered[Req, Resp any] struct{ def kind[Req, Resp] }
+// registered is a kind in the registry. The unary RPC of a kind is served
+// only through it, so a kind cannot be served without being registered.
+type registered[Req, Resp any] struct {
+	k      Kind
+	def    kind[Req]
+	result protoreflect.FieldDescriptor // of Resp
+}
 
-// register adds def to the registry. A kind whose request is not in the
-// oneof of an Apply batch's Command, or two kinds with the same constant,
-// are programming errors and panic at start-up.
-func register[Req, Resp any](def kind[Req, Resp]) registered[Req, Resp] {
-	k := def.kind()
-	fd := batchField(any((*Req)(nil)).(proto.Message).ProtoReflect().Descriptor().FullName())
-	if _, dup := registry[k]; dup || fd == nil {
-		panic(fmt.Sprintf("command: kind %d (%T) registered twice or not in the Command oneof", k, def))
+// register adds the kind k, declared by def, to the registry. k is written
+// into command fingerprints and must never change. A kind whose request is
+// not in the oneof of an Apply batch's Command, whose response has no
+// result, or two kinds with the same constant are programming errors and
+// panic at start-up.
+func register[Resp, Req any](k Kind, def kind[Req]) registered[Req, Resp] {
+	req := any((*Req)(nil)).(proto.Message).ProtoReflect().Descriptor()
+	resp := any((*Resp)(nil)).(proto.Message).ProtoReflect().Descriptor()
+	fd := batchField(req.FullName())
+	r := registered[Req, Resp]{k: k, def: def, result: resp.Fields().ByName("result")}
+	if _, dup := registry[k]; dup || fd == nil || r.result == nil {
+		panic(fmt.Sprintf("command: kind %d (%s) registered twice, not in the Command oneof, or without a result", k, req.FullName()))
 	}
-	r := registered[Req, Resp]{def}
 	registry[k] = entry{
-		name: string(fd.Name()),
-		batch: func(bc *inventoryv1.Command, c *checker) (*Command, error, bool) {
-			m := bc.ProtoReflect()
-			if m.WhichOneof(fd.ContainingOneof()) != fd {
-				return nil, nil, false
-			}
-			cmd, err := r.validate(any(m.Get(fd).Message().Interface()).(*Req), c)
-			return cmd, err, true
+		name:    string(fd.Name()),
+		request: req.FullName(),
+		field:   fd,
+		validate: func(m proto.Message, c *checker) (*Command, error) {
+			return r.validate(any(m).(*Req), c)
 		},
 		decide: def.decide,
 	}
@@ -110,20 +117,15 @@ func kinds() []Kind { return slices.Clone(kindOrder) }
 // validate turns a request into a command, collecting every violation: first
 // those of the fields every request has, then the kind's own.
 func (r registered[Req, Resp]) validate(req *Req, c *checker) (*Command, error) {
-	cmd := &Command{Kind: r.def.kind()}
+	cmd := &Command{Kind: r.k}
 	c.common(any(req).(proto.Message), cmd)
 	r.def.check(req, c, cmd)
 	return cmd, c.err()
 }
 
-// from validates a unary request; now bounds occurred_at.
-func (r registered[Req, Resp]) from(req *Req, now time.Time) (*Command, error) {
-	return r.validate(req, &checker{now: now})
-}
-
 // unary serves the kind's own RPC: validate, do, respond.
 func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *connect.Request[Req]) (*connect.Response[Resp], error) {
-	cmd, err := r.from(req.Msg, h.now())
+	cmd, err := r.validate(req.Msg, &checker{now: h.now()})
 	if err != nil {
 		return nil, h.connectError(err)
 	}
@@ -131,80 +133,39 @@ func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *conne
 	if err != nil {
 		return nil, h.connectError(err)
 	}
-	return connect.NewResponse(r.def.respond(res)), nil
+	out := new(Resp)
+	any(out).(proto.Message).ProtoReflect().Set(r.result, protoreflect.ValueOfMessage(res.proto().ProtoReflect()))
+	if x, ok := r.def.(responder[Resp]); ok {
+		x.respond(res, out)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// FromRequest validates the request of any kind (a *inventoryv1.RecordSaleRequest,
+// …); now bounds occurred_at.
+func FromRequest(req proto.Message, now time.Time) (*Command, error) {
+	name := req.ProtoReflect().Descriptor().FullName()
+	for _, k := range kindOrder {
+		if e := registry[k]; e.request == name {
+			return e.validate(req, &checker{now: now})
+		}
+	}
+	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
 }
 
 // FromBatchCommand validates command i of an Apply batch; field paths are
 // prefixed with "commands[i].<kind>.".
 func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, error) {
+	m := bc.ProtoReflect()
 	names := make([]string, len(kindOrder))
 	for j, k := range kindOrder {
 		e := registry[k]
 		names[j] = e.name
-		c := &checker{now: now, prefix: fmt.Sprintf("commands[%d].%s.", i, e.name)}
-		if cmd, err, ok := e.batch(bc, c); ok {
-			return cmd, err
+		if m.WhichOneof(e.field.ContainingOneof()) == e.field {
+			c := &checker{now: now, prefix: fmt.Sprintf("commands[%d].%s.", i, e.name)}
+			return e.validate(m.Get(e.field).Message().Interface(), c)
 		}
 	}
 	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i),
 		Description: "one of " + strings.Join(names, ", ") + " is required"}}}
-}
-
-// The fields every command request has, or may have. A request without one
-// is validated as if it had it at its zero value.
-type (
-	withReason        interface{ GetReason() string }
-	withMetadata      interface{ GetMetadata() map[string]string }
-	withAllowNegative interface{ GetAllowNegative() bool }
-	withOccurredAt    interface {
-		GetOccurredAt() *timestamppb.Timestamp
-	}
-	commonRequest interface {
-		proto.Message
-		GetCommandId() string
-		GetSkuId() string
-		GetUserId() string
-	}
-)
-
-// common checks the fields every request has, by name, and copies them into
-// cmd.
-func (c *checker) common(r proto.Message, cmd *Command) {
-	in := r.(commonRequest)
-	if g, ok := r.(withReason); ok {
-		cmd.Reason = g.GetReason()
-	}
-	if g, ok := r.(withMetadata); ok {
-		cmd.Metadata = g.GetMetadata()
-	}
-	if g, ok := r.(withAllowNegative); ok {
-		cmd.AllowNegative = g.GetAllowNegative()
-	}
-	var occurredAt *timestamppb.Timestamp
-	if g, ok := r.(withOccurredAt); ok {
-		occurredAt = g.GetOccurredAt()
-	}
-	cmd.ID, cmd.SKU, cmd.UserID = in.GetCommandId(), in.GetSkuId(), in.GetUserId()
-
-	c.id("command_id", cmd.ID, true)
-	if p, ok := reservedIDPrefix(cmd.ID); ok {
-		c.add("command_id", "must not start with %q: reserved for commands Tally generates itself", p)
-	}
-	c.id("sku_id", cmd.SKU, true)
-	c.id("user_id", cmd.UserID, false)
-	c.text("reason", cmd.Reason)
-	c.metadata("metadata", cmd.Metadata)
-	cmd.CheckVersion, cmd.ExpectedVersion = c.version("expected_version", expectedVersion(r.ProtoReflect()))
-	cmd.OccurredAt = c.occurredAt("occurred_at", occurredAt)
-}
-
-// expectedVersion returns the optional expected_version if m has it and it
-// is set: its presence, not its value, makes a command conditional.
-func expectedVersion(m protoreflect.Message) *int64 {
-	fd := m.Descriptor().Fields().ByName("expected_version")
-	if fd == nil || !m.Has(fd) {
-		return nil
-	}
-	v := m.Get(fd).Int()
-	return &v
 }

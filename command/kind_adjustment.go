@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -11,22 +10,6 @@ import (
 
 // KindAdjustment corrects a store's units by a signed delta, with a reason.
 const KindAdjustment Kind = 4
-
-type adjustmentKind struct{}
-
-var regAdjustment = register[inventoryv1.AdjustStockRequest, inventoryv1.AdjustStockResponse](adjustmentKind{})
-
-// AdjustStock implements CommandService.
-func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
-	return regAdjustment.unary(ctx, h, req)
-}
-
-// FromAdjustment validates a adjustment request.
-func FromAdjustment(r *inventoryv1.AdjustStockRequest, now time.Time) (*Command, error) {
-	return regAdjustment.from(r, now)
-}
-
-func (adjustmentKind) kind() Kind { return KindAdjustment }
 
 func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.Quantity, cmd.AdjustmentReason = r.GetStoreId(), r.GetQuantityDelta(), r.GetAdjustmentReason()
@@ -42,6 +25,15 @@ func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *
 	}
 }
 
+type adjustmentKind struct{}
+
+var regAdjustment = register[inventoryv1.AdjustStockResponse, inventoryv1.AdjustStockRequest](KindAdjustment, adjustmentKind{})
+
+// AdjustStock implements CommandService.
+func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
+	return regAdjustment.unary(ctx, h, req)
+}
+
 func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	from := d.from()
 	if d.c.Quantity < 0 {
@@ -50,8 +42,4 @@ func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error)
 		}
 	}
 	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, d.c.Store, "", d.c.Quantity, from)}, nil
-}
-
-func (adjustmentKind) respond(res *Result) *inventoryv1.AdjustStockResponse {
-	return &inventoryv1.AdjustStockResponse{Result: res.proto()}
 }

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -11,22 +10,6 @@ import (
 
 // KindSetReorderPolicy sets a store's reorder point and target level.
 const KindSetReorderPolicy Kind = 9
-
-type reorderPolicyKind struct{}
-
-var regReorderPolicy = register[inventoryv1.SetReorderPolicyRequest, inventoryv1.SetReorderPolicyResponse](reorderPolicyKind{})
-
-// SetReorderPolicy implements CommandService.
-func (h *Handler) SetReorderPolicy(ctx context.Context, req *connect.Request[inventoryv1.SetReorderPolicyRequest]) (*connect.Response[inventoryv1.SetReorderPolicyResponse], error) {
-	return regReorderPolicy.unary(ctx, h, req)
-}
-
-// FromSetReorderPolicy validates a reorder policy.
-func FromSetReorderPolicy(r *inventoryv1.SetReorderPolicyRequest, now time.Time) (*Command, error) {
-	return regReorderPolicy.from(r, now)
-}
-
-func (reorderPolicyKind) kind() Kind { return KindSetReorderPolicy }
 
 func (reorderPolicyKind) check(r *inventoryv1.SetReorderPolicyRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.ReorderPoint, cmd.TargetLevel = r.GetStoreId(), r.GetReorderPoint(), r.GetTargetLevel()
@@ -39,12 +22,17 @@ func (reorderPolicyKind) check(r *inventoryv1.SetReorderPolicyRequest, c *checke
 	}
 }
 
+type reorderPolicyKind struct{}
+
+var regReorderPolicy = register[inventoryv1.SetReorderPolicyResponse, inventoryv1.SetReorderPolicyRequest](KindSetReorderPolicy, reorderPolicyKind{})
+
+// SetReorderPolicy implements CommandService.
+func (h *Handler) SetReorderPolicy(ctx context.Context, req *connect.Request[inventoryv1.SetReorderPolicyRequest]) (*connect.Response[inventoryv1.SetReorderPolicyResponse], error) {
+	return regReorderPolicy.unary(ctx, h, req)
+}
+
 func (reorderPolicyKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	e := d.next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, d.c.Store, "", 0, d.from())
 	e.ReorderPoint, e.TargetLevel = d.c.ReorderPoint, d.c.TargetLevel
 	return []*inventoryv1.InventoryEvent{e}, nil
-}
-
-func (reorderPolicyKind) respond(res *Result) *inventoryv1.SetReorderPolicyResponse {
-	return &inventoryv1.SetReorderPolicyResponse{Result: res.proto()}
 }

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -12,22 +11,6 @@ import (
 
 // KindReserve holds units at a store for a checkout, for a while.
 const KindReserve Kind = 6
-
-type reserveKind struct{}
-
-var regReserve = register[inventoryv1.ReserveRequest, inventoryv1.ReserveResponse](reserveKind{})
-
-// Reserve implements CommandService.
-func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
-	return regReserve.unary(ctx, h, req)
-}
-
-// FromReserve validates a reservation request.
-func FromReserve(r *inventoryv1.ReserveRequest, now time.Time) (*Command, error) {
-	return regReserve.from(r, now)
-}
-
-func (reserveKind) kind() Kind { return KindReserve }
 
 func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.Quantity, cmd.ReservationID, cmd.TTL = r.GetStoreId(), r.GetQuantity(), r.GetReservationId(), DefaultReservationTTL
@@ -45,6 +28,15 @@ func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command
 	}
 }
 
+type reserveKind struct{}
+
+var regReserve = register[inventoryv1.ReserveResponse, inventoryv1.ReserveRequest](KindReserve, reserveKind{})
+
+// Reserve implements CommandService.
+func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
+	return regReserve.unary(ctx, h, req)
+}
+
 func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	c, from := d.c, d.from()
 	if _, exists := d.s.Reservations[c.ReservationID]; exists {
@@ -59,6 +51,6 @@ func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	return []*inventoryv1.InventoryEvent{e}, nil
 }
 
-func (reserveKind) respond(res *Result) *inventoryv1.ReserveResponse {
-	return &inventoryv1.ReserveResponse{Result: res.proto(), ExpiresAt: timestamppb.New(res.ExpiresAt)}
+func (reserveKind) respond(res *Result, out *inventoryv1.ReserveResponse) {
+	out.ExpiresAt = timestamppb.New(res.ExpiresAt)
 }

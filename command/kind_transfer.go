@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -12,22 +11,6 @@ import (
 // KindTransfer moves units from one store to another.
 const KindTransfer Kind = 5
 
-type transferKind struct{}
-
-var regTransfer = register[inventoryv1.TransferStockRequest, inventoryv1.TransferStockResponse](transferKind{})
-
-// TransferStock implements CommandService.
-func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
-	return regTransfer.unary(ctx, h, req)
-}
-
-// FromTransfer validates a transfer request.
-func FromTransfer(r *inventoryv1.TransferStockRequest, now time.Time) (*Command, error) {
-	return regTransfer.from(r, now)
-}
-
-func (transferKind) kind() Kind { return KindTransfer }
-
 func (transferKind) check(r *inventoryv1.TransferStockRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.ToStore, cmd.Quantity = r.GetFromStoreId(), r.GetToStoreId(), r.GetQuantity()
 	c.id("from_store_id", r.GetFromStoreId(), true)
@@ -36,6 +19,15 @@ func (transferKind) check(r *inventoryv1.TransferStockRequest, c *checker, cmd *
 		c.add("to_store_id", "must differ from from_store_id")
 	}
 	c.quantity("quantity", r.GetQuantity())
+}
+
+type transferKind struct{}
+
+var regTransfer = register[inventoryv1.TransferStockResponse, inventoryv1.TransferStockRequest](KindTransfer, transferKind{})
+
+// TransferStock implements CommandService.
+func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
+	return regTransfer.unary(ctx, h, req)
 }
 
 func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
@@ -48,8 +40,4 @@ func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
 		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
 	}, nil
-}
-
-func (transferKind) respond(res *Result) *inventoryv1.TransferStockResponse {
-	return &inventoryv1.TransferStockResponse{Result: res.proto()}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -136,3 +138,75 @@ const (
 	MaxReservationTTL     = 24 * time.Hour
 	MaxReorderLevel       = 10_000_000
 )
+
+// storeQuantityRequest is a request that moves a quantity at one store.
+type storeQuantityRequest interface {
+	GetStoreId() string
+	GetQuantity() int64
+}
+
+// storeQuantity checks and copies a request's store_id and quantity.
+func (c *checker) storeQuantity(r storeQuantityRequest, cmd *Command) {
+	cmd.Store, cmd.Quantity = r.GetStoreId(), r.GetQuantity()
+	c.id("store_id", r.GetStoreId(), true)
+	c.quantity("quantity", r.GetQuantity())
+}
+
+// The fields every command request has, or may have. A request without one
+// is validated as if it had it at its zero value.
+type (
+	withReason        interface{ GetReason() string }
+	withMetadata      interface{ GetMetadata() map[string]string }
+	withAllowNegative interface{ GetAllowNegative() bool }
+	withOccurredAt    interface {
+		GetOccurredAt() *timestamppb.Timestamp
+	}
+	commonRequest interface {
+		proto.Message
+		GetCommandId() string
+		GetSkuId() string
+		GetUserId() string
+	}
+)
+
+// common checks the fields every request has, by name, and copies them into
+// cmd.
+func (c *checker) common(r proto.Message, cmd *Command) {
+	in := r.(commonRequest)
+	if g, ok := r.(withReason); ok {
+		cmd.Reason = g.GetReason()
+	}
+	if g, ok := r.(withMetadata); ok {
+		cmd.Metadata = g.GetMetadata()
+	}
+	if g, ok := r.(withAllowNegative); ok {
+		cmd.AllowNegative = g.GetAllowNegative()
+	}
+	var occurredAt *timestamppb.Timestamp
+	if g, ok := r.(withOccurredAt); ok {
+		occurredAt = g.GetOccurredAt()
+	}
+	cmd.ID, cmd.SKU, cmd.UserID = in.GetCommandId(), in.GetSkuId(), in.GetUserId()
+
+	c.id("command_id", cmd.ID, true)
+	if p, ok := reservedIDPrefix(cmd.ID); ok {
+		c.add("command_id", "must not start with %q: reserved for commands Tally generates itself", p)
+	}
+	c.id("sku_id", cmd.SKU, true)
+	c.id("user_id", cmd.UserID, false)
+	c.text("reason", cmd.Reason)
+	c.metadata("metadata", cmd.Metadata)
+	cmd.CheckVersion, cmd.ExpectedVersion = c.version("expected_version", expectedVersion(r.ProtoReflect()))
+	cmd.OccurredAt = c.occurredAt("occurred_at", occurredAt)
+}
+
+// expectedVersion returns the optional expected_version if m has it and it
+// is set: its presence, not its value, makes a command conditional.
+func expectedVersion(m protoreflect.Message) *int64 {
+	fd := m.Descriptor().Fields().ByName("expected_version")
+	if fd == nil || !m.Has(fd) {
+		return nil
+	}
+	v := m.Get(fd).Int()
+	return &v
+}

@@ -25,7 +25,7 @@ func violations(t *testing.T, err error) map[string]bool {
 
 func TestValidationReportsEveryField(t *testing.T) {
 	now := t0
-	_, err := FromSale(&inventoryv1.RecordSaleRequest{
+	_, err := FromRequest(&inventoryv1.RecordSaleRequest{
 		CommandId:  strings.Repeat("x", MaxIDBytes+1),
 		SkuId:      "",
 		StoreId:    "has space",
@@ -54,20 +54,20 @@ func TestValidationLimits(t *testing.T) {
 		}
 		return base
 	}
-	if _, err := FromTransfer(ok(nil), t0); err != nil {
+	if _, err := FromRequest(ok(nil), t0); err != nil {
 		t.Fatalf("valid transfer rejected: %v", err)
 	}
-	if got := violations(t, mustErr(FromTransfer(ok(&inventoryv1.TransferStockRequest{ToStoreId: "S1"}), t0))); !got["to_store_id"] {
+	if got := violations(t, mustErr(FromRequest(ok(&inventoryv1.TransferStockRequest{ToStoreId: "S1"}), t0))); !got["to_store_id"] {
 		t.Errorf("transfer to the same store accepted")
 	}
-	if got := violations(t, mustErr(FromTransfer(ok(&inventoryv1.TransferStockRequest{Quantity: MaxQuantity + 1}), t0))); !got["quantity"] {
+	if got := violations(t, mustErr(FromRequest(ok(&inventoryv1.TransferStockRequest{Quantity: MaxQuantity + 1}), t0))); !got["quantity"] {
 		t.Errorf("absurd quantity accepted")
 	}
-	if got := violations(t, mustErr(FromAdjustment(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: -1}, t0))); !got["adjustment_reason"] {
+	if got := violations(t, mustErr(FromRequest(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: -1}, t0))); !got["adjustment_reason"] {
 		t.Errorf("adjustment without reason accepted")
 	}
 	v := int64(-1)
-	if got := violations(t, mustErr(FromReceipt(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ExpectedVersion: &v}, t0))); !got["expected_version"] {
+	if got := violations(t, mustErr(FromRequest(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ExpectedVersion: &v}, t0))); !got["expected_version"] {
 		t.Errorf("negative expected_version accepted")
 	}
 	if got := violations(t, mustErr(FromBatchCommand(3, &inventoryv1.Command{Kind: &inventoryv1.Command_Sale{Sale: &inventoryv1.RecordSaleRequest{}}}, t0))); !got["commands[3].sale.sku_id"] {
@@ -87,25 +87,25 @@ func TestFreeTextWithNULIsRejected(t *testing.T) {
 		err   error
 		field string
 	}{
-		{"sale reason", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
-		{"sale metadata value", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
-		{"sale metadata key", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nulKey}, t0)), "metadata"},
-		{"sale user_id", mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, UserId: "u\x00"}, t0)), "user_id"},
-		{"return reason", mustErr(FromReturn(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "\x00"}, t0)), "reason"},
-		{"return metadata", mustErr(FromReturn(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
-		{"receipt reason", mustErr(FromReceipt(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
-		{"receipt metadata", mustErr(FromReceipt(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
-		{"adjustment reason", mustErr(FromAdjustment(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
+		{"sale reason", mustErr(FromRequest(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"sale metadata value", mustErr(FromRequest(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"sale metadata key", mustErr(FromRequest(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nulKey}, t0)), "metadata"},
+		{"sale user_id", mustErr(FromRequest(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, UserId: "u\x00"}, t0)), "user_id"},
+		{"return reason", mustErr(FromRequest(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "\x00"}, t0)), "reason"},
+		{"return metadata", mustErr(FromRequest(&inventoryv1.RecordReturnRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"receipt reason", mustErr(FromRequest(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"receipt metadata", mustErr(FromRequest(&inventoryv1.ReceiveStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"adjustment reason", mustErr(FromRequest(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
 			AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, Reason: "a\x00b"}, t0)), "reason"},
-		{"adjustment metadata", mustErr(FromAdjustment(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
+		{"adjustment metadata", mustErr(FromRequest(&inventoryv1.AdjustStockRequest{CommandId: "c", SkuId: "A", StoreId: "S", QuantityDelta: 1,
 			AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, Metadata: nul}, t0)), "metadata"},
-		{"transfer reason", mustErr(FromTransfer(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
-		{"transfer metadata", mustErr(FromTransfer(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Metadata: nul}, t0)), "metadata"},
-		{"reserve metadata", mustErr(FromReserve(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r", Metadata: nul}, t0)), "metadata"},
-		{"reserve reservation_id", mustErr(FromReserve(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r\x00"}, t0)), "reservation_id"},
-		{"commit metadata", mustErr(FromCommitReservation(&inventoryv1.CommitReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", Metadata: nul}, t0)), "metadata"},
-		{"release user_id", mustErr(FromReleaseReservation(&inventoryv1.ReleaseReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", UserId: "\x00"}, t0)), "user_id"},
-		{"reorder policy user_id", mustErr(FromSetReorderPolicy(&inventoryv1.SetReorderPolicyRequest{CommandId: "c", SkuId: "A", StoreId: "S", ReorderPoint: 1, TargetLevel: 2, UserId: "\x00"}, t0)), "user_id"},
+		{"transfer reason", mustErr(FromRequest(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Reason: "a\x00b"}, t0)), "reason"},
+		{"transfer metadata", mustErr(FromRequest(&inventoryv1.TransferStockRequest{CommandId: "c", SkuId: "A", FromStoreId: "S", ToStoreId: "T", Quantity: 1, Metadata: nul}, t0)), "metadata"},
+		{"reserve metadata", mustErr(FromRequest(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r", Metadata: nul}, t0)), "metadata"},
+		{"reserve reservation_id", mustErr(FromRequest(&inventoryv1.ReserveRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, ReservationId: "r\x00"}, t0)), "reservation_id"},
+		{"commit metadata", mustErr(FromRequest(&inventoryv1.CommitReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", Metadata: nul}, t0)), "metadata"},
+		{"release user_id", mustErr(FromRequest(&inventoryv1.ReleaseReservationRequest{CommandId: "c", SkuId: "A", ReservationId: "r", UserId: "\x00"}, t0)), "user_id"},
+		{"reorder policy user_id", mustErr(FromRequest(&inventoryv1.SetReorderPolicyRequest{CommandId: "c", SkuId: "A", StoreId: "S", ReorderPoint: 1, TargetLevel: 2, UserId: "\x00"}, t0)), "user_id"},
 		{"batch sale reason", mustErr(FromBatchCommand(2, &inventoryv1.Command{Kind: &inventoryv1.Command_Sale{Sale: &inventoryv1.RecordSaleRequest{
 			CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1, Reason: "a\x00b"}}}, t0)), "commands[2].sale.reason"},
 	}
@@ -117,7 +117,7 @@ func TestFreeTextWithNULIsRejected(t *testing.T) {
 		})
 	}
 	// Tabs and newlines are ordinary text.
-	if _, err := FromSale(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1,
+	if _, err := FromRequest(&inventoryv1.RecordSaleRequest{CommandId: "c", SkuId: "A", StoreId: "S", Quantity: 1,
 		Reason: "line 1\nline 2\tend", Metadata: map[string]string{"note": "a\nb"}}, t0); err != nil {
 		t.Fatalf("text with a newline and a tab: %v", err)
 	}
@@ -125,7 +125,7 @@ func TestFreeTextWithNULIsRejected(t *testing.T) {
 
 func TestReservedCommandIDPrefixesAreRejected(t *testing.T) {
 	for _, id := range []string{"tally:expire:cart:2", "tally:anything", "expire:cart:2"} {
-		got := violations(t, mustErr(FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0)))
+		got := violations(t, mustErr(FromRequest(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0)))
 		if !got["command_id"] || len(got) != 1 {
 			t.Errorf("command_id %q: violations %v, want command_id", id, got)
 		}
@@ -137,7 +137,7 @@ func TestReservedCommandIDPrefixesAreRejected(t *testing.T) {
 	}
 	// Only the exact prefixes are reserved: ids are opaque bytes.
 	for _, id := range []string{"Tally:x", "expired:x", "my-tally:x", "expire"} {
-		if _, err := FromSale(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0); err != nil {
+		if _, err := FromRequest(&inventoryv1.RecordSaleRequest{CommandId: id, SkuId: "A", StoreId: "S", Quantity: 1}, t0); err != nil {
 			t.Errorf("command_id %q: %v", id, err)
 		}
 	}
