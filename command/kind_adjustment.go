@@ -8,11 +8,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// KindAdjustment corrects a store's units by a signed delta, with a reason.
-const KindAdjustment Kind = 4
-
 func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *Command) {
-	cmd.Store, cmd.Quantity, cmd.AdjustmentReason = r.GetStoreId(), r.GetQuantityDelta(), r.GetAdjustmentReason()
 	c.id("store_id", r.GetStoreId(), true)
 	switch d := r.GetQuantityDelta(); {
 	case d == 0:
@@ -23,16 +19,13 @@ func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *
 	if _, ok := inventoryv1.AdjustmentReason_name[int32(r.GetAdjustmentReason())]; !ok || r.GetAdjustmentReason() == inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED {
 		c.add("adjustment_reason", "required: one of COUNT_CORRECTION, DAMAGED, SHRINKAGE, EXPIRED, FOUND, OTHER")
 	}
+	cmd.Store, cmd.Quantity, cmd.AdjustmentReason = r.GetStoreId(), r.GetQuantityDelta(), r.GetAdjustmentReason()
 }
+
+// KindAdjustment corrects a store's units by a signed delta, with a reason.
+const KindAdjustment Kind = 4
 
 type adjustmentKind struct{}
-
-var regAdjustment = register[inventoryv1.AdjustStockResponse, inventoryv1.AdjustStockRequest](KindAdjustment, adjustmentKind{})
-
-// AdjustStock implements CommandService.
-func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
-	return regAdjustment.unary(ctx, h, req)
-}
 
 func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	from := d.from()
@@ -42,4 +35,11 @@ func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error)
 		}
 	}
 	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, d.c.Store, "", d.c.Quantity, from)}, nil
+}
+
+var regAdjustment = register[inventoryv1.AdjustStockResponse, inventoryv1.AdjustStockRequest](KindAdjustment, adjustmentKind{})
+
+// AdjustStock implements CommandService.
+func (h *Handler) AdjustStock(ctx context.Context, req *connect.Request[inventoryv1.AdjustStockRequest]) (*connect.Response[inventoryv1.AdjustStockResponse], error) {
+	return regAdjustment.unary(ctx, h, req)
 }

@@ -9,9 +9,6 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// KindReserve holds units at a store for a checkout, for a while.
-const KindReserve Kind = 6
-
 func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.Quantity, cmd.ReservationID, cmd.TTL = r.GetStoreId(), r.GetQuantity(), r.GetReservationId(), DefaultReservationTTL
 	c.id("store_id", r.GetStoreId(), true)
@@ -28,14 +25,10 @@ func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command
 	}
 }
 
+// KindReserve holds units at a store for a checkout, for a while.
+const KindReserve Kind = 6
+
 type reserveKind struct{}
-
-var regReserve = register[inventoryv1.ReserveResponse, inventoryv1.ReserveRequest](KindReserve, reserveKind{})
-
-// Reserve implements CommandService.
-func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
-	return regReserve.unary(ctx, h, req)
-}
 
 func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	c, from := d.c, d.from()
@@ -53,4 +46,11 @@ func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 
 func (reserveKind) respond(res *Result, out *inventoryv1.ReserveResponse) {
 	out.ExpiresAt = timestamppb.New(res.ExpiresAt)
+}
+
+var regReserve = register[inventoryv1.ReserveResponse, inventoryv1.ReserveRequest](KindReserve, reserveKind{})
+
+// Reserve implements CommandService.
+func (h *Handler) Reserve(ctx context.Context, req *connect.Request[inventoryv1.ReserveRequest]) (*connect.Response[inventoryv1.ReserveResponse], error) {
+	return regReserve.unary(ctx, h, req)
 }

@@ -8,21 +8,14 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// KindSale removes sold units from a store.
-const KindSale Kind = 1
-
 func (saleKind) check(r *inventoryv1.RecordSaleRequest, c *checker, cmd *Command) {
 	c.storeQuantity(r, cmd)
 }
 
+// KindSale removes sold units from a store.
+const KindSale Kind = 1
+
 type saleKind struct{}
-
-var regSale = register[inventoryv1.RecordSaleResponse, inventoryv1.RecordSaleRequest](KindSale, saleKind{})
-
-// RecordSale implements CommandService.
-func (h *Handler) RecordSale(ctx context.Context, req *connect.Request[inventoryv1.RecordSaleRequest]) (*connect.Response[inventoryv1.RecordSaleResponse], error) {
-	return regSale.unary(ctx, h, req)
-}
 
 func (saleKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	from := d.from()
@@ -30,4 +23,11 @@ func (saleKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 		return nil, err
 	}
 	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_SALE, d.c.Store, "", -d.c.Quantity, from)}, nil
+}
+
+var regSale = register[inventoryv1.RecordSaleResponse, inventoryv1.RecordSaleRequest](KindSale, saleKind{})
+
+// RecordSale implements CommandService.
+func (h *Handler) RecordSale(ctx context.Context, req *connect.Request[inventoryv1.RecordSaleRequest]) (*connect.Response[inventoryv1.RecordSaleResponse], error) {
+	return regSale.unary(ctx, h, req)
 }

@@ -8,27 +8,20 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// KindTransfer moves units from one store to another.
-const KindTransfer Kind = 5
-
 func (transferKind) check(r *inventoryv1.TransferStockRequest, c *checker, cmd *Command) {
-	cmd.Store, cmd.ToStore, cmd.Quantity = r.GetFromStoreId(), r.GetToStoreId(), r.GetQuantity()
 	c.id("from_store_id", r.GetFromStoreId(), true)
 	c.id("to_store_id", r.GetToStoreId(), true)
 	if r.GetFromStoreId() != "" && r.GetFromStoreId() == r.GetToStoreId() {
 		c.add("to_store_id", "must differ from from_store_id")
 	}
 	c.quantity("quantity", r.GetQuantity())
+	cmd.Store, cmd.ToStore, cmd.Quantity = r.GetFromStoreId(), r.GetToStoreId(), r.GetQuantity()
 }
+
+// KindTransfer moves units from one store to another.
+const KindTransfer Kind = 5
 
 type transferKind struct{}
-
-var regTransfer = register[inventoryv1.TransferStockResponse, inventoryv1.TransferStockRequest](KindTransfer, transferKind{})
-
-// TransferStock implements CommandService.
-func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
-	return regTransfer.unary(ctx, h, req)
-}
 
 func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	c, from := d.c, d.from()
@@ -40,4 +33,11 @@ func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
 		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
 	}, nil
+}
+
+var regTransfer = register[inventoryv1.TransferStockResponse, inventoryv1.TransferStockRequest](KindTransfer, transferKind{})
+
+// TransferStock implements CommandService.
+func (h *Handler) TransferStock(ctx context.Context, req *connect.Request[inventoryv1.TransferStockRequest]) (*connect.Response[inventoryv1.TransferStockResponse], error) {
+	return regTransfer.unary(ctx, h, req)
 }
