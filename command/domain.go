@@ -2,9 +2,12 @@
 // against the per-SKU aggregate, and appends the resulting InventoryEvents to
 // the Kafka log through one fenced transactional writer per partition.
 //
-// The aggregate (this file and errors.go) is pure: no I/O, no clock, no
-// randomness. The writer (writer.go) owns all Kafka I/O, the handler
-// (handler.go) all RPC concerns. This package never imports projector/ or
+// The aggregate (this file, errors.go and the decide methods of the kinds)
+// is pure: no I/O, no clock, no randomness. Each command kind is declared
+// once, in kind_<name>.go (its checks, its decision, its RPC), and
+// registered (kind.go); nothing else switches over kinds. The writer
+// (writer.go) owns all Kafka I/O, the handler (handler.go and the generic
+// path in kind.go) all RPC concerns. This package never imports projector/ or
 // query/: the three parts of Tally meet only in gen/ and in the log.
 package command
 

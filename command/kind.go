@@ -157,14 +157,15 @@ func FromRequest(req proto.Message, now time.Time) (*Command, error) {
 // prefixed with "commands[i].<kind>.".
 func FromBatchCommand(i int, bc *inventoryv1.Command, now time.Time) (*Command, error) {
 	m := bc.ProtoReflect()
-	names := make([]string, len(kindOrder))
-	for j, k := range kindOrder {
-		e := registry[k]
-		names[j] = e.name
-		if m.WhichOneof(e.field.ContainingOneof()) == e.field {
+	for _, k := range kindOrder {
+		if e := registry[k]; m.WhichOneof(e.field.ContainingOneof()) == e.field {
 			c := &checker{now: now, prefix: fmt.Sprintf("commands[%d].%s.", i, e.name)}
 			return e.validate(m.Get(e.field).Message().Interface(), c)
 		}
+	}
+	names := make([]string, len(kindOrder))
+	for j, k := range kindOrder {
+		names[j] = registry[k].name
 	}
 	return nil, &ValidationError{What: "command", Violations: []Violation{{Field: fmt.Sprintf("commands[%d]", i),
 		Description: "one of " + strings.Join(names, ", ") + " is required"}}}

@@ -1,0 +1,37 @@
+package command
+
+import (
+	"testing"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+)
+
+// A kind added to the proto's Apply batch without its kind_<name>.go file
+// would be refused in every batch; the compiler cannot see it, this can.
+func TestEveryBatchKindIsRegistered(t *testing.T) {
+	fields := (*inventoryv1.Command)(nil).ProtoReflect().Descriptor().Oneofs().ByName("kind").Fields()
+	names := map[string]bool{}
+	for _, k := range kinds() {
+		names[k.String()] = true
+	}
+	for i := range fields.Len() {
+		if name := string(fields.Get(i).Name()); !names[name] {
+			t.Errorf("Command.%s has no registered kind", name)
+		}
+	}
+	if len(kinds()) != fields.Len() {
+		t.Errorf("%d kinds registered for %d fields of Command.kind", len(kinds()), fields.Len())
+	}
+}
+
+func TestKindNamesAreTheBatchFields(t *testing.T) {
+	for k, want := range map[Kind]string{
+		KindSale: "sale", KindReturn: "return", KindReceipt: "receipt", KindAdjustment: "adjustment",
+		KindTransfer: "transfer", KindReserve: "reserve", KindCommitReservation: "commit_reservation",
+		KindReleaseReservation: "release_reservation", KindSetReorderPolicy: "reorder_policy", Kind(0): "unknown",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)
+		}
+	}
+}
