@@ -74,16 +74,17 @@ type registered[Req, Resp any] struct {
 
 // register adds the kind k, declared by def, to the registry. k is written
 // into command fingerprints and must never change. A kind whose request is
-// not in the oneof of an Apply batch's Command, whose response has no
-// result, or two kinds with the same constant are programming errors and
-// panic at start-up.
+// not in the oneof of an Apply batch's Command or lacks command_id, sku_id
+// or user_id, whose response has no result, or two kinds with the same
+// constant are programming errors and panic at start-up.
 func register[Resp, Req any](k Kind, def kind[Req]) registered[Req, Resp] {
 	req := any((*Req)(nil)).(proto.Message).ProtoReflect().Descriptor()
 	resp := any((*Resp)(nil)).(proto.Message).ProtoReflect().Descriptor()
 	fd := batchField(req.FullName())
 	r := registered[Req, Resp]{k: k, def: def, result: resp.Fields().ByName("result")}
-	if _, dup := registry[k]; dup || fd == nil || r.result == nil {
-		panic(fmt.Sprintf("command: kind %d (%s) registered twice, not in the Command oneof, or without a result", k, req.FullName()))
+	_, common := any((*Req)(nil)).(commonRequest)
+	if _, dup := registry[k]; dup || fd == nil || r.result == nil || !common {
+		panic(fmt.Sprintf("command: kind %d (%s) registered twice, not in the Command oneof, without a result or without the common fields", k, req.FullName()))
 	}
 	registry[k] = entry{
 		name:    string(fd.Name()),
