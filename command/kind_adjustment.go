@@ -8,6 +8,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
+// check: An adjustment names a store, a non-zero signed delta and one of the known reasons.
 func (adjustmentKind) check(r *inventoryv1.AdjustStockRequest, c *checker, cmd *Command) {
 	c.id("store_id", r.GetStoreId(), true)
 	switch d := r.GetQuantityDelta(); {
@@ -27,6 +28,7 @@ const KindAdjustment Kind = 4
 
 type adjustmentKind struct{}
 
+// decide: An adjustment that removes units is held to what is available, as a sale is.
 func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	from := d.from()
 	if d.c.Quantity < 0 {

@@ -8,6 +8,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
+// check: A reorder policy sets a reorder point below its target level, both at most MaxReorderLevel.
 func (reorderPolicyKind) check(r *inventoryv1.SetReorderPolicyRequest, c *checker, cmd *Command) {
 	c.id("store_id", r.GetStoreId(), true)
 	if p := r.GetReorderPoint(); p < 0 || p > MaxReorderLevel {
@@ -24,6 +25,7 @@ const KindSetReorderPolicy Kind = 9
 
 type reorderPolicyKind struct{}
 
+// decide: A reorder policy is an event that moves no units.
 func (reorderPolicyKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	e := d.next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, d.c.Store, "", 0, d.from())
 	e.ReorderPoint, e.TargetLevel = d.c.ReorderPoint, d.c.TargetLevel

@@ -9,6 +9,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
+// check: A reservation names a store, its id and a quantity; its ttl is optional (DefaultReservationTTL).
 func (reserveKind) check(r *inventoryv1.ReserveRequest, c *checker, cmd *Command) {
 	cmd.Store, cmd.Quantity, cmd.ReservationID, cmd.TTL = r.GetStoreId(), r.GetQuantity(), r.GetReservationId(), DefaultReservationTTL
 	c.id("store_id", r.GetStoreId(), true)
@@ -30,6 +31,7 @@ const KindReserve Kind = 6
 
 type reserveKind struct{}
 
+// decide: A reservation holds available units and never more, allow_negative or not; it expires ttl after it is recorded.
 func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	c, from := d.c, d.from()
 	if _, exists := d.s.Reservations[c.ReservationID]; exists {

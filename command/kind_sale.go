@@ -8,6 +8,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
+// check: A sale names a store and the quantity sold.
 func (saleKind) check(r *inventoryv1.RecordSaleRequest, c *checker, cmd *Command) {
 	c.storeQuantity(r, cmd)
 }
@@ -17,6 +18,7 @@ const KindSale Kind = 1
 
 type saleKind struct{}
 
+// decide: A sale takes units off on_hand, never more than are available unless the command allows negative stock.
 func (saleKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	from := d.from()
 	if err := d.take(from, d.c.Quantity); err != nil {

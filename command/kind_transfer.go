@@ -8,6 +8,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
+// check: A transfer names two different stores and a quantity.
 func (transferKind) check(r *inventoryv1.TransferStockRequest, c *checker, cmd *Command) {
 	c.id("from_store_id", r.GetFromStoreId(), true)
 	c.id("to_store_id", r.GetToStoreId(), true)
@@ -23,6 +24,7 @@ const KindTransfer Kind = 5
 
 type transferKind struct{}
 
+// decide: A transfer is two events, out and in, so each store's history is complete and the total stays the same.
 func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	c, from := d.c, d.from()
 	if err := d.take(from, c.Quantity); err != nil {
