@@ -83,14 +83,7 @@ func TestCrashWithAnOpenTransactionLeavesThePartitionWritable(t *testing.T) {
 	sku := uniq("crash")
 	testenv.StartChild(t, "open-writer-transaction", "KAFKA_DIR="+dir, "SKU="+sku).Kill(t)
 
-	k, err := broker.Start(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stop := startOnDir(t, dir)
 	c := st.grpcClient(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -104,19 +97,9 @@ func TestCrashWithAnOpenTransactionLeavesThePartitionWritable(t *testing.T) {
 	if r := receive(t, c, sku, "S1", 5); r.GetSkuVersion() != 4 {
 		t.Fatalf("receipt after the restart: version %d, want 4", r.GetSkuVersion())
 	}
-	st.stop()
-	k.Close()
+	stop()
 
-	k, err = broker.Start(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	st, err = startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.stop()
+	st, _ = startOnDir(t, dir)
 	sale, err = st.grpcClient(t).RecordSale(ctx, &inventoryv1.RecordSaleRequest{CommandId: "sale-after-second-restart", SkuId: sku, StoreId: "S1", Quantity: 1})
 	if err != nil {
 		t.Fatalf("sale after the second restart: %v", err)

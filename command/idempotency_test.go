@@ -151,15 +151,7 @@ func TestApplyAnswersAReusedCommandIDPerCommand(t *testing.T) {
 // The dedupe window is rebuilt from the log, fingerprints included.
 func TestReusedCommandIDIsRefusedAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	k, err := broker.Start(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := kafka.ParsePort(k.Addrs()[0])
-	st, err := startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stop := startOnDir(t, dir)
 	sku := uniq("rreuse")
 	rcv := &inventoryv1.ReceiveStockRequest{CommandId: "rcv-once", SkuId: sku, StoreId: "S1", Quantity: 9}
 	tr := &inventoryv1.TransferStockRequest{CommandId: "tr-once", SkuId: sku, FromStoreId: "S1", ToStoreId: "S2", Quantity: 4}
@@ -171,19 +163,9 @@ func TestReusedCommandIDIsRefusedAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.stop()
-	k.Close()
+	stop()
 
-	k, err = broker.Start(dir, port, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	st, err = startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.stop()
+	st, _ = startOnDir(t, dir)
 	g = st.grpcClient(t)
 	_, err = g.ReceiveStock(t.Context(), &inventoryv1.ReceiveStockRequest{CommandId: "rcv-once", SkuId: sku, StoreId: "S1", Quantity: 90})
 	mustBeReused(t, "receipt with another quantity after a restart", err, sku, "rcv-once")

@@ -9,15 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/broker"
-	"github.com/tally-oss/tally/internal/kafka"
 )
 
 func TestTwoCheckoutsRaceForTheLastUnit(t *testing.T) {
@@ -187,19 +184,7 @@ func TestCommitAndReleaseReservations(t *testing.T) {
 // "expire:" ids. A SKU whose log already holds such a forged id gets its
 // reservation released all the same, because the writer's ids moved.
 func TestReservationBehindAnOldForgedExpiryIDIsReleased(t *testing.T) {
-	k, err := broker.Start("", 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
-		t.Fatal(err)
-	}
+	k := singlePartition(t)
 	var skew atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	w, err := command.OpenWriter(t.Context(), command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger(), Now: now, ExpiryInterval: 20 * time.Millisecond}, 0)

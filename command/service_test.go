@@ -64,6 +64,46 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// singlePartition starts an in-memory broker whose events topic has one
+// partition and no writer yet, closed at the test's end.
+func singlePartition(t testing.TB) *broker.Embedded {
+	t.Helper()
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admCl.Close()
+	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// startOnDir starts a broker persisting to dir and a command service on it,
+// both stopped by the returned func (idempotent) or at the test's end: a
+// restart is the func, then startOnDir again on the same dir.
+func startOnDir(t testing.TB, dir string) (*stack, func()) {
+	t.Helper()
+	k, err := broker.Start(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := startStack(k.Addrs())
+	if err != nil {
+		k.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() { once.Do(func() { st.stop(); k.Close() }) }
+	t.Cleanup(stop)
+	return st, stop
+}
+
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -413,35 +453,17 @@ func TestApplyAnswersEachCommand(t *testing.T) {
 
 func TestRetryAfterRestartIsNotAppliedTwice(t *testing.T) {
 	dir := t.TempDir()
-	k, err := broker.Start(dir, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := kafka.ParsePort(k.Addrs()[0])
-	st, err := startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, stop := startOnDir(t, dir)
 	sku := uniq("restart")
 	req := &inventoryv1.ReceiveStockRequest{CommandId: "rcv-once", SkuId: sku, StoreId: "S1", Quantity: 9}
 	first, err := st.grpcClient(t).ReceiveStock(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.stop()
-	k.Close()
+	stop()
 
 	// Same data directory: a new broker and a new writer rebuild from disk.
-	k, err = broker.Start(dir, port, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	st, err = startStack(k.Addrs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.stop()
+	st, _ = startOnDir(t, dir)
 	again, err := st.grpcClient(t).ReceiveStock(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -462,21 +484,9 @@ func TestRetryAfterRestartIsNotAppliedTwice(t *testing.T) {
 }
 
 func TestNewWriterFencesThePreviousOne(t *testing.T) {
-	k, err := broker.Start("", 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
 	// Only the test's writers, no group: the zombie does not know it lost
 	// the partition, as after a long GC pause or a network partition.
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
-		t.Fatal(err)
-	}
+	k := singlePartition(t)
 	cfg := command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger()}
 	sku := uniq("fence")
 	old, err := command.OpenWriter(t.Context(), cfg, 0)
@@ -525,19 +535,7 @@ func TestNewWriterFencesThePreviousOne(t *testing.T) {
 // its goroutines, answer every command (then and later) Unavailable, and
 // become garbage with its SKU map and dedupe window.
 func TestFencedWriterLeavesNothingBehind(t *testing.T) {
-	k, err := broker.Start("", 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admCl.Close()
-	if _, err := kafka.EnsureTopic(t.Context(), kadmClient(admCl), kafka.EventsTopic, 1, nil); err != nil {
-		t.Fatal(err)
-	}
+	k := singlePartition(t)
 	before := writerGoroutines()
 	cfg := command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger()}
 	sku := uniq("fenced")
