@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tally-oss/tally/internal/pg"
+	"github.com/tally-oss/tally/internal/testenv"
 )
 
 // These tests run `tally` as the user does, as its own process with its
@@ -187,23 +188,12 @@ func TestServeStopsOnSignalDuringStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Stop()
-	data := filepath.Join(dir, "pg", "data")
-	if err := os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf, err := os.OpenFile(filepath.Join(data, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conf.WriteString("hot_standby = off\n"); err != nil {
-		t.Fatal(err)
-	}
-	conf.Close()
+	testenv.NeverReady(t, filepath.Join(dir, "pg"))
 
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			p := startTally(t, serveArgs(t, dir, freeAddr(t))...)
-			pidFile := filepath.Join(data, "postmaster.pid")
+			pidFile := filepath.Join(dir, "pg", "data", "postmaster.pid")
 			p.waitFor(t, "postgres running", exists(pidFile))
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)

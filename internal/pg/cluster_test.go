@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tally-oss/tally/internal/pg"
+	"github.com/tally-oss/tally/internal/testenv"
 )
 
 // startCluster is StartCluster on dir, failing the test if it has not
@@ -139,26 +140,14 @@ func TestCancelDuringInitdbLeavesNoDataDirectory(t *testing.T) {
 func TestCancelDuringStartStopsTheServer(t *testing.T) {
 	dir := t.TempDir()
 	mustStart(t, dir).Stop()
-	// A standby with nowhere to get WAL from and hot_standby off starts
-	// and never accepts a connection: start-up lasts until ctx ends.
-	data := filepath.Join(dir, "data")
-	if err := os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf, err := os.OpenFile(filepath.Join(data, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conf.WriteString("hot_standby = off\n"); err != nil {
-		t.Fatal(err)
-	}
-	conf.Close()
+	// Start-up lasts until ctx ends.
+	testenv.NeverReady(t, dir)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	// Once the server runs, StartCluster is waiting for it.
 	go cancelWhen(ctx, cancel, pidFile(dir))
-	_, err = startCluster(t, ctx, dir)
+	_, err := startCluster(t, ctx, dir)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("StartCluster with ctx cancelled during start: %v, want context.Canceled", err)
 	}
