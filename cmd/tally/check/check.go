@@ -467,10 +467,12 @@ func loadReadModel(ctx context.Context, dsn, consumer string) (*readModel, error
 // compare checks the read model against the fold of the events below the
 // offsets it stored, dead-lettered events left out.
 func compare(r *Report, rm *readModel, events []folded) {
+	rep := &ReadModelReport{Rows: len(rm.levels), LedgerRows: rm.ledgerRows, DeadLettered: len(rm.deadLettered)}
 	want := map[storeKey]level{}
 	ledger := map[string][2]int64{}
 	for _, f := range events {
 		if f.offset >= rm.offsets[f.partition] {
+			rep.EventsBehind++
 			continue
 		}
 		if rm.deadLettered[position{f.partition, f.offset}] {
@@ -480,12 +482,6 @@ func compare(r *Report, rm *readModel, events []folded) {
 		want[storeKey{e.GetSkuId(), e.GetStoreId()}] = level{e.GetOnHandAfter(), e.GetReservedAfter(), e.GetSkuVersion()}
 		l := ledger[e.GetSkuId()]
 		ledger[e.GetSkuId()] = [2]int64{l[0] + 1, max(l[1], e.GetSkuVersion())}
-	}
-	rep := &ReadModelReport{Rows: len(rm.levels), LedgerRows: rm.ledgerRows, DeadLettered: len(rm.deadLettered)}
-	for _, f := range events {
-		if f.offset >= rm.offsets[f.partition] {
-			rep.EventsBehind++
-		}
 	}
 	r.ReadModel = rep
 	for k, w := range want {
