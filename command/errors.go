@@ -3,6 +3,7 @@ package command
 import (
 	"errors"
 	"fmt"
+
 	"github.com/tally-oss/tally/internal/apierr"
 )
 

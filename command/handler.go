@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tally-oss/tally/internal/apierr"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/apierr"
 )
 
 // ReasonCommandIDReused is the google.rpc.ErrorInfo reason of an

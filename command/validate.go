@@ -2,7 +2,6 @@ package command
 
 import (
 	"fmt"
-	"github.com/tally-oss/tally/internal/apierr"
 	"maps"
 	"slices"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tally-oss/tally/internal/apierr"
 )
 
 // Input limits. They bound what one event can carry, so a misbehaving client

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tally-oss/tally/internal/apierr"
 	"log/slog"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/apierr"
 	"github.com/tally-oss/tally/internal/kafka"
 )
 

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/tally-oss/tally/internal/apierr"
 	"math"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/apierr"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
