@@ -114,10 +114,17 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	data := filepath.Join(dir, "data")
+	// The previous server first: while it shuts down it removes files
+	// (postmaster.pid, sockets) under dir that chown walks.
+	if cfg.WaitForPrevious > 0 {
+		if err := c.waitForPrevious(ctx, data, cfg.WaitForPrevious); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.chown(dir); err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		// initdb into a side directory renamed into place once complete:
 		// an interrupted initdb (a cancel, a kill) never leaves half a data
@@ -140,11 +147,6 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		}
 		if err := os.Rename(tmp, data); err != nil {
 			return nil, fmt.Errorf("initdb: %w", err)
-		}
-	}
-	if cfg.WaitForPrevious > 0 {
-		if err := c.waitForPrevious(ctx, data, cfg.WaitForPrevious); err != nil {
-			return nil, err
 		}
 	}
 	args := []string{"-D", data, "-p", strconv.Itoa(c.port), "-h", "127.0.0.1", "-k", dir,
@@ -248,10 +250,16 @@ func (c *Cluster) chown(dir string) error {
 	uid, _ := strconv.Atoi(c.runAs.Uid)
 	gid, _ := strconv.Atoi(c.runAs.Gid)
 	if err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
+		if err == nil {
+			err = os.Lchown(p, uid, gid)
 		}
-		return os.Lchown(p, uid, gid)
+		// A file that went away between the listing and here (a server
+		// still shutting down removes its pid file and sockets) needs no
+		// owner.
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
 	}); err != nil {
 		return err
 	}
