@@ -15,23 +15,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/iterator"
-
-	"github.com/tally-oss/tally/internal/kafka"
 )
 
 // BigQueryConfig configures the BigQuery projector.
 type BigQueryConfig struct {
-	// Brokers are the Kafka seed brokers.
-	Brokers []string
-	// Topic is the events topic. Default kafka.EventsTopic.
-	Topic string
-	// Group is the consumer group BigQuery projector instances share to
-	// split the partitions. Offsets live in BigQuery, never in Kafka.
-	// Default "tally-projector-bigquery".
-	Group string
-	// Consumer names this projection in projector_offsets. Default
-	// "bigquery".
-	Consumer string
+	// Consume is how it reads the log. Default Group
+	// "tally-projector-bigquery", Consumer "bigquery"; offsets live in
+	// BigQuery.
+	Consume
 	// Client talks to BigQuery (or an emulator); Dataset is where the
 	// tables and views live, created in Location when missing (default
 	// "US").
@@ -49,8 +40,6 @@ type BigQueryConfig struct {
 	// leftovers of a crashed or interrupted batch, dropped at start and
 	// then every StagingTTL. Default 15m.
 	StagingTTL time.Duration
-	// Logger, default slog.Default().
-	Logger *slog.Logger
 	// Metrics, when set, is updated.
 	Metrics *BigQueryMetrics
 	// BeforeMerge, when set, runs after a batch is staged and before it is
@@ -60,15 +49,7 @@ type BigQueryConfig struct {
 }
 
 func (c *BigQueryConfig) defaults() {
-	if c.Topic == "" {
-		c.Topic = kafka.EventsTopic
-	}
-	if c.Group == "" {
-		c.Group = "tally-projector-bigquery"
-	}
-	if c.Consumer == "" {
-		c.Consumer = "bigquery"
-	}
+	c.Consume.defaults("tally-projector-bigquery", "bigquery")
 	if c.Location == "" {
 		c.Location = "US"
 	}
@@ -84,17 +65,11 @@ func (c *BigQueryConfig) defaults() {
 	if c.StagingTTL <= 0 {
 		c.StagingTTL = 15 * time.Minute
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 }
 
 // Validate reports every problem with the configuration.
 func (c *BigQueryConfig) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("bigquery projector: no Kafka brokers"))
-	}
+	errs := c.Consume.validate("bigquery projector")
 	if c.Client == nil {
 		errs = append(errs, errors.New("bigquery projector: no BigQuery client"))
 	}
@@ -160,8 +135,7 @@ func (b *BigQuery) Run(ctx context.Context) error {
 
 func (b *BigQuery) loopConfig() loopConfig {
 	return loopConfig{
-		brokers: b.cfg.Brokers, topic: b.cfg.Topic, group: b.cfg.Group, consumer: b.cfg.Consumer,
-		log: b.log, kafkaLog: b.cfg.Logger,
+		Consume: b.cfg.Consume, log: b.log,
 		fetch:     []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond)},
 		batchRows: b.cfg.BatchRows, most: b.cfg.MaxBatchRows, batchWait: b.cfg.BatchWait,
 	}

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,14 +38,46 @@ type sink interface {
 	retrying() (what string, maxBackoff time.Duration, failed func())
 }
 
+// Consume is how a projection reads the log; each projection's
+// configuration embeds it.
+type Consume struct {
+	// Brokers are the Kafka seed brokers.
+	Brokers []string
+	// Topic is the events topic. Default kafka.EventsTopic.
+	Topic string
+	// Group is the consumer group the projection's instances share to
+	// split the partitions. Offsets live in the projection's own store,
+	// never in Kafka.
+	Group string
+	// Consumer names the projection in projector_offsets and its dead
+	// letters.
+	Consumer string
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Consume) defaults(group, consumer string) {
+	c.Topic = cmp.Or(c.Topic, kafka.EventsTopic)
+	c.Group = cmp.Or(c.Group, group)
+	c.Consumer = cmp.Or(c.Consumer, consumer)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Consume) validate(what string) []error {
+	if len(c.Brokers) == 0 {
+		return []error{errors.New(what + ": no Kafka brokers")}
+	}
+	return nil
+}
+
 // loopConfig is what the loop needs of a sink's configuration.
 type loopConfig struct {
-	brokers         []string
-	topic, group    string
-	consumer        string
-	log, kafkaLog   *slog.Logger
-	fetch           []kgo.Opt // fetch sizes and waits
-	batchRows, most int       // a batch is written at batchRows events, never holds more than most
+	Consume
+	log             *slog.Logger // the sink's
+	fetch           []kgo.Opt    // fetch sizes and waits
+	batchRows, most int          // a batch is written at batchRows events, never holds more than most
 	batchWait       time.Duration
 }
 
@@ -102,7 +135,7 @@ func (b *batch) deadLetter(ctx context.Context, dead []deadRecord) error {
 	for i, d := range dead {
 		recs[i], errs[i] = d.rec, d.err
 	}
-	return deadLetter(ctx, b.loop.cl, b.loop.cfg.consumer, recs, errs, b.loop.cfg.log)
+	return deadLetter(ctx, b.loop.cl, b.loop.cfg.Consumer, recs, errs, b.loop.cfg.log)
 }
 
 // source is where the loop reads records: the live consumer group, or a
@@ -131,13 +164,13 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 	if err := s.setup(ctx); err != nil {
 		return ignoreCanceled(ctx, err) // nil when stopped while starting
 	}
-	if err := ensureDLQ(ctx, cfg.brokers); err != nil {
+	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
 		return ignoreCanceled(ctx, err)
 	}
 	l := &loop{sink: s, cfg: cfg}
-	cl, err := kgo.NewClient(append(append(kafka.Options(cfg.brokers, cfg.kafkaLog),
-		kgo.ConsumerGroup(cfg.group),
-		kgo.ConsumeTopics(cfg.topic),
+	cl, err := kgo.NewClient(append(append(kafka.Options(cfg.Brokers, cfg.Logger),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records advance the stored offset past commit markers,
@@ -430,16 +463,16 @@ func ensureDLQ(ctx context.Context, brokers []string) error {
 // set, runs after each stored batch with the offsets passed so far (of
 // total) and the records the batches held.
 func replayLog(ctx context.Context, s sink, cfg loopConfig, starts map[int32]int64, advance bool, after func(passed, total, records int64)) error {
-	if err := ensureDLQ(ctx, cfg.brokers); err != nil {
+	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
 		return err
 	}
-	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.brokers, Topic: cfg.topic, Starts: starts, Stall: time.Minute, Opts: cfg.fetch})
+	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Starts: starts, Stall: time.Minute, Opts: cfg.fetch})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	// The client dead letters go through.
-	cl, err := kgo.NewClient(kafka.Options(cfg.brokers, cfg.kafkaLog)...)
+	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Logger)...)
 	if err != nil {
 		return err
 	}

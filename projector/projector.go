@@ -21,22 +21,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
 // Config configures the Postgres projector.
 type Config struct {
-	// Brokers are the Kafka seed brokers.
-	Brokers []string
-	// Topic is the events topic. Default kafka.EventsTopic.
-	Topic string
-	// Group is the consumer group projector instances share to split the
-	// partitions. Offsets live in Postgres, never in Kafka. Default
-	// "tally-projector-postgres".
-	Group string
-	// Consumer names this projection in projector_offsets. Default "postgres".
-	Consumer string
+	// Consume is how it reads the log. Default Group
+	// "tally-projector-postgres", Consumer "postgres"; offsets live in
+	// Postgres.
+	Consume
 	// Pool is the read model's database.
 	Pool *pgxpool.Pool
 	// MaxPollRecords bounds one poll (and so one batch). Default 20000.
@@ -44,8 +37,6 @@ type Config struct {
 	// Silent turns off low-stock announcements (pg_notify), for rebuilds
 	// into another schema that no watcher should hear.
 	Silent bool
-	// Logger, default slog.Default().
-	Logger *slog.Logger
 	// Metrics, when set, is updated.
 	Metrics *Metrics
 	// AfterStage, when set, runs inside each batch's transaction after the
@@ -55,29 +46,15 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Topic == "" {
-		c.Topic = kafka.EventsTopic
-	}
-	if c.Group == "" {
-		c.Group = "tally-projector-postgres"
-	}
-	if c.Consumer == "" {
-		c.Consumer = "postgres"
-	}
+	c.Consume.defaults("tally-projector-postgres", "postgres")
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 20000
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("projector: no Kafka brokers"))
-	}
+	errs := c.Consume.validate("projector")
 	if c.Pool == nil {
 		errs = append(errs, errors.New("projector: no database pool"))
 	}
@@ -110,8 +87,7 @@ func (p *Postgres) Run(ctx context.Context) error {
 
 func (p *Postgres) loopConfig() loopConfig {
 	return loopConfig{
-		brokers: p.cfg.Brokers, topic: p.cfg.Topic, group: p.cfg.Group, consumer: p.cfg.Consumer,
-		log: p.log, kafkaLog: p.cfg.Logger,
+		Consume: p.cfg.Consume, log: p.log,
 		fetch: []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20), kgo.FetchMaxWait(10 * time.Millisecond)},
 		// One transaction per poll, for every partition in it: one commit
 		// (and one WAL flush) makes the whole poll visible at once.

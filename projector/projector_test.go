@@ -190,8 +190,8 @@ func uuidFor(sku string, v int64) string {
 func (f *fixture) projector(consumer string, hook func(), maxPoll int) *projector.Postgres {
 	f.t.Helper()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic + consumer, Consumer: consumer, Pool: f.pool,
-		MaxPollRecords: maxPoll, Logger: testenv.Logger(), AfterStage: hook,
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic + consumer, Consumer: consumer, Logger: testenv.Logger()},
+		Pool:    f.pool, MaxPollRecords: maxPoll, AfterStage: hook,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -452,8 +452,8 @@ func TestEventsPostgresRefusesAreDeadLetteredAndEveryOtherEventLandsOnce(t *test
 
 	reg := prometheus.NewRegistry()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Pool: f.pool,
-		Logger: testenv.Logger(), Metrics: projector.NewMetrics(reg),
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Logger: testenv.Logger()},
+		Pool:    f.pool, Metrics: projector.NewMetrics(reg),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -536,8 +536,8 @@ func TestLostConnectionIsRetriedAndDeadLettersNothingMore(t *testing.T) {
 	var terminated atomic.Int64
 	reg := prometheus.NewRegistry()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Pool: f.pool,
-		Logger: testenv.Logger(), Metrics: projector.NewMetrics(reg),
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Logger: testenv.Logger()},
+		Pool:    f.pool, Metrics: projector.NewMetrics(reg),
 		AfterStage: func() {
 			if terminated.Load() > 0 {
 				return

@@ -52,7 +52,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 	}
 	defer pool.Close()
 	p, err := NewPostgres(Config{
-		Brokers: cfg.Brokers, Topic: cfg.Topic, Pool: pool, Consumer: "replay", Logger: cfg.Logger, Silent: true,
+		Consume: Consume{Brokers: cfg.Brokers, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
 	})
 	if err != nil {
 		return 0, 0, err
