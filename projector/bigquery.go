@@ -69,14 +69,8 @@ func (c *BigQueryConfig) defaults() {
 
 // Validate reports every problem with the configuration.
 func (c *BigQueryConfig) Validate() error {
-	errs := c.Consume.validate("bigquery projector")
-	if c.Client == nil {
-		errs = append(errs, errors.New("bigquery projector: no BigQuery client"))
-	}
-	if c.Dataset == "" {
-		errs = append(errs, errors.New("bigquery projector: no dataset"))
-	}
-	return errors.Join(errs...)
+	return c.Consume.validate("bigquery projector",
+		required{c.Client == nil, "BigQuery client"}, required{c.Dataset == "", "dataset"})
 }
 
 // BigQuery projects the events topic into the BigQuery analytical model.

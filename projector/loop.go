@@ -65,11 +65,23 @@ func (c *Consume) defaults(group, consumer string) {
 	}
 }
 
-func (c *Consume) validate(what string) []error {
-	if len(c.Brokers) == 0 {
-		return []error{errors.New(what + ": no Kafka brokers")}
+// required is a setting a projection cannot run without: missing when it
+// is unset.
+type required struct {
+	missing bool
+	name    string
+}
+
+// validate reports every problem at once: no brokers, and each required
+// setting missing, as "<what>: no <name>".
+func (c *Consume) validate(what string, settings ...required) error {
+	var errs []error
+	for _, r := range append([]required{{len(c.Brokers) == 0, "Kafka brokers"}}, settings...) {
+		if r.missing {
+			errs = append(errs, errors.New(what+": no "+r.name))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // loopConfig is what the loop needs of a sink's configuration.

@@ -54,11 +54,7 @@ func (c *Config) defaults() {
 
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
-	errs := c.Consume.validate("projector")
-	if c.Pool == nil {
-		errs = append(errs, errors.New("projector: no database pool"))
-	}
-	return errors.Join(errs...)
+	return c.Consume.validate("projector", required{c.Pool == nil, "database pool"})
 }
 
 // Postgres projects the events topic into the Postgres read model.
