@@ -1,6 +1,8 @@
 // Package projector turns the log into read models: the PostgreSQL
 // operational model (this file), exactly once, by writing each poll's rows
-// and its partitions' next offsets in one transaction. It never imports
+// and its partitions' next offsets in one transaction, and the BigQuery
+// analytical model (bigquery.go); both are sinks of one consumer loop
+// (loop.go), which their replays reuse. It never imports
 // command/ or query/: it meets them only in gen/, the log and the database.
 package projector
 
