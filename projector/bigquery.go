@@ -12,28 +12,17 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/iterator"
-
-	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/kafka"
 )
 
 // BigQueryConfig configures the BigQuery projector.
 type BigQueryConfig struct {
-	// Brokers are the Kafka seed brokers.
-	Brokers []string
-	// Topic is the events topic. Default kafka.EventsTopic.
-	Topic string
-	// Group is the consumer group BigQuery projector instances share to
-	// split the partitions. Offsets live in BigQuery, never in Kafka.
-	// Default "tally-projector-bigquery".
-	Group string
-	// Consumer names this projection in projector_offsets. Default
-	// "bigquery".
-	Consumer string
+	// Consume is how it reads the log. Default Group
+	// "tally-projector-bigquery", Consumer "bigquery"; offsets live in
+	// BigQuery.
+	Consume
 	// Client talks to BigQuery (or an emulator); Dataset is where the
 	// tables and views live, created in Location when missing (default
 	// "US").
@@ -51,8 +40,6 @@ type BigQueryConfig struct {
 	// leftovers of a crashed or interrupted batch, dropped at start and
 	// then every StagingTTL. Default 15m.
 	StagingTTL time.Duration
-	// Logger, default slog.Default().
-	Logger *slog.Logger
 	// Metrics, when set, is updated.
 	Metrics *BigQueryMetrics
 	// BeforeMerge, when set, runs after a batch is staged and before it is
@@ -62,15 +49,7 @@ type BigQueryConfig struct {
 }
 
 func (c *BigQueryConfig) defaults() {
-	if c.Topic == "" {
-		c.Topic = kafka.EventsTopic
-	}
-	if c.Group == "" {
-		c.Group = "tally-projector-bigquery"
-	}
-	if c.Consumer == "" {
-		c.Consumer = "bigquery"
-	}
+	c.Consume.defaults("tally-projector-bigquery", "bigquery")
 	if c.Location == "" {
 		c.Location = "US"
 	}
@@ -86,24 +65,12 @@ func (c *BigQueryConfig) defaults() {
 	if c.StagingTTL <= 0 {
 		c.StagingTTL = 15 * time.Minute
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
 }
 
 // Validate reports every problem with the configuration.
 func (c *BigQueryConfig) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("bigquery projector: no Kafka brokers"))
-	}
-	if c.Client == nil {
-		errs = append(errs, errors.New("bigquery projector: no BigQuery client"))
-	}
-	if c.Dataset == "" {
-		errs = append(errs, errors.New("bigquery projector: no dataset"))
-	}
-	return errors.Join(errs...)
+	return c.Consume.validate("bigquery projector",
+		required{c.Client == nil, "BigQuery client"}, required{c.Dataset == "", "dataset"})
 }
 
 // BigQuery projects the events topic into the BigQuery analytical model.
@@ -120,7 +87,10 @@ func (c *BigQueryConfig) Validate() error {
 type BigQuery struct {
 	cfg BigQueryConfig
 	log *slog.Logger
-	cl  *kgo.Client
+	// w is the work tables of the batch being written; cleaned is when
+	// leftover staging tables were last dropped.
+	w       *work
+	cleaned time.Time
 	// drops drops finished batches' work tables in the background
 	// (deleting a table is slower than a batch's statements on the
 	// emulator); dropSlots bounds them, pushing back on the batches.
@@ -153,107 +123,35 @@ func (b *BigQuery) Setup(ctx context.Context) error {
 // is retried, with backoff, from the same records until it lands or ctx
 // ends; nothing is skipped.
 func (b *BigQuery) Run(ctx context.Context) error {
-	if err := retry(ctx, b.log, "bigquery setup", 30*time.Second, b.cfg.Metrics.failed, func() error { return b.Setup(ctx) }); err != nil {
-		return ignoreCanceled(ctx, err)
-	}
-	if err := ensureDLQ(ctx, b.cfg.Brokers); err != nil {
-		return ignoreCanceled(ctx, err)
-	}
-	cl, err := kgo.NewClient(append(kafka.Options(b.cfg.Brokers, b.cfg.Logger),
-		kgo.ConsumerGroup(b.cfg.Group),
-		kgo.ConsumeTopics(b.cfg.Topic),
-		kgo.DisableAutoCommit(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.AdjustFetchOffsetsFn(b.storedOffsets),
-		kgo.FetchMaxWait(100*time.Millisecond),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	defer cl.AllowRebalance()
 	defer b.drops.Wait()
-	b.cl = cl
-	cleaned := time.Now()
-	for {
-		if time.Since(cleaned) > b.cfg.StagingTTL {
-			cleaned = time.Now()
-			if err := dropStaging(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer, cleaned.Add(-b.cfg.StagingTTL), b.log); err != nil {
-				b.log.Warn("dropping leftover staging tables failed", "error", err)
-			}
-		}
-		batch, err := b.collect(ctx)
-		if err != nil || ctx.Err() != nil {
-			return ignoreCanceled(ctx, err)
-		}
-		if len(batch) > 0 {
-			err = b.projectWithRetry(ctx, batch, true)
-		}
-		cl.AllowRebalance()
-		if err != nil {
-			return ignoreCanceled(ctx, err)
-		}
+	return runLoop(ctx, b, b.loopConfig())
+}
+
+func (b *BigQuery) loopConfig() loopConfig {
+	return loopConfig{
+		Consume: b.cfg.Consume, log: b.log,
+		fetch:     []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond)},
+		batchRows: b.cfg.BatchRows, most: b.cfg.MaxBatchRows, batchWait: b.cfg.BatchWait,
 	}
 }
 
-// collect polls until the batch holds BatchRows events, or BatchWait has
-// passed since its first record, or it would exceed MaxBatchRows.
-func (b *BigQuery) collect(ctx context.Context) ([]partBatch, error) {
-	var (
-		byPart   = map[int32]int{}
-		batch    []partBatch
-		n        int
-		deadline time.Time
-	)
-	for n < b.cfg.BatchRows {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
-			if left <= 0 {
-				break
-			}
-			pctx, cancel = context.WithTimeout(ctx, left)
-		}
-		fetches := b.cl.PollRecords(pctx, b.cfg.MaxBatchRows-n)
-		cancel()
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-				b.log.Warn("fetch error", "topic", t, "partition", p, "error", err)
-			}
-		})
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 {
-				return
-			}
-			i, ok := byPart[fp.Partition]
-			if !ok {
-				i = len(batch)
-				byPart[fp.Partition] = i
-				batch = append(batch, partBatch{partition: fp.Partition})
-			}
-			batch[i].recs = append(batch[i].recs, fp.Records...)
-			n += len(fp.Records)
-		})
-		if n > 0 && deadline.IsZero() {
-			deadline = time.Now().Add(b.cfg.BatchWait)
-		}
-	}
-	return batch, nil
+// setup runs Setup until it succeeds.
+func (b *BigQuery) setup(ctx context.Context) error {
+	b.cleaned = time.Now()
+	return retry(ctx, b.log, "bigquery setup", 30*time.Second, b.cfg.Metrics.failed, func() error { return b.Setup(ctx) })
 }
 
-// storedOffsets replaces whatever the group thinks with BigQuery's truth.
-func (b *BigQuery) storedOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+func (b *BigQuery) retrying() (string, time.Duration, func()) {
+	return "bigquery batch", 30 * time.Second, b.cfg.Metrics.failed
+}
+
+// storedOffsets returns BigQuery's truth.
+func (b *BigQuery) storedOffsets(ctx context.Context) (map[int32]int64, error) {
 	stored, err := LoadBigQueryOffsets(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("load bigquery offsets: %w", err)
 	}
-	b.log.Info("partitions assigned", "offsets", stored)
-	return assignOffsets(assigned, stored), nil
+	return stored, nil
 }
 
 // LoadBigQueryOffsets returns the next offset per partition of a consumer.
@@ -282,53 +180,49 @@ func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, 
 	}
 }
 
-// projectWithRetry writes a batch, retrying until it lands or ctx ends.
+// project writes a batch; with its offsets, the partitions' offsets move
+// past it in projector_offsets (a replay of an older range has none).
 // Retries reuse the batch's staging table (BigQuery can refuse rows
 // streamed into a table it has only just created; the table ages across
 // attempts, and rows staged twice are deduplicated) and rebuild the tables
 // derived from it. Stopped mid-batch, the work tables stay, as after a
 // crash; a later start drops them.
-func (b *BigQuery) projectWithRetry(ctx context.Context, batch []partBatch, advance bool) error {
-	w := b.work()
-	attempt := 0
-	err := retry(ctx, b.log, "bigquery batch", 30*time.Second, b.cfg.Metrics.failed, func() error {
-		if attempt++; attempt > 1 {
-			w.dropDerived(ctx, b.log)
-		}
-		return b.project(ctx, batch, advance, w)
-	})
-	if err == nil {
-		b.dropLater(w)
+func (b *BigQuery) project(ctx context.Context, bt *batch) error {
+	if bt.attempt == 1 {
+		b.dropLeftovers(ctx)
+		b.w = b.work()
+	} else {
+		b.w.dropDerived(ctx, b.log)
 	}
-	return err
+	if err := b.write(ctx, bt, b.w); err != nil {
+		return err
+	}
+	b.dropLater(b.w)
+	return nil
 }
 
-// project writes a batch. With advance, the partitions' offsets move past
-// it in projector_offsets; a replay of an older range passes false.
-func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool, w *work) error {
+// dropLeftovers drops leftover staging tables every StagingTTL.
+func (b *BigQuery) dropLeftovers(ctx context.Context) {
+	if b.cleaned.IsZero() || time.Since(b.cleaned) <= b.cfg.StagingTTL {
+		return
+	}
+	b.cleaned = time.Now()
+	if err := dropStaging(ctx, b.cfg.Client, b.cfg.Dataset, b.cfg.Consumer, b.cleaned.Add(-b.cfg.StagingTTL), b.log); err != nil {
+		b.log.Warn("dropping leftover staging tables failed", "error", err)
+	}
+}
+
+// write is one attempt at a batch.
+func (b *BigQuery) write(ctx context.Context, bt *batch, w *work) error {
 	start := time.Now()
-	var rows []eventRow
-	var dead []*kgo.Record
-	var deadErrs []error
-	offsets := make([]offsetRow, len(batch))
-	for i, pb := range batch {
-		o := &offsets[i]
-		o.partition, o.next = pb.partition, pb.recs[len(pb.recs)-1].Offset+1
-		for _, r := range pb.recs {
-			if r.Attrs.IsControl() {
-				continue
-			}
-			e := &inventoryv1.InventoryEvent{}
-			if _, err := decodeEvent(r, e); err != nil {
-				dead, deadErrs = append(dead, r), append(deadErrs, err)
-				continue
-			}
-			rows = append(rows, eventRow{e: e, partition: r.Partition, offset: r.Offset, rec: r})
-			o.events++
-			if t := e.GetRecordedAt().AsTime(); t.After(o.newest) {
-				o.newest = t
-			}
-		}
+	rows := make([]eventRow, len(bt.events))
+	for i, ev := range bt.events {
+		rows[i] = eventRow{e: ev.e, partition: ev.rec.Partition, offset: ev.rec.Offset, rec: ev.rec}
+	}
+	dead := bt.dead
+	var offsets []offsetRow
+	if bt.offsets != nil {
+		offsets, _ = progress(bt.offsets, len(bt.events), func(i int) *event { return &bt.events[i] })
 	}
 	var rejected []int
 	staged, merged := start, start
@@ -340,15 +234,14 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool,
 		if err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}
-		for _, i := range rejected {
-			dead = append(dead, rows[i].rec)
+		for j, i := range rejected {
+			dead = append(dead, deadRecord{rec: rows[i].rec, err: errs[j]})
 		}
-		deadErrs = append(deadErrs, errs...)
 	}
 	// The dead letters are written before the offsets move past them: a
 	// crash in between dead-letters them twice, never zero times.
 	if len(dead) > 0 {
-		if err := deadLetter(ctx, b.cl, b.cfg.Consumer, dead, deadErrs, b.log); err != nil {
+		if err := bt.deadLetter(ctx, dead); err != nil {
 			return err
 		}
 		b.cfg.Metrics.deadLettered(len(dead))
@@ -363,14 +256,11 @@ func (b *BigQuery) project(ctx context.Context, batch []partBatch, advance bool,
 	if len(rows) > len(rejected) {
 		merging = rows
 	}
-	if !advance {
-		offsets = nil
-	}
 	if err := w.merge(ctx, merging, b.cfg.Consumer, offsets); err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}
 	merged = time.Now()
-	if advance {
+	if offsets != nil {
 		if err := w.advance(ctx); err != nil {
 			return fmt.Errorf("advance offsets: %w", err)
 		}
@@ -663,45 +553,4 @@ func newBatchID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func ignoreCanceled(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// retry runs f until it succeeds or ctx ends, with backoff from 100 ms
-// doubling to maxBackoff; failed counts each failure.
-func retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.Duration, failed func(), f func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		failed()
-		log.Warn(what+" failed; retrying", "error", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
-}
-
-// ensureDLQ creates the dead-letter topic if it is missing.
-func ensureDLQ(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	_, err = kafka.EnsureTopic(ctx, kadm.NewClient(cl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"})
-	return err
 }

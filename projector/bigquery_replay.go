@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -47,9 +46,6 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 	if err := b.Setup(ctx); err != nil {
 		return ReplayProgress{}, err
 	}
-	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
-		return ReplayProgress{}, err
-	}
 	starts, ends, err := replayRange(ctx, cfg.Brokers, cfg.Topic, from)
 	if err != nil {
 		return ReplayProgress{}, err
@@ -65,54 +61,18 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 	if len(starts) == 0 {
 		return prog, nil
 	}
-	// Transactions resolved from the raw log, read to the last stable
-	// offset (see kafka.CommittedReader).
-	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Starts: starts, Stall: time.Minute})
-	if err != nil {
-		return prog, err
-	}
-	defer r.Close()
-	// The client dead letters go through.
-	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Logger)...)
-	if err != nil {
-		return prog, err
-	}
-	defer cl.Close()
 	defer b.drops.Wait()
-	b.cl = cl
-	passed := maps.Clone(starts) // per partition, the offset passed so far
 	start := time.Now()
-	for !r.Done() {
-		// A batch: whatever arrives within BatchWait, up to MaxBatchRows.
-		var batch []partBatch
-		n := 0
-		opened := time.Now()
-		for n < cfg.MaxBatchRows && time.Since(opened) < cfg.BatchWait && !r.Done() {
-			got, err := r.Poll(ctx)
-			if err != nil {
-				return prog, err
-			}
-			for _, pb := range got {
-				prog.Offsets += pb.Next - passed[pb.Partition]
-				passed[pb.Partition] = pb.Next
-				if len(pb.Records) > 0 {
-					batch = append(batch, partBatch{partition: pb.Partition, recs: pb.Records})
-					n += len(pb.Records)
-				}
-			}
-		}
-		if len(batch) == 0 {
-			continue
-		}
-		if err := b.projectWithRetry(ctx, batch, false); err != nil {
-			return prog, err
-		}
-		prog.Events += int64(n)
+	err = replayLog(ctx, b, b.loopConfig(), starts, false, func(passed, _, records int64) {
+		prog.Offsets, prog.Events = passed, records
 		prog.Batches++
 		prog.Elapsed = time.Since(start)
 		if progress != nil {
 			progress(prog)
 		}
+	})
+	if err != nil {
+		return prog, err
 	}
 	prog.Elapsed = time.Since(start)
 	prog.Offsets = prog.Total

@@ -56,8 +56,8 @@ func newBQFixture(t testing.TB, partitions int32) *bqFixture {
 
 func (f *bqFixture) config() projector.BigQueryConfig {
 	return projector.BigQueryConfig{
-		Brokers: env.Brokers, Topic: f.topic, Group: "bq-" + f.topic, Client: f.bq, Dataset: f.dataset,
-		BatchRows: 200, BatchWait: 200 * time.Millisecond, MaxBatchRows: 400, Logger: testenv.Logger(),
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "bq-" + f.topic, Logger: testenv.Logger()},
+		Client:  f.bq, Dataset: f.dataset, BatchRows: 200, BatchWait: 200 * time.Millisecond, MaxBatchRows: 400,
 	}
 }
 

@@ -1,15 +1,17 @@
 package projector
 
 import (
+	"iter"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the projector's Prometheus metrics. A nil *Metrics records
-// nothing.
-type Metrics struct {
+// loopMetrics are a projection's Prometheus metrics: the same six for
+// every sink, under the sink's prefix.
+type loopMetrics struct {
 	events     *prometheus.CounterVec
 	batches    *prometheus.CounterVec
 	batchSecs  prometheus.Histogram
@@ -18,51 +20,82 @@ type Metrics struct {
 	offset     *prometheus.GaugeVec
 }
 
-// NewMetrics registers the projector's metrics with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tally_projector_events_total", Help: "Events projected into the read model, by partition.",
-		}, []string{"partition"}),
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tally_projector_batches_total", Help: "Projector transactions, by result.",
-		}, []string{"result"}),
+// metricsSpec is what differs between the projections' metrics: the name
+// prefix, the help texts, whether events are counted by partition, and the
+// first bucket and bucket count of the batch and visibility histograms.
+type metricsSpec struct {
+	prefix                                             string
+	eventsHelp, batchesHelp, batchHelp, visibilityHelp string
+	deadHelp, offsetHelp                               string
+	eventLabels                                        []string
+	batchStart, visibilityStart                        float64
+	batchBuckets, visibilityBuckets                    int
+}
+
+func newLoopMetrics(reg prometheus.Registerer, s metricsSpec) loopMetrics {
+	m := loopMetrics{
+		events:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: s.prefix + "_events_total", Help: s.eventsHelp}, s.eventLabels),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: s.prefix + "_batches_total", Help: s.batchesHelp}, []string{"result"}),
 		batchSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tally_projector_batch_duration_seconds", Help: "Time to write and commit one batch.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+			Name: s.prefix + "_batch_duration_seconds", Help: s.batchHelp,
+			Buckets: prometheus.ExponentialBuckets(s.batchStart, 2, s.batchBuckets),
 		}),
 		visibility: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tally_projector_visibility_seconds",
-			Help:    "Per event: recorded_at (accepted by the write side) to committed in the read model.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
+			Name: s.prefix + "_visibility_seconds", Help: s.visibilityHelp,
+			Buckets: prometheus.ExponentialBuckets(s.visibilityStart, 2, s.visibilityBuckets),
 		}),
-		dead: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tally_projector_dead_lettered_total", Help: "Records skipped and sent to the dead-letter topic: undecodable, or refused by Postgres for their data.",
-		}),
-		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tally_projector_next_offset", Help: "Next offset to project, by partition.",
-		}, []string{"partition"}),
+		dead:   prometheus.NewCounter(prometheus.CounterOpts{Name: s.prefix + "_dead_lettered_total", Help: s.deadHelp}),
+		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: s.prefix + "_next_offset", Help: s.offsetHelp}, []string{"partition"}),
+	}
+	if len(s.eventLabels) == 0 {
+		m.events.WithLabelValues() // one series, exported from the start as a plain counter is
 	}
 	reg.MustRegister(m.events, m.batches, m.batchSecs, m.visibility, m.dead, m.offset)
 	return m
+}
+
+// batchDone records a stored batch: the partitions' next offsets, the
+// result, its duration and each event's visibility.
+func (m *loopMetrics) batchDone(result string, offsets []offsetRow, d time.Duration, recorded iter.Seq[time.Time]) {
+	now := time.Now()
+	for _, o := range offsets {
+		m.offset.WithLabelValues(strconv.Itoa(int(o.partition))).Set(float64(o.next))
+	}
+	m.batches.WithLabelValues(result).Inc()
+	m.batchSecs.Observe(d.Seconds())
+	for t := range recorded {
+		m.visibility.Observe(now.Sub(t).Seconds())
+	}
+}
+
+// Metrics are the projector's Prometheus metrics. A nil *Metrics records
+// nothing.
+type Metrics struct{ loopMetrics }
+
+// NewMetrics registers the projector's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	return &Metrics{newLoopMetrics(reg, metricsSpec{
+		prefix:         "tally_projector",
+		eventsHelp:     "Events projected into the read model, by partition.",
+		batchesHelp:    "Projector transactions, by result.",
+		batchHelp:      "Time to write and commit one batch.",
+		visibilityHelp: "Per event: recorded_at (accepted by the write side) to committed in the read model.",
+		deadHelp:       "Records skipped and sent to the dead-letter topic: undecodable, or refused by Postgres for their data.",
+		offsetHelp:     "Next offset to project, by partition.",
+		eventLabels:    []string{"partition"},
+		batchStart:     0.0005, batchBuckets: 16, visibilityStart: 0.0005, visibilityBuckets: 18,
+	})}
 }
 
 func (m *Metrics) batchCommitted(offsets []offsetRow, dead int, d time.Duration, recorded []time.Time) {
 	if m == nil {
 		return
 	}
-	now := time.Now()
 	for _, o := range offsets {
-		p := strconv.Itoa(int(o.partition))
-		m.events.WithLabelValues(p).Add(float64(o.events))
-		m.offset.WithLabelValues(p).Set(float64(o.next))
+		m.events.WithLabelValues(strconv.Itoa(int(o.partition))).Add(float64(o.events))
 	}
-	m.batches.WithLabelValues("committed").Inc()
 	m.dead.Add(float64(dead))
-	m.batchSecs.Observe(d.Seconds())
-	for _, t := range recorded {
-		m.visibility.Observe(now.Sub(t).Seconds())
-	}
+	m.batchDone("committed", offsets, d, slices.Values(recorded))
 }
 
 func (m *Metrics) batchFailed() {
@@ -73,58 +106,34 @@ func (m *Metrics) batchFailed() {
 
 // BigQueryMetrics are the BigQuery projector's Prometheus metrics. A nil
 // *BigQueryMetrics records nothing.
-type BigQueryMetrics struct {
-	rows       prometheus.Counter
-	batches    *prometheus.CounterVec
-	batchSecs  prometheus.Histogram
-	visibility prometheus.Histogram
-	dead       prometheus.Counter
-	offset     *prometheus.GaugeVec
-}
+type BigQueryMetrics struct{ loopMetrics }
 
 // NewBigQueryMetrics registers the BigQuery projector's metrics with reg.
 func NewBigQueryMetrics(reg prometheus.Registerer) *BigQueryMetrics {
-	m := &BigQueryMetrics{
-		rows: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tally_bigquery_events_total", Help: "Events merged into BigQuery (replays included).",
-		}),
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tally_bigquery_batches_total", Help: "BigQuery projector batches and setup attempts, by result.",
-		}, []string{"result"}),
-		batchSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "tally_bigquery_batch_duration_seconds", Help: "Time to stage, merge and advance one batch.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
-		}),
-		visibility: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tally_bigquery_visibility_seconds",
-			Help:    "Per event: recorded_at (accepted by the write side) to merged into BigQuery.",
-			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
-		}),
-		dead: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tally_bigquery_dead_lettered_total", Help: "Records the BigQuery projector sent to the dead-letter topic.",
-		}),
-		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tally_bigquery_next_offset", Help: "Next offset to project into BigQuery, by partition.",
-		}, []string{"partition"}),
-	}
-	reg.MustRegister(m.rows, m.batches, m.batchSecs, m.visibility, m.dead, m.offset)
-	return m
+	return &BigQueryMetrics{newLoopMetrics(reg, metricsSpec{
+		prefix:         "tally_bigquery",
+		eventsHelp:     "Events merged into BigQuery (replays included).",
+		batchesHelp:    "BigQuery projector batches and setup attempts, by result.",
+		batchHelp:      "Time to stage, merge and advance one batch.",
+		visibilityHelp: "Per event: recorded_at (accepted by the write side) to merged into BigQuery.",
+		deadHelp:       "Records the BigQuery projector sent to the dead-letter topic.",
+		offsetHelp:     "Next offset to project into BigQuery, by partition.",
+		batchStart:     0.01, batchBuckets: 14, visibilityStart: 0.05, visibilityBuckets: 14,
+	})}
 }
 
 func (m *BigQueryMetrics) batchWritten(offsets []offsetRow, rows []eventRow, d time.Duration) {
 	if m == nil {
 		return
 	}
-	now := time.Now()
-	for _, o := range offsets {
-		m.offset.WithLabelValues(strconv.Itoa(int(o.partition))).Set(float64(o.next))
-	}
-	m.rows.Add(float64(len(rows)))
-	m.batches.WithLabelValues("written").Inc()
-	m.batchSecs.Observe(d.Seconds())
-	for _, r := range rows {
-		m.visibility.Observe(now.Sub(r.e.GetRecordedAt().AsTime()).Seconds())
-	}
+	m.events.WithLabelValues().Add(float64(len(rows)))
+	m.batchDone("written", offsets, d, func(yield func(time.Time) bool) {
+		for _, r := range rows {
+			if !yield(r.e.GetRecordedAt().AsTime()) {
+				return
+			}
+		}
+	})
 }
 
 func (m *BigQueryMetrics) failed() {

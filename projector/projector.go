@@ -1,6 +1,8 @@
 // Package projector turns the log into read models: the PostgreSQL
 // operational model (this file), exactly once, by writing each poll's rows
-// and its partitions' next offsets in one transaction. It never imports
+// and its partitions' next offsets in one transaction, and the BigQuery
+// analytical model (bigquery.go); both are sinks of one consumer loop
+// (loop.go), which their replays reuse. It never imports
 // command/ or query/: it meets them only in gen/, the log and the database.
 package projector
 
@@ -11,35 +13,25 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
 // Config configures the Postgres projector.
 type Config struct {
-	// Brokers are the Kafka seed brokers.
-	Brokers []string
-	// Topic is the events topic. Default kafka.EventsTopic.
-	Topic string
-	// Group is the consumer group projector instances share to split the
-	// partitions. Offsets live in Postgres, never in Kafka. Default
-	// "tally-projector-postgres".
-	Group string
-	// Consumer names this projection in projector_offsets. Default "postgres".
-	Consumer string
+	// Consume is how it reads the log. Default Group
+	// "tally-projector-postgres", Consumer "postgres"; offsets live in
+	// Postgres.
+	Consume
 	// Pool is the read model's database.
 	Pool *pgxpool.Pool
 	// MaxPollRecords bounds one poll (and so one batch). Default 20000.
@@ -47,8 +39,6 @@ type Config struct {
 	// Silent turns off low-stock announcements (pg_notify), for rebuilds
 	// into another schema that no watcher should hear.
 	Silent bool
-	// Logger, default slog.Default().
-	Logger *slog.Logger
 	// Metrics, when set, is updated.
 	Metrics *Metrics
 	// AfterStage, when set, runs inside each batch's transaction after the
@@ -58,40 +48,21 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Topic == "" {
-		c.Topic = kafka.EventsTopic
-	}
-	if c.Group == "" {
-		c.Group = "tally-projector-postgres"
-	}
-	if c.Consumer == "" {
-		c.Consumer = "postgres"
-	}
+	c.Consume.defaults("tally-projector-postgres", "postgres")
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 20000
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 }
 
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("projector: no Kafka brokers"))
-	}
-	if c.Pool == nil {
-		errs = append(errs, errors.New("projector: no database pool"))
-	}
-	return errors.Join(errs...)
+	return c.Consume.validate("projector", required{c.Pool == nil, "database pool"})
 }
 
 // Postgres projects the events topic into the Postgres read model.
 type Postgres struct {
 	cfg      Config
 	log      *slog.Logger
-	cl       *kgo.Client
 	policies *policies
 }
 
@@ -109,65 +80,27 @@ func NewPostgres(cfg Config) (*Postgres, error) {
 // model can never hold are skipped, each dead-lettered: those that do not
 // decode, and events Postgres refuses for their own data (refusedData).
 func (p *Postgres) Run(ctx context.Context) error {
-	if err := ensureDLQ(ctx, p.cfg.Brokers); err != nil {
-		return ignoreCanceled(ctx, err) // nil when stopped while starting
-	}
+	return runLoop(ctx, p, p.loopConfig())
+}
 
-	cl, err := kgo.NewClient(append(kafka.Options(p.cfg.Brokers, p.cfg.Logger),
-		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(p.cfg.Topic),
-		kgo.DisableAutoCommit(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records advance the stored offset past commit markers,
-		// so a caught-up projection has zero lag.
-		kgo.KeepControlRecords(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.AdjustFetchOffsetsFn(p.storedOffsets),
-		kgo.FetchMaxBytes(64<<20),
-		kgo.FetchMaxPartitionBytes(16<<20),
-		kgo.FetchMaxWait(10*time.Millisecond),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	// With BlockRebalanceOnPoll a close waits for the poll to be released.
-	defer cl.AllowRebalance()
-	p.cl = cl
-	for {
-		fetches := cl.PollRecords(ctx, p.cfg.MaxPollRecords)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			return nil
-		}
-		fetches.EachError(func(t string, part int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				p.log.Warn("fetch error", "topic", t, "partition", part, "error", err)
-			}
-		})
+func (p *Postgres) loopConfig() loopConfig {
+	return loopConfig{
+		Consume: p.cfg.Consume, log: p.log,
+		fetch: []kgo.Opt{kgo.FetchMaxBytes(64 << 20), kgo.FetchMaxPartitionBytes(16 << 20), kgo.FetchMaxWait(10 * time.Millisecond)},
 		// One transaction per poll, for every partition in it: one commit
 		// (and one WAL flush) makes the whole poll visible at once.
-		var batch []partBatch
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) > 0 {
-				batch = append(batch, partBatch{fp.Partition, fp.Records})
-			}
-		})
-		var runErr error
-		if len(batch) > 0 {
-			runErr = p.projectWithRetry(ctx, batch)
-		}
-		cl.AllowRebalance()
-		if runErr != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return runErr
-		}
+		batchRows: 1, most: p.cfg.MaxPollRecords,
 	}
 }
 
-// storedOffsets replaces whatever the group thinks with Postgres's truth.
-func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+func (p *Postgres) setup(context.Context) error { return nil }
+
+func (p *Postgres) retrying() (string, time.Duration, func()) {
+	return "projecting batch", 5 * time.Second, p.cfg.Metrics.batchFailed
+}
+
+// storedOffsets returns Postgres's truth.
+func (p *Postgres) storedOffsets(ctx context.Context) (map[int32]int64, error) {
 	stored, err := LoadOffsets(ctx, p.cfg.Pool, p.cfg.Consumer)
 	if err != nil {
 		return nil, fmt.Errorf("load projector offsets: %w", err)
@@ -177,25 +110,7 @@ func (p *Postgres) storedOffsets(ctx context.Context, assigned map[string]map[in
 	if err := p.policies.load(ctx, p.cfg.Pool); err != nil {
 		return nil, fmt.Errorf("load reorder policies: %w", err)
 	}
-	p.log.Info("partitions assigned", "offsets", stored)
-	return assignOffsets(assigned, stored), nil
-}
-
-// assignOffsets starts each assigned partition at its stored next offset,
-// or at the log's start when nothing is stored.
-func assignOffsets(assigned map[string]map[int32]kgo.Offset, stored map[int32]int64) map[string]map[int32]kgo.Offset {
-	out := map[string]map[int32]kgo.Offset{}
-	for topic, parts := range assigned {
-		out[topic] = map[int32]kgo.Offset{}
-		for part := range parts {
-			if o, ok := stored[part]; ok {
-				out[topic][part] = kgo.NewOffset().At(o)
-			} else {
-				out[topic][part] = kgo.NewOffset().AtStart()
-			}
-		}
-	}
-	return out
+	return stored, nil
 }
 
 // LoadOffsets returns the next offset per partition of a consumer.
@@ -211,45 +126,16 @@ func LoadOffsets(ctx context.Context, pool *pgxpool.Pool, consumer string) (map[
 	return out, err
 }
 
-// partBatch is one partition's records of a poll.
-type partBatch struct {
-	partition int32
-	recs      []*kgo.Record
-}
-
-func (p *Postgres) projectWithRetry(ctx context.Context, batch []partBatch) error {
-	log := p.log.With("partitions", len(batch), "first_offset", batch[0].recs[0].Offset)
-	return retry(ctx, log, "projecting batch", 5*time.Second, p.cfg.Metrics.batchFailed, func() error { return p.project(ctx, batch) })
-}
-
 var ledgerColumns = []string{
 	"sku_id", "sku_version", "event_id", "event_type", "store_id", "quantity_delta", "on_hand_after", "reserved_after",
 	"occurred_at", "recorded_at", "command_id", "user_id", "reason", "metadata", "allow_negative", "adjustment_reason",
 	"counterpart_store_id", "log_partition", "log_offset",
 }
 
-// offsetRow is a partition's position after a batch.
-type offsetRow struct {
-	partition int32
-	next      int64
-	newest    time.Time
-	events    int
-}
-
 // ledgerEvent is a decoded record and its ledger row.
 type ledgerEvent struct {
-	rec *kgo.Record
-	e   *inventoryv1.InventoryEvent
-	id  uuid.UUID
+	event
 	row []any
-}
-
-// deadRecord is a record the projection skips: ev is nil when it did not
-// decode.
-type deadRecord struct {
-	rec *kgo.Record
-	ev  *ledgerEvent
-	err error
 }
 
 // ledgerMode is how a batch's events reach the ledger.
@@ -268,37 +154,24 @@ const (
 	isolate
 )
 
-// project writes a poll's records of every partition, and each partition's
-// next offset, in one transaction.
-func (p *Postgres) project(ctx context.Context, batch []partBatch) error {
+// project writes a batch's records of every partition, and each
+// partition's next offset, in one transaction.
+func (p *Postgres) project(ctx context.Context, b *batch) error {
 	start := time.Now()
-	var evs []ledgerEvent
-	var dead []deadRecord
-	offsets := make([]offsetRow, len(batch))
-	for i, pb := range batch {
-		offsets[i] = offsetRow{partition: pb.partition, next: pb.recs[len(pb.recs)-1].Offset + 1}
-		for _, r := range pb.recs {
-			if r.Attrs.IsControl() {
-				continue
-			}
-			ev, err := decodeRow(r)
-			if err != nil {
-				dead = append(dead, deadRecord{rec: r, err: err})
-				continue
-			}
-			evs = append(evs, ev)
-		}
+	evs := make([]ledgerEvent, len(b.events))
+	for i, ev := range b.events {
+		evs[i] = ledgerRow(ev)
 	}
-	c, err := p.commitBatch(ctx, evs, dead, offsets, copyDirect)
+	c, err := p.commitBatch(ctx, b, evs, copyDirect)
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		// Some of these events are already in the ledger: a replay.
-		c, err = p.commitBatch(ctx, evs, dead, offsets, copyStaged)
+		c, err = p.commitBatch(ctx, b, evs, copyStaged)
 	}
 	if refusedData(err) != nil {
 		// Retrying the batch as it is would fail forever, and hold up
 		// every partition in it: find the events at fault.
 		p.log.Warn("batch refused for its data; isolating the events at fault", "error", err)
-		c, err = p.commitBatch(ctx, evs, dead, offsets, isolate)
+		c, err = p.commitBatch(ctx, b, evs, isolate)
 	}
 	if err != nil {
 		return err
@@ -409,13 +282,13 @@ type committed struct {
 // commitBatch writes evs, dead-letters dead (and, in isolate mode, the
 // events Postgres refuses) and moves the partitions to their next offsets,
 // in one transaction.
-func (p *Postgres) commitBatch(ctx context.Context, evs []ledgerEvent, dead []deadRecord, offsets []offsetRow, mode ledgerMode) (*committed, error) {
+func (p *Postgres) commitBatch(ctx context.Context, b *batch, evs []ledgerEvent, mode ledgerMode) (*committed, error) {
 	tx, err := p.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
-	stored := evs
+	stored, dead := evs, b.dead
 	if mode == isolate {
 		var refused []deadRecord
 		if stored, refused, err = isolateRefused(ctx, tx, evs, p.policies); err != nil {
@@ -432,11 +305,11 @@ func (p *Postgres) commitBatch(ctx context.Context, evs []ledgerEvent, dead []de
 		}
 	}
 	if len(dead) > 0 {
-		if err := p.deadLetter(ctx, tx, dead); err != nil {
+		if err := p.deadLetter(ctx, tx, b, dead); err != nil {
 			return nil, err
 		}
 	}
-	c.offsets, c.recorded = progress(offsets, stored)
+	c.offsets, c.recorded = progress(b.offsets, len(stored), func(i int) *event { return &stored[i].event })
 	parts, nexts, newest := make([]int32, len(c.offsets)), make([]int64, len(c.offsets)), make([]*time.Time, len(c.offsets))
 	for i, o := range c.offsets {
 		parts[i], nexts[i] = o.partition, o.next
@@ -468,19 +341,22 @@ func (p *Postgres) commitBatch(ctx context.Context, evs []ledgerEvent, dead []de
 // progress returns the partitions' offsets with the events stored in each
 // and the newest recorded_at among them, and every stored event's
 // recorded_at.
-func progress(offsets []offsetRow, stored []ledgerEvent) ([]offsetRow, []time.Time) {
+func progress(offsets []offsetRow, n int, stored func(int) *event) ([]offsetRow, []time.Time) {
 	out := slices.Clone(offsets)
 	idx := make(map[int32]int, len(out))
 	for i, o := range out {
 		idx[o.partition] = i
 	}
-	recorded := make([]time.Time, len(stored))
-	for i, ev := range stored {
-		o := &out[idx[ev.rec.Partition]]
-		o.events++
+	recorded := make([]time.Time, n)
+	for i := range n {
+		ev := stored(i)
 		recorded[i] = ev.e.GetRecordedAt().AsTime()
-		if recorded[i].After(o.newest) {
-			o.newest = recorded[i]
+		if j, ok := idx[ev.rec.Partition]; ok {
+			o := &out[j]
+			o.events++
+			if recorded[i].After(o.newest) {
+				o.newest = recorded[i]
+			}
 		}
 	}
 	return out, recorded
@@ -515,7 +391,7 @@ func isolateRefused(ctx context.Context, tx pgx.Tx, evs []ledgerEvent, cache *po
 		case pgErr == nil:
 			return err
 		case len(part) == 1:
-			refused = append(refused, deadRecord{rec: part[0].rec, ev: &part[0], err: &refusedError{pgErr}})
+			refused = append(refused, deadRecord{rec: part[0].rec, ev: &part[0].event, err: &refusedError{pgErr}})
 			return nil
 		}
 		if err := write(part[:len(part)/2]); err != nil {
@@ -598,65 +474,32 @@ func writeRows(ctx context.Context, tx pgx.Tx, evs []ledgerEvent, b *batchState,
 	return nil
 }
 
-// decodeRow decodes a record into its event and ledger row.
-func decodeRow(r *kgo.Record) (ledgerEvent, error) {
-	e := &inventoryv1.InventoryEvent{}
-	id, err := decodeEvent(r, e)
-	if err != nil {
-		return ledgerEvent{}, err
-	}
+// ledgerRow is ev's ledger row.
+func ledgerRow(ev event) ledgerEvent {
+	e, r := ev.e, ev.rec
 	var meta any
 	if len(e.GetMetadata()) > 0 {
 		b, _ := json.Marshal(e.GetMetadata())
 		meta = b
 	}
-	return ledgerEvent{rec: r, e: e, id: id, row: []any{
-		e.GetSkuId(), e.GetSkuVersion(), id, int16(e.GetEventType()), e.GetStoreId(), e.GetQuantityDelta(),
+	return ledgerEvent{event: ev, row: []any{
+		e.GetSkuId(), e.GetSkuVersion(), ev.id, int16(e.GetEventType()), e.GetStoreId(), e.GetQuantityDelta(),
 		e.GetOnHandAfter(), e.GetReservedAfter(), e.GetOccurredAt().AsTime(), e.GetRecordedAt().AsTime(),
 		e.GetCommandId(), e.GetUserId(), e.GetReason(), meta, e.GetAllowNegative(), int16(e.GetAdjustmentReason()),
 		e.GetCounterpartStoreId(), r.Partition, r.Offset,
-	}}, nil
-}
-
-// decodeEvent decodes a record into e and checks what every projection
-// needs of it; it returns the parsed event_id.
-func decodeEvent(r *kgo.Record, e *inventoryv1.InventoryEvent) (uuid.UUID, error) {
-	if err := proto.Unmarshal(r.Value, e); err != nil {
-		return uuid.UUID{}, fmt.Errorf("decode InventoryEvent: %w", err)
-	}
-	id, err := uuid.Parse(e.GetEventId())
-	switch {
-	case err != nil:
-		return id, fmt.Errorf("event_id %q: %w", e.GetEventId(), err)
-	case e.GetSkuId() == "" || e.GetStoreId() == "":
-		return id, errors.New("event without sku_id or store_id")
-	case e.GetSkuVersion() <= 0:
-		return id, fmt.Errorf("event with sku_version %d", e.GetSkuVersion())
-	case e.GetEventType() == inventoryv1.EventType_EVENT_TYPE_UNSPECIFIED:
-		return id, errors.New("event without event_type")
-	case e.GetOccurredAt() == nil || e.GetRecordedAt() == nil:
-		return id, errors.New("event without occurred_at or recorded_at")
-	}
-	// Years 1 to 9999, as BigQuery's TIMESTAMP and JSON's encoding take
-	// them: beyond, the BigQuery projection could never write the batch.
-	if err := errors.Join(e.GetOccurredAt().CheckValid(), e.GetRecordedAt().CheckValid()); err != nil {
-		return id, fmt.Errorf("event time: %w", err)
-	}
-	return id, nil
+	}}
 }
 
 // deadLetter dead-letters records in tx, the transaction that moves the
 // offsets past them: to the DLQ first, then into projection_dead_letters.
 // The table holds each once (tx commits or nothing does); the DLQ may hold
 // one twice, if tx does not commit after the records were sent.
-func (p *Postgres) deadLetter(ctx context.Context, tx pgx.Tx, dead []deadRecord) error {
-	recs, errs := make([]*kgo.Record, len(dead)), make([]error, len(dead))
+func (p *Postgres) deadLetter(ctx context.Context, tx pgx.Tx, b *batch, dead []deadRecord) error {
 	n := len(dead)
 	parts, offs := make([]int32, n), make([]int64, n)
 	ids, skus, msgs, codes := make([]*string, n), make([]*string, n), make([]string, n), make([]*string, n)
 	versions := make([]*int64, n)
 	for i, d := range dead {
-		recs[i], errs[i] = d.rec, d.err
 		parts[i], offs[i] = d.rec.Partition, d.rec.Offset
 		// Everything from the record is made storable: the point is to
 		// record what Postgres would not take.
@@ -669,7 +512,7 @@ func (p *Postgres) deadLetter(ctx context.Context, tx pgx.Tx, dead []deadRecord)
 			codes[i] = &pgErr.Code
 		}
 	}
-	if err := deadLetter(ctx, p.cl, p.cfg.Consumer, recs, errs, p.log); err != nil {
+	if err := b.deadLetter(ctx, dead); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO projection_dead_letters
@@ -692,31 +535,4 @@ func storable(s string, max int) string {
 		cut--
 	}
 	return s[:cut]
-}
-
-// deadLetter copies records the consumer cannot project to the DLQ with
-// headers naming the error (and its SQLSTATE, when Postgres refused the
-// record) and the source. Callers do it before their offsets move past the
-// records: a crash in between may dead-letter a record twice, never zero
-// times.
-func deadLetter(ctx context.Context, cl *kgo.Client, consumer string, recs []*kgo.Record, errs []error, log *slog.Logger) error {
-	out := make([]*kgo.Record, len(recs))
-	for i, r := range recs {
-		h := []kgo.RecordHeader{
-			{Key: "tally-dlq-error", Value: []byte(errs[i].Error())},
-			{Key: "tally-dlq-consumer", Value: []byte(consumer)},
-			{Key: "tally-source-topic", Value: []byte(r.Topic)},
-			{Key: "tally-source-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
-			{Key: "tally-source-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		}
-		if pgErr := (*pgconn.PgError)(nil); errors.As(errs[i], &pgErr) {
-			h = append(h, kgo.RecordHeader{Key: "tally-dlq-sqlstate", Value: []byte(pgErr.Code)})
-		}
-		out[i] = &kgo.Record{Topic: kafka.DLQTopic, Key: r.Key, Value: r.Value, Headers: append(h, r.Headers...)}
-		log.Warn("record dead-lettered", "partition", r.Partition, "offset", r.Offset, "error", errs[i])
-	}
-	if err := cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
-		return fmt.Errorf("dead-letter: %w", err)
-	}
-	return nil
 }

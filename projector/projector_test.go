@@ -179,8 +179,8 @@ func uuidFor(sku string, v int64) string {
 func (f *fixture) projector(consumer string, hook func(), maxPoll int) *projector.Postgres {
 	f.t.Helper()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic + consumer, Consumer: consumer, Pool: f.pool,
-		MaxPollRecords: maxPoll, Logger: testenv.Logger(), AfterStage: hook,
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic + consumer, Consumer: consumer, Logger: testenv.Logger()},
+		Pool:    f.pool, MaxPollRecords: maxPoll, AfterStage: hook,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -441,8 +441,8 @@ func TestEventsPostgresRefusesAreDeadLetteredAndEveryOtherEventLandsOnce(t *test
 
 	reg := prometheus.NewRegistry()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Pool: f.pool,
-		Logger: testenv.Logger(), Metrics: projector.NewMetrics(reg),
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Logger: testenv.Logger()},
+		Pool:    f.pool, Metrics: projector.NewMetrics(reg),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -525,8 +525,8 @@ func TestLostConnectionIsRetriedAndDeadLettersNothingMore(t *testing.T) {
 	var terminated atomic.Int64
 	reg := prometheus.NewRegistry()
 	p, err := projector.NewPostgres(projector.Config{
-		Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Pool: f.pool,
-		Logger: testenv.Logger(), Metrics: projector.NewMetrics(reg),
+		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Logger: testenv.Logger()},
+		Pool:    f.pool, Metrics: projector.NewMetrics(reg),
 		AfterStage: func() {
 			if terminated.Load() > 0 {
 				return
@@ -646,4 +646,38 @@ func (f *fixture) deadLetters(consumer string, n int) []dlqRecord {
 		}
 	}
 	return out
+}
+
+func TestRebuildIntoAFreshSchemaIsTheFoldOfTheLog(t *testing.T) {
+	f := newFixture(t, 2)
+	r := rand.New(rand.NewPCG(9, 10))
+	f.produce(300, 10, r)
+	f.commit([]*kgo.Record{{Key: []byte("sku-0"), Value: []byte("not an event"), Partition: 1}})
+	f.produce(300, 10, r)
+	var last projector.ReplayProgress
+	n, _, err := projector.Rebuild(t.Context(), projector.RebuildConfig{
+		Brokers: env.Brokers, Topic: f.topic, DatabaseURL: f.pool.Config().ConnString(), Schema: "rebuilt",
+		Logger: testenv.Logger(), Progress: func(p projector.ReplayProgress) { last = p },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(f.events) || last.Events == 0 || last.Offsets == 0 || last.Offsets > last.Total {
+		t.Fatalf("rebuilt %d events (progress %+v), want %d", n, last, f.events)
+	}
+	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = "rebuilt"
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	f.pool = pool
+	f.assertFoldOfLog()
+	if _, h := f.deadLetter("replay"); h["tally-source-partition"] != "1" {
+		t.Fatalf("dead letter headers %v", h)
+	}
 }

@@ -377,7 +377,7 @@ func TestCheckReportsWhatDiffers(t *testing.T) {
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	proj, err := projector.NewPostgres(projector.Config{Brokers: env.Brokers, Pool: pool, Logger: log})
+	proj, err := projector.NewPostgres(projector.Config{Consume: projector.Consume{Brokers: env.Brokers, Logger: log}, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,8 +66,9 @@ func (b *BigQueryFlags) client(ctx context.Context) (*bigquery.Client, error) {
 
 func (b *BigQueryFlags) config(brokers []string, c *bigquery.Client, log *slog.Logger, m *projector.BigQueryMetrics) projector.BigQueryConfig {
 	return projector.BigQueryConfig{
-		Brokers: brokers, Client: c, Dataset: b.Dataset, Location: b.Location,
+		Consume: projector.Consume{Brokers: brokers, Logger: log},
+		Client:  c, Dataset: b.Dataset, Location: b.Location,
 		BatchRows: b.BatchRows, BatchWait: b.BatchWait, MaxBatchRows: 100 * b.BatchRows,
-		Logger: log, Metrics: m,
+		Metrics: m,
 	}
 }

@@ -10,14 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/tally-oss/tally/internal/config"
-	"github.com/tally-oss/tally/internal/kafka"
-	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -107,96 +100,19 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	return nil
 }
 
-// Replay projects the whole log into a new schema and returns the events
-// projected and the time it took, printing progress to w.
+// Replay rebuilds the read model into a new schema (projector.Rebuild) and
+// returns the events projected and the time it took, printing progress to w.
 func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
 	if schema == "" {
 		schema = fmt.Sprintf("replay_%d", time.Now().Unix())
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return 0, 0, err
-	}
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return 0, 0, err
-	}
-	_, err = admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize())
-	admin.Close(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("create schema %s: %w", schema, err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer pool.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := readmodel.Migrate(ctx, pool, log); err != nil {
-		return 0, 0, err
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return 0, 0, err
-	}
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, kafka.EventsTopic)
-	cl.Close()
-	if err != nil {
-		return 0, 0, err
-	}
-	target := map[int32]int64{}
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { target[o.Partition] = o.Offset; total += o.Offset })
-
-	p, err := projector.NewPostgres(projector.Config{
-		Brokers: brokers, Pool: pool, Group: "tally-replay-" + schema, Consumer: "replay", Logger: log, Silent: true,
+	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{
+		Brokers: brokers, DatabaseURL: dsn, Schema: schema, Logger: log,
+		Progress: func(p projector.ReplayProgress) {
+			fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs", schema, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Elapsed.Seconds())
+		},
 	})
-	if err != nil {
-		return 0, 0, err
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 1)
-	start := time.Now()
-	go func() { errc <- p.Run(rctx) }()
-	lastDone, lastMove := int64(-1), time.Now()
-	for {
-		select {
-		case err := <-errc:
-			return 0, 0, fmt.Errorf("projector stopped: %v", err)
-		case <-ctx.Done():
-			return 0, 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-		offsets, err := projector.LoadOffsets(ctx, pool, "replay")
-		if err != nil {
-			return 0, 0, err
-		}
-		var done int64
-		caughtUp := true
-		for part, end := range target {
-			done += min(offsets[part], end)
-			if offsets[part] < end {
-				caughtUp = false
-			}
-		}
-		if done != lastDone {
-			lastDone, lastMove = done, time.Now()
-		} else if time.Since(lastMove) > time.Minute {
-			return 0, 0, fmt.Errorf("replay stalled: the projection has not moved for a minute at %d of %d offsets", done, total)
-		}
-		el := time.Since(start)
-		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs", schema, done, total, 100*float64(done)/float64(max(total, 1)), el.Seconds())
-		if caughtUp {
-			fmt.Fprintln(w)
-			cancel()
-			<-errc
-			var n int64
-			if err := pool.QueryRow(ctx, "SELECT count(*) FROM inventory_ledger").Scan(&n); err != nil {
-				return 0, 0, err
-			}
-			return n, el, nil
-		}
-	}
+	fmt.Fprintln(w)
+	return n, d, err
 }

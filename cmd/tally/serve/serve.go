@@ -291,7 +291,9 @@ func Start(ctx context.Context, c *Config) error {
 		runs = append(runs, q.RunHub)
 	}
 	if c.roles&RoleProjector != 0 {
-		p, err := projector.NewPostgres(projector.Config{Brokers: brokers, Pool: pool, Logger: log, Metrics: projector.NewMetrics(reg)})
+		p, err := projector.NewPostgres(projector.Config{
+			Consume: projector.Consume{Brokers: brokers, Logger: log}, Pool: pool, Metrics: projector.NewMetrics(reg),
+		})
 		if err != nil {
 			return err
 		}
