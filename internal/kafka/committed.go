@@ -206,6 +206,7 @@ type CommittedReader struct {
 	cl        *kgo.Client
 	topic     string
 	stall     time.Duration
+	starts    map[int32]int64
 	ends      map[int32]int64
 	hwms      map[int32]int64 // high watermarks: how far to look for markers
 	next      map[int32]int64
@@ -280,7 +281,7 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	}
 	r := &CommittedReader{
 		topic: cfg.Topic, stall: cfg.Stall,
-		ends: map[int32]int64{}, next: map[int32]int64{},
+		starts: map[int32]int64{}, ends: map[int32]int64{}, next: map[int32]int64{},
 		hwms: map[int32]int64{}, beyond: map[int32]int64{},
 		resolvers: map[int32]*Resolver{}, done: map[int32]*Resolver{}, progress: time.Now(),
 		keepOpen: cfg.ToHighWatermark, openAtEnd: map[int32]map[int64]int16{},
@@ -298,7 +299,7 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 			}
 			start = max(start, s)
 		}
-		r.ends[o.Partition], r.next[o.Partition] = o.Offset, start
+		r.starts[o.Partition], r.ends[o.Partition], r.next[o.Partition] = start, o.Offset, start
 		r.beyond[o.Partition] = o.Offset
 		r.hwms[o.Partition] = o.Offset
 		if h, ok := hwms.Lookup(cfg.Topic, o.Partition); ok {
@@ -323,6 +324,9 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	}
 	return r, nil
 }
+
+// Starts and Ends are the range the reader covers, by partition.
+func (r *CommittedReader) Starts() map[int32]int64 { return maps.Clone(r.starts) }
 
 // Ends are the last stable offsets the reader reads up to (exclusive).
 func (r *CommittedReader) Ends() map[int32]int64 { return maps.Clone(r.ends) }
