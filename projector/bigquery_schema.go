@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tally-oss/tally/analytics"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
@@ -38,37 +40,60 @@ const (
 )
 
 // eventsSchema is inventory_events' schema, and each batch's staging
-// table's. Enums are their names without the type prefix ("SALE");
+// table's: a column per event field (readmodel.EventColumns), then where
+// its record is. Enums are their names without the type prefix ("SALE");
 // metadata is a repeated key/value record, sorted by key, so BI tools can
-// UNNEST it and a column per key is never needed.
-var eventsSchema = bigquery.Schema{
-	{Name: "event_id", Type: bigquery.StringFieldType, Required: true, Description: "Unique event id (UUIDv7)."},
-	{Name: "event_type", Type: bigquery.StringFieldType, Required: true, Description: "SALE, RETURN, RECEIPT, STOCK_ADJUSTMENT, TRANSFER_OUT, TRANSFER_IN, RESERVATION_CREATED, RESERVATION_COMMITTED, RESERVATION_RELEASED, REORDER_POLICY_SET."},
-	{Name: "occurred_at", Type: bigquery.TimestampFieldType, Required: true, Description: "When it happened at the store (late for offline tills). The table's DAY partitioning column."},
-	{Name: "recorded_at", Type: bigquery.TimestampFieldType, Required: true, Description: "When Tally accepted it."},
-	{Name: "sku_id", Type: bigquery.StringFieldType, Required: true},
-	{Name: "store_id", Type: bigquery.StringFieldType, Required: true},
-	{Name: "quantity_delta", Type: bigquery.IntegerFieldType, Required: true, Description: "Signed change to on_hand at store_id."},
-	{Name: "user_id", Type: bigquery.StringFieldType},
-	{Name: "reason", Type: bigquery.StringFieldType},
-	{Name: "metadata", Type: bigquery.RecordFieldType, Repeated: true, Description: "Client metadata, one record per key, sorted by key.", Schema: bigquery.Schema{
-		{Name: "key", Type: bigquery.StringFieldType, Required: true},
-		{Name: "value", Type: bigquery.StringFieldType},
-	}},
-	{Name: "command_id", Type: bigquery.StringFieldType},
-	{Name: "sku_version", Type: bigquery.IntegerFieldType, Required: true, Description: "The SKU's version after this event (gap-free per SKU)."},
-	{Name: "on_hand_after", Type: bigquery.IntegerFieldType, Required: true},
-	{Name: "reserved_after", Type: bigquery.IntegerFieldType, Required: true},
-	{Name: "allow_negative", Type: bigquery.BooleanFieldType, Required: true, Description: "Recorded although it took on_hand below zero (offline till); flagged for review."},
-	{Name: "adjustment_reason", Type: bigquery.StringFieldType},
-	{Name: "counterpart_store_id", Type: bigquery.StringFieldType},
-	{Name: "reserved_delta", Type: bigquery.IntegerFieldType, Required: true},
-	{Name: "reservation_id", Type: bigquery.StringFieldType},
-	{Name: "reservation_expires_at", Type: bigquery.TimestampFieldType},
-	{Name: "reorder_point", Type: bigquery.IntegerFieldType, Required: true},
-	{Name: "target_level", Type: bigquery.IntegerFieldType, Required: true},
-	{Name: "log_partition", Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka partition of the event's record."},
-	{Name: "log_offset", Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka offset of the event's record."},
+// UNNEST it and a column per key is never needed. Numbers and booleans are
+// always there (0 and false are values); the event's identity and clocks
+// are required; other strings, enums and timestamps are NULL when unset.
+var eventsSchema = func() bigquery.Schema {
+	var out bigquery.Schema
+	for _, c := range readmodel.EventColumns() {
+		f := &bigquery.FieldSchema{Name: c.Name, Description: eventDescriptions[c.Name], Required: requiredEventColumns[c.Name]}
+		fd := c.Field
+		switch {
+		case fd.IsMap():
+			f.Type, f.Repeated = bigquery.RecordFieldType, true
+			f.Schema = bigquery.Schema{
+				{Name: "key", Type: bigquery.StringFieldType, Required: true},
+				{Name: "value", Type: bigquery.StringFieldType},
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			f.Type = bigquery.TimestampFieldType
+		case fd.Kind() == protoreflect.StringKind, fd.Kind() == protoreflect.EnumKind:
+			f.Type = bigquery.StringFieldType
+		case fd.Kind() == protoreflect.BytesKind:
+			f.Type = bigquery.BytesFieldType
+		case fd.Kind() == protoreflect.BoolKind:
+			f.Type, f.Required = bigquery.BooleanFieldType, true
+		case fd.Kind() == protoreflect.FloatKind, fd.Kind() == protoreflect.DoubleKind:
+			f.Type, f.Required = bigquery.FloatFieldType, true
+		default:
+			f.Type, f.Required = bigquery.IntegerFieldType, true
+		}
+		out = append(out, f)
+	}
+	return append(out,
+		&bigquery.FieldSchema{Name: readmodel.LogPartition, Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka partition of the event's record."},
+		&bigquery.FieldSchema{Name: readmodel.LogOffset, Type: bigquery.IntegerFieldType, Required: true, Description: "Kafka offset of the event's record."},
+	)
+}()
+
+// requiredEventColumns are the event's identity and clocks.
+var requiredEventColumns = map[string]bool{
+	"event_id": true, "event_type": true, "occurred_at": true, "recorded_at": true, "sku_id": true, "store_id": true,
+}
+
+// eventDescriptions describe the columns whose name does not say enough.
+var eventDescriptions = map[string]string{
+	"event_id":       "Unique event id (UUIDv7).",
+	"event_type":     "The event type's name without EVENT_TYPE_: SALE, RECEIPT, STOCK_ADJUSTMENT, … (tally.inventory.v1.EventType).",
+	"occurred_at":    "When it happened at the store (late for offline tills). The table's DAY partitioning column.",
+	"recorded_at":    "When Tally accepted it.",
+	"quantity_delta": "Signed change to on_hand at store_id.",
+	"metadata":       "Client metadata, one record per key, sorted by key.",
+	"sku_version":    "The SKU's version after this event (gap-free per SKU).",
+	"allow_negative": "Recorded although it took on_hand below zero (offline till); flagged for review.",
 }
 
 // EventsSchema is inventory_events' schema (a copy).
@@ -108,50 +133,41 @@ type eventRow struct {
 
 // Save implements bigquery.ValueSaver.
 func (r eventRow) Save() (map[string]bigquery.Value, string, error) {
-	e := r.e
-	keys := make([]string, 0, len(e.GetMetadata()))
-	for k := range e.GetMetadata() {
-		keys = append(keys, k)
+	m := r.e.ProtoReflect()
+	row := make(map[string]bigquery.Value, len(eventsSchema))
+	for _, c := range readmodel.EventColumns() {
+		fd := c.Field
+		switch {
+		case fd.IsMap():
+			mp := m.Get(fd).Map()
+			keys := make([]string, 0, mp.Len())
+			mp.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
+				keys = append(keys, k.String())
+				return true
+			})
+			slices.Sort(keys)
+			kv := make([]bigquery.Value, len(keys))
+			for i, k := range keys {
+				kv[i] = map[string]bigquery.Value{"key": k, "value": mp.Get(protoreflect.ValueOfString(k).MapKey()).String()}
+			}
+			row[c.Name] = kv
+		case fd.Kind() == protoreflect.MessageKind:
+			var v bigquery.Value
+			if m.Has(fd) {
+				v = m.Get(fd).Message().Interface().(*timestamppb.Timestamp).AsTime()
+			}
+			row[c.Name] = v
+		case fd.Kind() == protoreflect.EnumKind:
+			row[c.Name] = nullString(readmodel.EnumName(fd.Enum(), m.Get(fd).Enum()))
+		case fd.Kind() == protoreflect.StringKind:
+			row[c.Name] = nullString(m.Get(fd).String())
+		default:
+			row[c.Name] = m.Get(fd).Interface()
+		}
 	}
-	slices.Sort(keys)
-	meta := make([]bigquery.Value, len(keys))
-	for i, k := range keys {
-		meta[i] = map[string]bigquery.Value{"key": k, "value": e.GetMetadata()[k]}
-	}
-	var expires bigquery.Value
-	if e.GetReservationExpiresAt() != nil {
-		expires = e.GetReservationExpiresAt().AsTime()
-	}
-	var adj bigquery.Value
-	if e.GetAdjustmentReason() != inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_UNSPECIFIED {
-		adj = strings.TrimPrefix(e.GetAdjustmentReason().String(), "ADJUSTMENT_REASON_")
-	}
-	return map[string]bigquery.Value{
-		"event_id":               e.GetEventId(),
-		"event_type":             readmodel.TypeName(e.GetEventType()),
-		"occurred_at":            e.GetOccurredAt().AsTime(),
-		"recorded_at":            e.GetRecordedAt().AsTime(),
-		"sku_id":                 e.GetSkuId(),
-		"store_id":               e.GetStoreId(),
-		"quantity_delta":         e.GetQuantityDelta(),
-		"user_id":                nullString(e.GetUserId()),
-		"reason":                 nullString(e.GetReason()),
-		"metadata":               meta,
-		"command_id":             nullString(e.GetCommandId()),
-		"sku_version":            e.GetSkuVersion(),
-		"on_hand_after":          e.GetOnHandAfter(),
-		"reserved_after":         e.GetReservedAfter(),
-		"allow_negative":         e.GetAllowNegative(),
-		"adjustment_reason":      adj,
-		"counterpart_store_id":   nullString(e.GetCounterpartStoreId()),
-		"reserved_delta":         e.GetReservedDelta(),
-		"reservation_id":         nullString(e.GetReservationId()),
-		"reservation_expires_at": expires,
-		"reorder_point":          e.GetReorderPoint(),
-		"target_level":           e.GetTargetLevel(),
-		"log_partition":          int64(r.partition),
-		"log_offset":             r.offset,
-	}, e.GetEventId(), nil
+	row[readmodel.LogPartition] = int64(r.partition)
+	row[readmodel.LogOffset] = r.offset
+	return row, r.e.GetEventId(), nil
 }
 
 func nullString(s string) bigquery.Value {

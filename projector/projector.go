@@ -8,7 +8,6 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
 
@@ -126,11 +126,7 @@ func LoadOffsets(ctx context.Context, pool *pgxpool.Pool, consumer string) (map[
 	return out, err
 }
 
-var ledgerColumns = []string{
-	"sku_id", "sku_version", "event_id", "event_type", "store_id", "quantity_delta", "on_hand_after", "reserved_after",
-	"occurred_at", "recorded_at", "command_id", "user_id", "reason", "metadata", "allow_negative", "adjustment_reason",
-	"counterpart_store_id", "log_partition", "log_offset",
-}
+var ledgerColumns = readmodel.LedgerColumns()
 
 // ledgerEvent is a decoded record and its ledger row.
 type ledgerEvent struct {
@@ -476,18 +472,7 @@ func writeRows(ctx context.Context, tx pgx.Tx, evs []ledgerEvent, b *batchState,
 
 // ledgerRow is ev's ledger row.
 func ledgerRow(ev event) ledgerEvent {
-	e, r := ev.e, ev.rec
-	var meta any
-	if len(e.GetMetadata()) > 0 {
-		b, _ := json.Marshal(e.GetMetadata())
-		meta = b
-	}
-	return ledgerEvent{event: ev, row: []any{
-		e.GetSkuId(), e.GetSkuVersion(), ev.id, int16(e.GetEventType()), e.GetStoreId(), e.GetQuantityDelta(),
-		e.GetOnHandAfter(), e.GetReservedAfter(), e.GetOccurredAt().AsTime(), e.GetRecordedAt().AsTime(),
-		e.GetCommandId(), e.GetUserId(), e.GetReason(), meta, e.GetAllowNegative(), int16(e.GetAdjustmentReason()),
-		e.GetCounterpartStoreId(), r.Partition, r.Offset,
-	}}
+	return ledgerEvent{event: ev, row: readmodel.LedgerRow(ev.e, ev.id, ev.rec.Partition, ev.rec.Offset)}
 }
 
 // deadLetter dead-letters records in tx, the transaction that moves the

@@ -22,6 +22,7 @@ import (
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/apierr"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/readmodel"
 )
 
 // Limits of the read API.
@@ -300,26 +301,6 @@ func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv
 	return connect.NewResponse(resp), nil
 }
 
-const ledgerColumns = `sku_id, sku_version, event_id::text, event_type, store_id, quantity_delta, on_hand_after, reserved_after,
-	occurred_at, recorded_at, command_id, user_id, reason, metadata, allow_negative, adjustment_reason, counterpart_store_id`
-
-func scanEvent(row pgx.Row) (*inventoryv1.InventoryEvent, error) {
-	e := &inventoryv1.InventoryEvent{}
-	var (
-		eventType, adj     int16
-		occurred, recorded time.Time
-		meta               map[string]string
-	)
-	if err := row.Scan(&e.SkuId, &e.SkuVersion, &e.EventId, &eventType, &e.StoreId, &e.QuantityDelta, &e.OnHandAfter, &e.ReservedAfter,
-		&occurred, &recorded, &e.CommandId, &e.UserId, &e.Reason, &meta, &e.AllowNegative, &adj, &e.CounterpartStoreId); err != nil {
-		return nil, err
-	}
-	e.EventType = inventoryv1.EventType(eventType)
-	e.AdjustmentReason = inventoryv1.AdjustmentReason(adj)
-	e.OccurredAt, e.RecordedAt = timestamppb.New(occurred), timestamppb.New(recorded)
-	e.Metadata = meta
-	return e, nil
-}
 
 // GetStockHistory implements QueryService.
 func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inventoryv1.GetStockHistoryRequest]) (*connect.Response[inventoryv1.GetStockHistoryResponse], error) {
@@ -337,7 +318,7 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	if m.GetPageToken() != "" {
 		before = tok.V
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+ledgerColumns+` FROM inventory_ledger
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM inventory_ledger
 		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 ORDER BY sku_version DESC LIMIT $4`,
 		m.GetSkuId(), m.GetStoreId(), before, size+1)
 	if err != nil {
@@ -345,7 +326,7 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	}
 	resp := &inventoryv1.GetStockHistoryResponse{}
 	for rows.Next() {
-		e, err := scanEvent(rows)
+		e, err := readmodel.ScanEvent(rows)
 		if err != nil {
 			return nil, s.connectError(err)
 		}
