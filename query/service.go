@@ -301,7 +301,6 @@ func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv
 	return connect.NewResponse(resp), nil
 }
 
-
 // GetStockHistory implements QueryService.
 func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inventoryv1.GetStockHistoryRequest]) (*connect.Response[inventoryv1.GetStockHistoryResponse], error) {
 	m := req.Msg
