@@ -49,6 +49,17 @@ type Command struct {
 	TTL time.Duration
 	// ReorderPoint and TargetLevel are a reorder policy.
 	ReorderPoint, TargetLevel int64
+	// Args are the arguments only its kind has, set by the kind's check
+	// and read by its decide: a kind added later keeps them here rather
+	// than adding fields to Command.
+	Args Args
+}
+
+// Args are a kind's own arguments.
+type Args interface {
+	// appendFingerprint appends the arguments' canonical encoding (see
+	// fingerprintOf) to b.
+	appendFingerprint(b []byte) []byte
 }
 
 // Reservation is units held at a store for a checkout.

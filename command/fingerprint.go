@@ -28,7 +28,8 @@ const fingerprintVersion = 1
 //	set, and its value), allow_negative, adjustment_reason, reservation_id,
 //	ttl (as applied, so an omitted ttl equals the default), reorder_point,
 //	target_level, occurred_at (whether set, and its instant), user_id,
-//	reason, metadata (entries in key order).
+//	reason, metadata (entries in key order), then the kind's own Args,
+//	when it has them.
 //
 // Text and metadata are included although they do not change the decision:
 // they are copied into the events, and a "retry" that says something else
@@ -70,6 +71,9 @@ func fingerprintOf(c *Command) fingerprint {
 	for _, k := range keys {
 		b = appendString(b, k)
 		b = appendString(b, c.Metadata[k])
+	}
+	if c.Args != nil {
+		b = c.Args.appendFingerprint(b)
 	}
 	sum := sha256.Sum256(b)
 	return fingerprint(sum[:16])
