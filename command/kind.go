@@ -44,8 +44,10 @@ type kind[Req any] interface {
 }
 
 // responder is a kind whose unary response carries more than the result.
+// It is given the command the result is of (a retry's, when replayed,
+// which asks for the same thing).
 type responder[Resp any] interface {
-	respond(res *Result, out *Resp)
+	respond(cmd *Command, res *Result, out *Resp)
 }
 
 // entry is a registered kind with its request and response types erased.
@@ -137,7 +139,7 @@ func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *conne
 	out := new(Resp)
 	any(out).(proto.Message).ProtoReflect().Set(r.result, protoreflect.ValueOfMessage(res.proto().ProtoReflect()))
 	if x, ok := r.def.(responder[Resp]); ok {
-		x.respond(res, out)
+		x.respond(cmd, res, out)
 	}
 	return connect.NewResponse(out), nil
 }

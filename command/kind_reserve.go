@@ -46,7 +46,7 @@ func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
 	return []*inventoryv1.InventoryEvent{e}, nil
 }
 
-func (reserveKind) respond(res *Result, out *inventoryv1.ReserveResponse) {
+func (reserveKind) respond(_ *Command, res *Result, out *inventoryv1.ReserveResponse) {
 	out.ExpiresAt = timestamppb.New(res.ExpiresAt)
 }
 

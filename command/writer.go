@@ -89,6 +89,9 @@ type Result struct {
 	Negative bool
 	// ExpiresAt is when a new reservation expires.
 	ExpiresAt time.Time
+	// Delta is the command's net change to on_hand: the sum of its events'
+	// quantity_delta.
+	Delta int64
 	// fingerprint is what the command asked for (zero when its events
 	// predate fingerprints), checked against retries.
 	fingerprint fingerprint
@@ -114,6 +117,7 @@ func (r *Result) addEvent(e *inventoryv1.InventoryEvent) {
 	r.EventIDs = append(r.EventIDs, e.GetEventId())
 	r.Stores = append(r.Stores, StoreLevel{Store: e.GetStoreId(), Level: Level{OnHand: e.GetOnHandAfter(), Reserved: e.GetReservedAfter()}})
 	r.Negative = r.Negative || e.GetAllowNegative()
+	r.Delta += e.GetQuantityDelta()
 	if e.GetReservationExpiresAt() != nil {
 		r.ExpiresAt = e.GetReservationExpiresAt().AsTime()
 	}
