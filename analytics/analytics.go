@@ -11,6 +11,8 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/tally-oss/tally/internal/readmodel"
@@ -18,19 +20,6 @@ import (
 
 //go:embed views/*.sql queries/*.sql forecast/*.sql
 var files embed.FS
-
-// viewOrder is the creation order: a view comes after the views it reads.
-var viewOrder = []string{
-	"event_volume_minute",
-	"event_volume_hour",
-	"daily_sales",
-	"hot_skus",
-	"stock_heatmap",
-	"stock_position",
-	"low_stock",
-	"stuck_inventory",
-	"phantom_inventory",
-}
 
 // View is one view of the dataset.
 type View struct {
@@ -43,15 +32,52 @@ func (v View) Query(project, dataset string) string {
 	return expand(v.sql, project, dataset)
 }
 
-// Views are every view, in creation order.
+// Views are every view in views/, in creation order: a view comes after
+// the views it reads (`{{dataset}}.name`), otherwise by name. Adding a view
+// is adding its file.
 func Views() ([]View, error) {
-	out := make([]View, 0, len(viewOrder))
-	for _, name := range viewOrder {
-		b, err := files.ReadFile("views/" + name + ".sql")
+	paths, err := fs.Glob(files, "views/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]View{}
+	var names []string
+	for _, p := range paths {
+		b, err := files.ReadFile(p)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, View{Name: name, sql: string(b)})
+		name := strings.TrimSuffix(path.Base(p), ".sql")
+		byName[name] = View{Name: name, sql: string(b)}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out := make([]View, 0, len(names))
+	state := map[string]int{} // 1: being placed, 2: placed
+	var place func(name string, chain []string) error
+	place = func(name string, chain []string) error {
+		switch state[name] {
+		case 1:
+			return fmt.Errorf("analytics: views read one another in a cycle: %s", strings.Join(append(chain, name), " -> "))
+		case 2:
+			return nil
+		}
+		state[name] = 1
+		for _, dep := range names {
+			if dep != name && strings.Contains(byName[name].sql, "{{dataset}}."+dep+"`") {
+				if err := place(dep, append(chain, name)); err != nil {
+					return err
+				}
+			}
+		}
+		state[name] = 2
+		out = append(out, byName[name])
+		return nil
+	}
+	for _, name := range names {
+		if err := place(name, nil); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -41,3 +41,32 @@ func TestShippedSQLUsesTheDeclaredSaleTypes(t *testing.T) {
 		t.Fatalf("only %d files found", len(paths))
 	}
 }
+
+// Every view in views/ is created, each after the views it reads.
+func TestViewsComeAfterTheViewsTheyRead(t *testing.T) {
+	views, err := analytics.Views()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := fs.Glob(analytics.Files(), "views/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != len(files) {
+		t.Fatalf("%d views for %d files in views/", len(views), len(files))
+	}
+	at := map[string]int{}
+	for i, v := range views {
+		at[v.Name] = i
+	}
+	for _, v := range views {
+		for _, other := range views {
+			if strings.Contains(v.Query("p", "d"), "`p.d."+other.Name+"`") && at[other.Name] > at[v.Name] {
+				t.Errorf("view %s reads %s, created after it", v.Name, other.Name)
+			}
+		}
+	}
+	if at["low_stock"] < at["stock_position"] {
+		t.Errorf("low_stock (reads stock_position) at %d, before stock_position at %d", at["low_stock"], at["stock_position"])
+	}
+}
