@@ -169,6 +169,9 @@ func FuzzAggregate(f *testing.F) {
 			if c.Kind == KindAdjustment && b[3]&2 == 2 {
 				c.Quantity = -c.Quantity
 			}
+			if c.Kind == KindCountStock {
+				c.Args = countArgs{counted: int64(b[2] % 32), threshold: int64(b[3] >> 4)}
+			}
 			if b[3]&4 == 4 {
 				c.CheckVersion, c.ExpectedVersion = true, int64(b[3]>>3)
 			}

@@ -28,7 +28,8 @@ func TestKindNamesAreTheBatchFields(t *testing.T) {
 	for k, want := range map[Kind]string{
 		KindSale: "sale", KindReturn: "return", KindReceipt: "receipt", KindAdjustment: "adjustment",
 		KindTransfer: "transfer", KindReserve: "reserve", KindCommitReservation: "commit_reservation",
-		KindReleaseReservation: "release_reservation", KindSetReorderPolicy: "reorder_policy", Kind(0): "unknown",
+		KindReleaseReservation: "release_reservation", KindSetReorderPolicy: "reorder_policy", KindCountStock: "count",
+		Kind(0): "unknown",
 	} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)

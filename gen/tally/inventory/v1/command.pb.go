@@ -1458,6 +1458,7 @@ type Command struct {
 	//	*Command_CommitReservation
 	//	*Command_ReleaseReservation
 	//	*Command_ReorderPolicy
+	//	*Command_Count
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1581,6 +1582,15 @@ func (x *Command) GetReorderPolicy() *SetReorderPolicyRequest {
 	return nil
 }
 
+func (x *Command) GetCount() *CountStockRequest {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Count); ok {
+			return x.Count
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -1621,6 +1631,10 @@ type Command_ReorderPolicy struct {
 	ReorderPolicy *SetReorderPolicyRequest `protobuf:"bytes,9,opt,name=reorder_policy,json=reorderPolicy,proto3,oneof"`
 }
 
+type Command_Count struct {
+	Count *CountStockRequest `protobuf:"bytes,10,opt,name=count,proto3,oneof"`
+}
+
 func (*Command_Sale) isCommand_Kind() {}
 
 func (*Command_Return) isCommand_Kind() {}
@@ -1638,6 +1652,8 @@ func (*Command_CommitReservation) isCommand_Kind() {}
 func (*Command_ReleaseReservation) isCommand_Kind() {}
 
 func (*Command_ReorderPolicy) isCommand_Kind() {}
+
+func (*Command_Count) isCommand_Kind() {}
 
 // ApplyResponse has one outcome per command, in request order.
 type ApplyResponse struct {
@@ -2319,6 +2335,194 @@ func (x *InsufficientStock) GetAvailable() int64 {
 	return 0
 }
 
+// CountStockRequest is a cycle count of one SKU at one store.
+type CountStockRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	SkuId     string                 `protobuf:"bytes,2,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	StoreId   string                 `protobuf:"bytes,3,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Units found on the shelves and in the back room, >= 0, reserved units
+	// included. It replaces on_hand; reserved is unchanged, so a count below
+	// the reserved units leaves available negative (the count is a fact and
+	// is recorded, with the event's allow_negative set; the variance says by
+	// how much the books were wrong).
+	CountedQuantity int64 `protobuf:"varint,4,opt,name=counted_quantity,json=countedQuantity,proto3" json:"counted_quantity,omitempty"`
+	// The count is flagged for review (the event's variance_flagged) when the
+	// variance, counted_quantity minus on_hand before the count, is more than
+	// this many units either way. 0 flags any variance. >= 0.
+	VarianceThreshold int64                  `protobuf:"varint,5,opt,name=variance_threshold,json=varianceThreshold,proto3" json:"variance_threshold,omitempty"`
+	ExpectedVersion   *int64                 `protobuf:"varint,6,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	OccurredAt        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	UserId            string                 `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Reason            string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	Metadata          map[string]string      `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *CountStockRequest) Reset() {
+	*x = CountStockRequest{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountStockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountStockRequest) ProtoMessage() {}
+
+func (x *CountStockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountStockRequest.ProtoReflect.Descriptor instead.
+func (*CountStockRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CountStockRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CountStockRequest) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *CountStockRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *CountStockRequest) GetCountedQuantity() int64 {
+	if x != nil {
+		return x.CountedQuantity
+	}
+	return 0
+}
+
+func (x *CountStockRequest) GetVarianceThreshold() int64 {
+	if x != nil {
+		return x.VarianceThreshold
+	}
+	return 0
+}
+
+func (x *CountStockRequest) GetExpectedVersion() int64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *CountStockRequest) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *CountStockRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CountStockRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CountStockRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// CountStockResponse is the outcome of an accepted count.
+type CountStockResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result *CommandResult         `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// counted_quantity minus on_hand before the count.
+	Variance int64 `protobuf:"varint,2,opt,name=variance,proto3" json:"variance,omitempty"`
+	// The variance exceeded the threshold.
+	VarianceFlagged bool `protobuf:"varint,3,opt,name=variance_flagged,json=varianceFlagged,proto3" json:"variance_flagged,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CountStockResponse) Reset() {
+	*x = CountStockResponse{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountStockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountStockResponse) ProtoMessage() {}
+
+func (x *CountStockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountStockResponse.ProtoReflect.Descriptor instead.
+func (*CountStockResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CountStockResponse) GetResult() *CommandResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CountStockResponse) GetVariance() int64 {
+	if x != nil {
+		return x.Variance
+	}
+	return 0
+}
+
+func (x *CountStockResponse) GetVarianceFlagged() bool {
+	if x != nil {
+		return x.VarianceFlagged
+	}
+	return false
+}
+
 var File_tally_inventory_v1_command_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_command_proto_rawDesc = "" +
@@ -2476,7 +2680,7 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\x15TransferStockResponse\x129\n" +
 	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\"G\n" +
 	"\fApplyRequest\x127\n" +
-	"\bcommands\x18\x01 \x03(\v2\x1b.tally.inventory.v1.CommandR\bcommands\"\xbf\x05\n" +
+	"\bcommands\x18\x01 \x03(\v2\x1b.tally.inventory.v1.CommandR\bcommands\"\xfe\x05\n" +
 	"\aCommand\x12;\n" +
 	"\x04sale\x18\x01 \x01(\v2%.tally.inventory.v1.RecordSaleRequestH\x00R\x04sale\x12A\n" +
 	"\x06return\x18\x02 \x01(\v2'.tally.inventory.v1.RecordReturnRequestH\x00R\x06return\x12C\n" +
@@ -2488,7 +2692,9 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\areserve\x18\x06 \x01(\v2\".tally.inventory.v1.ReserveRequestH\x00R\areserve\x12]\n" +
 	"\x12commit_reservation\x18\a \x01(\v2,.tally.inventory.v1.CommitReservationRequestH\x00R\x11commitReservation\x12`\n" +
 	"\x13release_reservation\x18\b \x01(\v2-.tally.inventory.v1.ReleaseReservationRequestH\x00R\x12releaseReservation\x12T\n" +
-	"\x0ereorder_policy\x18\t \x01(\v2+.tally.inventory.v1.SetReorderPolicyRequestH\x00R\rreorderPolicyB\x06\n" +
+	"\x0ereorder_policy\x18\t \x01(\v2+.tally.inventory.v1.SetReorderPolicyRequestH\x00R\rreorderPolicy\x12=\n" +
+	"\x05count\x18\n" +
+	" \x01(\v2%.tally.inventory.v1.CountStockRequestH\x00R\x05countB\x06\n" +
 	"\x04kind\"O\n" +
 	"\rApplyResponse\x12>\n" +
 	"\boutcomes\x18\x01 \x03(\v2\".tally.inventory.v1.CommandOutcomeR\boutcomes\"\x92\x01\n" +
@@ -2536,7 +2742,29 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x1c\n" +
 	"\trequested\x18\x03 \x01(\x03R\trequested\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\x03R\tavailable2\xf1\a\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\xff\x03\n" +
+	"\x11CountStockRequest\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x15\n" +
+	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12\x19\n" +
+	"\bstore_id\x18\x03 \x01(\tR\astoreId\x12)\n" +
+	"\x10counted_quantity\x18\x04 \x01(\x03R\x0fcountedQuantity\x12-\n" +
+	"\x12variance_threshold\x18\x05 \x01(\x03R\x11varianceThreshold\x12.\n" +
+	"\x10expected_version\x18\x06 \x01(\x03H\x00R\x0fexpectedVersion\x88\x01\x01\x12;\n" +
+	"\voccurred_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12\x17\n" +
+	"\auser_id\x18\b \x01(\tR\x06userId\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12O\n" +
+	"\bmetadata\x18\n" +
+	" \x03(\v23.tally.inventory.v1.CountStockRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x13\n" +
+	"\x11_expected_version\"\x96\x01\n" +
+	"\x12CountStockResponse\x129\n" +
+	"\x06result\x18\x01 \x01(\v2!.tally.inventory.v1.CommandResultR\x06result\x12\x1a\n" +
+	"\bvariance\x18\x02 \x01(\x03R\bvariance\x12)\n" +
+	"\x10variance_flagged\x18\x03 \x01(\bR\x0fvarianceFlagged2\xce\b\n" +
 	"\x0eCommandService\x12[\n" +
 	"\n" +
 	"RecordSale\x12%.tally.inventory.v1.RecordSaleRequest\x1a&.tally.inventory.v1.RecordSaleResponse\x12a\n" +
@@ -2548,7 +2776,9 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\aReserve\x12\".tally.inventory.v1.ReserveRequest\x1a#.tally.inventory.v1.ReserveResponse\x12p\n" +
 	"\x11CommitReservation\x12,.tally.inventory.v1.CommitReservationRequest\x1a-.tally.inventory.v1.CommitReservationResponse\x12s\n" +
 	"\x12ReleaseReservation\x12-.tally.inventory.v1.ReleaseReservationRequest\x1a..tally.inventory.v1.ReleaseReservationResponse\x12m\n" +
-	"\x10SetReorderPolicy\x12+.tally.inventory.v1.SetReorderPolicyRequest\x1a,.tally.inventory.v1.SetReorderPolicyResponseB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
+	"\x10SetReorderPolicy\x12+.tally.inventory.v1.SetReorderPolicyRequest\x1a,.tally.inventory.v1.SetReorderPolicyResponse\x12[\n" +
+	"\n" +
+	"CountStock\x12%.tally.inventory.v1.CountStockRequest\x1a&.tally.inventory.v1.CountStockResponseB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_tally_inventory_v1_command_proto_rawDescOnce sync.Once
@@ -2562,7 +2792,7 @@ func file_tally_inventory_v1_command_proto_rawDescGZIP() []byte {
 	return file_tally_inventory_v1_command_proto_rawDescData
 }
 
-var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*ReserveRequest)(nil),             // 0: tally.inventory.v1.ReserveRequest
 	(*ReserveResponse)(nil),            // 1: tally.inventory.v1.ReserveResponse
@@ -2594,42 +2824,45 @@ var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*FieldViolation)(nil),             // 27: tally.inventory.v1.FieldViolation
 	(*VersionConflict)(nil),            // 28: tally.inventory.v1.VersionConflict
 	(*InsufficientStock)(nil),          // 29: tally.inventory.v1.InsufficientStock
-	nil,                                // 30: tally.inventory.v1.ReserveRequest.MetadataEntry
-	nil,                                // 31: tally.inventory.v1.CommitReservationRequest.MetadataEntry
-	nil,                                // 32: tally.inventory.v1.RecordSaleRequest.MetadataEntry
-	nil,                                // 33: tally.inventory.v1.RecordReturnRequest.MetadataEntry
-	nil,                                // 34: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
-	nil,                                // 35: tally.inventory.v1.AdjustStockRequest.MetadataEntry
-	nil,                                // 36: tally.inventory.v1.TransferStockRequest.MetadataEntry
-	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
-	(AdjustmentReason)(0),              // 39: tally.inventory.v1.AdjustmentReason
+	(*CountStockRequest)(nil),          // 30: tally.inventory.v1.CountStockRequest
+	(*CountStockResponse)(nil),         // 31: tally.inventory.v1.CountStockResponse
+	nil,                                // 32: tally.inventory.v1.ReserveRequest.MetadataEntry
+	nil,                                // 33: tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	nil,                                // 34: tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	nil,                                // 35: tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	nil,                                // 36: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	nil,                                // 37: tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	nil,                                // 38: tally.inventory.v1.TransferStockRequest.MetadataEntry
+	nil,                                // 39: tally.inventory.v1.CountStockRequest.MetadataEntry
+	(*durationpb.Duration)(nil),        // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
+	(AdjustmentReason)(0),              // 42: tally.inventory.v1.AdjustmentReason
 }
 var file_tally_inventory_v1_command_proto_depIdxs = []int32{
-	37, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
-	30, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
+	40, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
+	32, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
 	22, // 2: tally.inventory.v1.ReserveResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	31, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	41, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	33, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
 	22, // 6: tally.inventory.v1.CommitReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 7: tally.inventory.v1.ReleaseReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 8: tally.inventory.v1.SetReorderPolicyResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	32, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	41, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	34, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
 	22, // 11: tally.inventory.v1.RecordSaleResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	33, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	41, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
 	22, // 14: tally.inventory.v1.RecordReturnResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	34, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	41, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	36, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
 	22, // 17: tally.inventory.v1.ReceiveStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	39, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
-	38, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	35, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	42, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
+	41, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	37, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
 	22, // 21: tally.inventory.v1.AdjustStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	38, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	36, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
+	41, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	38, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
 	22, // 24: tally.inventory.v1.TransferStockResponse.result:type_name -> tally.inventory.v1.CommandResult
 	19, // 25: tally.inventory.v1.ApplyRequest.commands:type_name -> tally.inventory.v1.Command
 	8,  // 26: tally.inventory.v1.Command.sale:type_name -> tally.inventory.v1.RecordSaleRequest
@@ -2641,40 +2874,46 @@ var file_tally_inventory_v1_command_proto_depIdxs = []int32{
 	2,  // 32: tally.inventory.v1.Command.commit_reservation:type_name -> tally.inventory.v1.CommitReservationRequest
 	4,  // 33: tally.inventory.v1.Command.release_reservation:type_name -> tally.inventory.v1.ReleaseReservationRequest
 	6,  // 34: tally.inventory.v1.Command.reorder_policy:type_name -> tally.inventory.v1.SetReorderPolicyRequest
-	21, // 35: tally.inventory.v1.ApplyResponse.outcomes:type_name -> tally.inventory.v1.CommandOutcome
-	22, // 36: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
-	24, // 37: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
-	23, // 38: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
-	27, // 39: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
-	28, // 40: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
-	29, // 41: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
-	26, // 42: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
-	25, // 43: tally.inventory.v1.CommandError.command_id_reused:type_name -> tally.inventory.v1.CommandIdReused
-	8,  // 44: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
-	10, // 45: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
-	12, // 46: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
-	14, // 47: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
-	16, // 48: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
-	18, // 49: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
-	0,  // 50: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
-	2,  // 51: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
-	4,  // 52: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
-	6,  // 53: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
-	9,  // 54: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
-	11, // 55: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
-	13, // 56: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
-	15, // 57: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
-	17, // 58: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
-	20, // 59: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
-	1,  // 60: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
-	3,  // 61: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
-	5,  // 62: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
-	7,  // 63: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
-	54, // [54:64] is the sub-list for method output_type
-	44, // [44:54] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	30, // 35: tally.inventory.v1.Command.count:type_name -> tally.inventory.v1.CountStockRequest
+	21, // 36: tally.inventory.v1.ApplyResponse.outcomes:type_name -> tally.inventory.v1.CommandOutcome
+	22, // 37: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
+	24, // 38: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
+	23, // 39: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
+	27, // 40: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
+	28, // 41: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
+	29, // 42: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
+	26, // 43: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
+	25, // 44: tally.inventory.v1.CommandError.command_id_reused:type_name -> tally.inventory.v1.CommandIdReused
+	41, // 45: tally.inventory.v1.CountStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	39, // 46: tally.inventory.v1.CountStockRequest.metadata:type_name -> tally.inventory.v1.CountStockRequest.MetadataEntry
+	22, // 47: tally.inventory.v1.CountStockResponse.result:type_name -> tally.inventory.v1.CommandResult
+	8,  // 48: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
+	10, // 49: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
+	12, // 50: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
+	14, // 51: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
+	16, // 52: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
+	18, // 53: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
+	0,  // 54: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
+	2,  // 55: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
+	4,  // 56: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
+	6,  // 57: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
+	30, // 58: tally.inventory.v1.CommandService.CountStock:input_type -> tally.inventory.v1.CountStockRequest
+	9,  // 59: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
+	11, // 60: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
+	13, // 61: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
+	15, // 62: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
+	17, // 63: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
+	20, // 64: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
+	1,  // 65: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
+	3,  // 66: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
+	5,  // 67: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
+	7,  // 68: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
+	31, // 69: tally.inventory.v1.CommandService.CountStock:output_type -> tally.inventory.v1.CountStockResponse
+	59, // [59:70] is the sub-list for method output_type
+	48, // [48:59] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_command_proto_init() }
@@ -2700,18 +2939,20 @@ func file_tally_inventory_v1_command_proto_init() {
 		(*Command_CommitReservation)(nil),
 		(*Command_ReleaseReservation)(nil),
 		(*Command_ReorderPolicy)(nil),
+		(*Command_Count)(nil),
 	}
 	file_tally_inventory_v1_command_proto_msgTypes[21].OneofWrappers = []any{
 		(*CommandOutcome_Result)(nil),
 		(*CommandOutcome_Error)(nil),
 	}
+	file_tally_inventory_v1_command_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_command_proto_rawDesc), len(file_tally_inventory_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

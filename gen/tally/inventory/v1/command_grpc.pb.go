@@ -29,6 +29,7 @@ const (
 	CommandService_CommitReservation_FullMethodName  = "/tally.inventory.v1.CommandService/CommitReservation"
 	CommandService_ReleaseReservation_FullMethodName = "/tally.inventory.v1.CommandService/ReleaseReservation"
 	CommandService_SetReorderPolicy_FullMethodName   = "/tally.inventory.v1.CommandService/SetReorderPolicy"
+	CommandService_CountStock_FullMethodName         = "/tally.inventory.v1.CommandService/CountStock"
 )
 
 // CommandServiceClient is the client API for CommandService service.
@@ -85,6 +86,10 @@ type CommandServiceClient interface {
 	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
 	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
 	SetReorderPolicy(ctx context.Context, in *SetReorderPolicyRequest, opts ...grpc.CallOption) (*SetReorderPolicyResponse, error)
+	// CountStock records a cycle count: the units counted at a store replace
+	// its on_hand, and the event records the variance, flagged for review when
+	// it exceeds the request's threshold.
+	CountStock(ctx context.Context, in *CountStockRequest, opts ...grpc.CallOption) (*CountStockResponse, error)
 }
 
 type commandServiceClient struct {
@@ -195,6 +200,16 @@ func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, in *SetReor
 	return out, nil
 }
 
+func (c *commandServiceClient) CountStock(ctx context.Context, in *CountStockRequest, opts ...grpc.CallOption) (*CountStockResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountStockResponse)
+	err := c.cc.Invoke(ctx, CommandService_CountStock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CommandServiceServer is the server API for CommandService service.
 // All implementations must embed UnimplementedCommandServiceServer
 // for forward compatibility.
@@ -249,6 +264,10 @@ type CommandServiceServer interface {
 	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
 	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
 	SetReorderPolicy(context.Context, *SetReorderPolicyRequest) (*SetReorderPolicyResponse, error)
+	// CountStock records a cycle count: the units counted at a store replace
+	// its on_hand, and the event records the variance, flagged for review when
+	// it exceeds the request's threshold.
+	CountStock(context.Context, *CountStockRequest) (*CountStockResponse, error)
 	mustEmbedUnimplementedCommandServiceServer()
 }
 
@@ -288,6 +307,9 @@ func (UnimplementedCommandServiceServer) ReleaseReservation(context.Context, *Re
 }
 func (UnimplementedCommandServiceServer) SetReorderPolicy(context.Context, *SetReorderPolicyRequest) (*SetReorderPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetReorderPolicy not implemented")
+}
+func (UnimplementedCommandServiceServer) CountStock(context.Context, *CountStockRequest) (*CountStockResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountStock not implemented")
 }
 func (UnimplementedCommandServiceServer) mustEmbedUnimplementedCommandServiceServer() {}
 func (UnimplementedCommandServiceServer) testEmbeddedByValue()                        {}
@@ -490,6 +512,24 @@ func _CommandService_SetReorderPolicy_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CommandService_CountStock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountStockRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CommandServiceServer).CountStock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CommandService_CountStock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CommandServiceServer).CountStock(ctx, req.(*CountStockRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CommandService_ServiceDesc is the grpc.ServiceDesc for CommandService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -536,6 +576,10 @@ var CommandService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetReorderPolicy",
 			Handler:    _CommandService_SetReorderPolicy_Handler,
+		},
+		{
+			MethodName: "CountStock",
+			Handler:    _CommandService_CountStock_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -54,6 +54,10 @@ const (
 	EventType_EVENT_TYPE_RESERVATION_RELEASED EventType = 9
 	// The store's reorder policy for the SKU was set (no stock change).
 	EventType_EVENT_TYPE_REORDER_POLICY_SET EventType = 10
+	// A cycle count: on_hand_after is the counted quantity, quantity_delta the
+	// variance (counted minus on_hand before); variance_flagged and
+	// variance_threshold say whether it needs review.
+	EventType_EVENT_TYPE_STOCK_COUNTED EventType = 11
 )
 
 // Enum value maps for EventType.
@@ -70,6 +74,7 @@ var (
 		8:  "EVENT_TYPE_RESERVATION_COMMITTED",
 		9:  "EVENT_TYPE_RESERVATION_RELEASED",
 		10: "EVENT_TYPE_REORDER_POLICY_SET",
+		11: "EVENT_TYPE_STOCK_COUNTED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":           0,
@@ -83,6 +88,7 @@ var (
 		"EVENT_TYPE_RESERVATION_COMMITTED": 8,
 		"EVENT_TYPE_RESERVATION_RELEASED":  9,
 		"EVENT_TYPE_REORDER_POLICY_SET":    10,
+		"EVENT_TYPE_STOCK_COUNTED":         11,
 	}
 )
 
@@ -238,8 +244,14 @@ type InventoryEvent struct {
 	// a different request. Empty on events written before it: such a command
 	// matches any retry.
 	CommandFingerprint []byte `protobuf:"bytes,23,opt,name=command_fingerprint,json=commandFingerprint,proto3" json:"command_fingerprint,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Set on EVENT_TYPE_STOCK_COUNTED: the variance (quantity_delta) was more
+	// than variance_threshold units either way; flagged for review.
+	VarianceFlagged bool `protobuf:"varint,24,opt,name=variance_flagged,json=varianceFlagged,proto3" json:"variance_flagged,omitempty"`
+	// Set on EVENT_TYPE_STOCK_COUNTED: the threshold the count was checked
+	// against.
+	VarianceThreshold int64 `protobuf:"varint,25,opt,name=variance_threshold,json=varianceThreshold,proto3" json:"variance_threshold,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *InventoryEvent) Reset() {
@@ -433,11 +445,25 @@ func (x *InventoryEvent) GetCommandFingerprint() []byte {
 	return nil
 }
 
+func (x *InventoryEvent) GetVarianceFlagged() bool {
+	if x != nil {
+		return x.VarianceFlagged
+	}
+	return false
+}
+
+func (x *InventoryEvent) GetVarianceThreshold() int64 {
+	if x != nil {
+		return x.VarianceThreshold
+	}
+	return 0
+}
+
 var File_tally_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\b\n" +
+	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\t\n" +
 	"\x0eInventoryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12<\n" +
 	"\n" +
@@ -467,10 +493,12 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\x16reservation_expires_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x14reservationExpiresAt\x12#\n" +
 	"\rreorder_point\x18\x15 \x01(\x03R\freorderPoint\x12!\n" +
 	"\ftarget_level\x18\x16 \x01(\x03R\vtargetLevel\x12/\n" +
-	"\x13command_fingerprint\x18\x17 \x01(\fR\x12commandFingerprint\x1a;\n" +
+	"\x13command_fingerprint\x18\x17 \x01(\fR\x12commandFingerprint\x12)\n" +
+	"\x10variance_flagged\x18\x18 \x01(\bR\x0fvarianceFlagged\x12-\n" +
+	"\x12variance_threshold\x18\x19 \x01(\x03R\x11varianceThreshold\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd7\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xf5\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_TYPE_SALE\x10\x01\x12\x15\n" +
@@ -483,7 +511,8 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	" EVENT_TYPE_RESERVATION_COMMITTED\x10\b\x12#\n" +
 	"\x1fEVENT_TYPE_RESERVATION_RELEASED\x10\t\x12!\n" +
 	"\x1dEVENT_TYPE_REORDER_POLICY_SET\x10\n" +
-	"*\xf6\x01\n" +
+	"\x12\x1c\n" +
+	"\x18EVENT_TYPE_STOCK_COUNTED\x10\v*\xf6\x01\n" +
 	"\x10AdjustmentReason\x12!\n" +
 	"\x1dADJUSTMENT_REASON_UNSPECIFIED\x10\x00\x12&\n" +
 	"\"ADJUSTMENT_REASON_COUNT_CORRECTION\x10\x01\x12\x1d\n" +

@@ -61,6 +61,9 @@ const (
 	// CommandServiceSetReorderPolicyProcedure is the fully-qualified name of the CommandService's
 	// SetReorderPolicy RPC.
 	CommandServiceSetReorderPolicyProcedure = "/tally.inventory.v1.CommandService/SetReorderPolicy"
+	// CommandServiceCountStockProcedure is the fully-qualified name of the CommandService's CountStock
+	// RPC.
+	CommandServiceCountStockProcedure = "/tally.inventory.v1.CommandService/CountStock"
 )
 
 // CommandServiceClient is a client for the tally.inventory.v1.CommandService service.
@@ -90,6 +93,10 @@ type CommandServiceClient interface {
 	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
 	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
 	SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error)
+	// CountStock records a cycle count: the units counted at a store replace
+	// its on_hand, and the event records the variance, flagged for review when
+	// it exceeds the request's threshold.
+	CountStock(context.Context, *connect.Request[v1.CountStockRequest]) (*connect.Response[v1.CountStockResponse], error)
 }
 
 // NewCommandServiceClient constructs a client for the tally.inventory.v1.CommandService service. By
@@ -163,6 +170,12 @@ func NewCommandServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(commandServiceMethods.ByName("SetReorderPolicy")),
 			connect.WithClientOptions(opts...),
 		),
+		countStock: connect.NewClient[v1.CountStockRequest, v1.CountStockResponse](
+			httpClient,
+			baseURL+CommandServiceCountStockProcedure,
+			connect.WithSchema(commandServiceMethods.ByName("CountStock")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -178,6 +191,7 @@ type commandServiceClient struct {
 	commitReservation  *connect.Client[v1.CommitReservationRequest, v1.CommitReservationResponse]
 	releaseReservation *connect.Client[v1.ReleaseReservationRequest, v1.ReleaseReservationResponse]
 	setReorderPolicy   *connect.Client[v1.SetReorderPolicyRequest, v1.SetReorderPolicyResponse]
+	countStock         *connect.Client[v1.CountStockRequest, v1.CountStockResponse]
 }
 
 // RecordSale calls tally.inventory.v1.CommandService.RecordSale.
@@ -230,6 +244,11 @@ func (c *commandServiceClient) SetReorderPolicy(ctx context.Context, req *connec
 	return c.setReorderPolicy.CallUnary(ctx, req)
 }
 
+// CountStock calls tally.inventory.v1.CommandService.CountStock.
+func (c *commandServiceClient) CountStock(ctx context.Context, req *connect.Request[v1.CountStockRequest]) (*connect.Response[v1.CountStockResponse], error) {
+	return c.countStock.CallUnary(ctx, req)
+}
+
 // CommandServiceHandler is an implementation of the tally.inventory.v1.CommandService service.
 type CommandServiceHandler interface {
 	// RecordSale takes units off a store's stock.
@@ -257,6 +276,10 @@ type CommandServiceHandler interface {
 	// SetReorderPolicy sets when a store's stock of a SKU is low and how much
 	// to reorder. Where none is set, reorder_point 10 and target_level 30 apply.
 	SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error)
+	// CountStock records a cycle count: the units counted at a store replace
+	// its on_hand, and the event records the variance, flagged for review when
+	// it exceeds the request's threshold.
+	CountStock(context.Context, *connect.Request[v1.CountStockRequest]) (*connect.Response[v1.CountStockResponse], error)
 }
 
 // NewCommandServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -326,6 +349,12 @@ func NewCommandServiceHandler(svc CommandServiceHandler, opts ...connect.Handler
 		connect.WithSchema(commandServiceMethods.ByName("SetReorderPolicy")),
 		connect.WithHandlerOptions(opts...),
 	)
+	commandServiceCountStockHandler := connect.NewUnaryHandler(
+		CommandServiceCountStockProcedure,
+		svc.CountStock,
+		connect.WithSchema(commandServiceMethods.ByName("CountStock")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.inventory.v1.CommandService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CommandServiceRecordSaleProcedure:
@@ -348,6 +377,8 @@ func NewCommandServiceHandler(svc CommandServiceHandler, opts ...connect.Handler
 			commandServiceReleaseReservationHandler.ServeHTTP(w, r)
 		case CommandServiceSetReorderPolicyProcedure:
 			commandServiceSetReorderPolicyHandler.ServeHTTP(w, r)
+		case CommandServiceCountStockProcedure:
+			commandServiceCountStockHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -395,4 +426,8 @@ func (UnimplementedCommandServiceHandler) ReleaseReservation(context.Context, *c
 
 func (UnimplementedCommandServiceHandler) SetReorderPolicy(context.Context, *connect.Request[v1.SetReorderPolicyRequest]) (*connect.Response[v1.SetReorderPolicyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.SetReorderPolicy is not implemented"))
+}
+
+func (UnimplementedCommandServiceHandler) CountStock(context.Context, *connect.Request[v1.CountStockRequest]) (*connect.Response[v1.CountStockResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.CommandService.CountStock is not implemented"))
 }
