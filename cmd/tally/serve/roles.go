@@ -19,8 +19,9 @@ import (
 type part struct {
 	// run runs the part's loops until ctx ends.
 	run func(ctx context.Context) error
-	// close releases what the part holds, once run has returned and the
-	// server takes no more calls; ctx bounds how long it may wait.
+	// close releases what the part holds once the server takes no more
+	// calls and run has returned, or when the part never ran because a
+	// later one failed to build; ctx bounds how long it may wait.
 	close func(ctx context.Context) error
 }
 
