@@ -24,11 +24,10 @@ func RunMigrate(ctx context.Context, args []string) error {
 	if dsn == "" {
 		return errors.New("--database-url (or DATABASE_URL) is required")
 	}
-	c := &Config{LogLevel: level}
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	return readmodel.Migrate(ctx, pool, c.logger())
+	return readmodel.Migrate(ctx, pool, newLogger(level))
 }

@@ -1,0 +1,144 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tally-oss/tally/internal/broker"
+	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/datadir"
+	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/pg"
+	"github.com/tally-oss/tally/internal/readmodel"
+	"github.com/tally-oss/tally/internal/server"
+)
+
+// deps are what the parts of a process share, each built once.
+type deps struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	brokers []string
+	pool    *pgxpool.Pool // nil unless the projector or the query side runs
+	// srv is the one listener: every process serves health and /metrics
+	// on it, the API parts their services.
+	srv *server.Server
+
+	closers []func() // in the order built
+}
+
+// close releases the deps in the reverse of the order they were built.
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+// newDeps builds the deps f asks for. On error, whatever it built is
+// closed again.
+func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
+	d := &deps{log: f.common.logger(), reg: prometheus.NewRegistry(), brokers: config.List(f.common.KafkaBrokers)}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	embeddedKafka := f.embedded != nil && len(d.brokers) == 0
+	embeddedPG := f.embedded != nil && f.database != nil && f.database.URL == ""
+	if embeddedKafka || embeddedPG {
+		// Before either starts: two brokers on one log directory, or a
+		// second postgres on a running cluster's, would not end well.
+		lock, err := datadir.Acquire(f.embedded.DataDir, f.common.Addr)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, func() { _ = lock.Release() })
+	}
+	if embeddedKafka {
+		if d.brokers, err = d.startKafka(f.embedded); err != nil {
+			return nil, err
+		}
+	}
+	if f.database != nil {
+		dsn := f.database.URL
+		if embeddedPG {
+			if dsn, err = d.startPostgres(ctx, f.embedded.DataDir); err != nil {
+				return nil, err
+			}
+		}
+		if d.pool, err = d.openReadModel(ctx, dsn); err != nil {
+			return nil, err
+		}
+	}
+	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.srv.Close)
+	return d, nil
+}
+
+// startKafka runs the embedded broker and returns its addresses.
+func (d *deps) startKafka(e *embeddedFlags) ([]string, error) {
+	port, err := kafka.ParsePort(e.KafkaListen)
+	if err != nil {
+		return nil, fmt.Errorf("--kafka-listen: %w", err)
+	}
+	var opts []broker.Opt
+	if !e.KafkaSync {
+		opts = append(opts, broker.NoSyncWrites())
+	}
+	k, err := broker.Start(filepath.Join(e.DataDir, "kafka"), port, d.log, opts...)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, k.Close)
+	return k.Addrs(), nil
+}
+
+// startPostgres runs the embedded cluster under dataDir/pg and returns the
+// connection string of its tally database.
+func (d *deps) startPostgres(ctx context.Context, dataDir string) (string, error) {
+	cluster, err := pg.StartCluster(ctx, pg.ClusterConfig{Dir: filepath.Join(dataDir, "pg"), Durable: true, Logger: d.log, WaitForPrevious: time.Minute})
+	if err != nil {
+		return "", err
+	}
+	d.closers = append(d.closers, cluster.Stop)
+	dsn, err := cluster.CreateDatabase(ctx, "tally")
+	if err != nil {
+		return "", err
+	}
+	// So `psql "$(cat data/pg/DATABASE_URL)"` finds it.
+	if err := os.WriteFile(filepath.Join(dataDir, "pg", "DATABASE_URL"), []byte(dsn+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	d.log.Info("read model database", "url", dsn)
+	return dsn, nil
+}
+
+// openReadModel connects to the read model and brings its schema up to
+// date.
+func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, pool.Close)
+	if err := readmodel.Migrate(ctx, pool, d.log); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return pool, nil
+}

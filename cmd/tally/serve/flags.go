@@ -1,0 +1,190 @@
+package serve
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/tally-oss/tally/internal/config"
+)
+
+// processFlags are one subcommand's flags: the common ones, and those of
+// each part it runs (nil when it does not run that part). embedded is nil
+// unless the subcommand may start Kafka and Postgres itself (`tally serve`).
+type processFlags struct {
+	common    commonFlags
+	embedded  *embeddedFlags
+	database  *databaseFlags // set when projector or query is
+	command   *commandFlags
+	projector *projectorFlags
+	query     *queryFlags
+}
+
+func (p *processFlags) register(fs *flag.FlagSet) {
+	api := p.command != nil || p.query != nil
+	p.common.register(fs, api, p.embedded != nil)
+	if p.embedded != nil {
+		p.embedded.register(fs)
+	}
+	if p.database != nil {
+		p.database.register(fs, p.embedded != nil)
+	}
+	if p.command != nil {
+		p.command.register(fs)
+	}
+	if p.projector != nil {
+		p.projector.register(fs)
+	}
+	if p.query != nil {
+		p.query.register(fs)
+	}
+}
+
+// validate reports every problem with the flags.
+func (p *processFlags) validate() error {
+	errs := []error{p.common.validate(p.embedded != nil)}
+	if p.database != nil {
+		errs = append(errs, p.database.validate(p.embedded != nil))
+	}
+	if p.command != nil {
+		errs = append(errs, p.command.validate())
+	}
+	if p.projector != nil {
+		errs = append(errs, p.projector.validate())
+	}
+	if p.query != nil {
+		errs = append(errs, p.query.validate())
+	}
+	return errors.Join(errs...)
+}
+
+// commonFlags are every process's: its listener, Kafka, logging, shutdown.
+type commonFlags struct {
+	Addr         string
+	KafkaBrokers string
+	Grace        time.Duration
+	LogLevel     string
+}
+
+// register: api says the process serves an API (command or query), not
+// only health and /metrics; embedded that it can run its own broker.
+func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
+	if api {
+		config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "host:port serving Connect, gRPC, gRPC-Web, health, reflection and /metrics")
+	} else {
+		config.String(fs, &c.Addr, "addr", "127.0.0.1:8081", "host:port serving gRPC health and /metrics")
+	}
+	brokersUsage := "comma-separated Kafka seed brokers (required)"
+	if embedded {
+		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
+	}
+	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
+	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
+	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (c *commonFlags) validate(embedded bool) error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("--addr is required"))
+	}
+	if !embedded && c.KafkaBrokers == "" {
+		errs = append(errs, errors.New("--kafka-brokers is required"))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %v", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *commonFlags) logger() *slog.Logger { return newLogger(c.LogLevel) }
+
+// newLogger logs text to stderr from level up (info if level is not one).
+func newLogger(level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// embeddedFlags configure the Kafka broker and Postgres cluster `tally
+// serve` starts when it is given none.
+type embeddedFlags struct {
+	DataDir     string
+	KafkaListen string
+	KafkaSync   bool
+}
+
+func (e *embeddedFlags) register(fs *flag.FlagSet) {
+	config.String(fs, &e.DataDir, "data-dir", "./data", "where the embedded services keep their data (data/kafka, data/pg); one process at a time (data/LOCK)")
+	config.String(fs, &e.KafkaListen, "kafka-listen", "127.0.0.1:9092", "address of the embedded Kafka broker, for any Kafka client to read the topic")
+	config.Bool(fs, &e.KafkaSync, "kafka-sync-writes", true, "the embedded broker fsyncs every batch before acknowledging it, so an accepted command survives a power cut; false keeps it only through a process crash")
+}
+
+// databaseFlags locate the read model, which the projector writes and the
+// query side reads.
+type databaseFlags struct {
+	URL string
+}
+
+func (d *databaseFlags) register(fs *flag.FlagSet, embedded bool) {
+	usage := "PostgreSQL connection string of the read model (required; env DATABASE_URL also works)"
+	if embedded {
+		usage = "PostgreSQL connection string of the read model; empty starts a cluster under --data-dir/pg (env DATABASE_URL also works)"
+	}
+	config.String(fs, &d.URL, "database-url", os.Getenv("DATABASE_URL"), usage)
+}
+
+func (d *databaseFlags) validate(embedded bool) error {
+	if !embedded && d.URL == "" {
+		return errors.New("--database-url (or DATABASE_URL) is required")
+	}
+	return nil
+}
+
+// commandFlags configure the write side.
+type commandFlags struct {
+	Partitions int
+	Advertise  string
+}
+
+func (c *commandFlags) register(fs *flag.FlagSet) {
+	config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
+	config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
+}
+
+func (c *commandFlags) validate() error {
+	if c.Partitions < 1 || c.Partitions > 10000 {
+		return fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions)
+	}
+	return nil
+}
+
+// projectorFlags configure the projections: Postgres always, BigQuery when
+// a project is given.
+type projectorFlags struct {
+	BigQuery BigQueryFlags
+}
+
+func (p *projectorFlags) register(fs *flag.FlagSet) { p.BigQuery.flags(fs, true) }
+
+func (p *projectorFlags) validate() error { return p.BigQuery.validate(false) }
+
+// queryFlags configure the read side.
+type queryFlags struct {
+	WatchBuffer int
+}
+
+func (q *queryFlags) register(fs *flag.FlagSet) {
+	config.Int(fs, &q.WatchBuffer, "watch-buffer", 1024, "low-stock messages queued per WatchLowStock stream before it is cut off with RESOURCE_EXHAUSTED")
+}
+
+func (q *queryFlags) validate() error {
+	if q.WatchBuffer < 1 || q.WatchBuffer > 1<<20 {
+		return fmt.Errorf("--watch-buffer must be 1 to %d, got %d", 1<<20, q.WatchBuffer)
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+package serve
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tally-oss/tally/command"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/projector"
+	"github.com/tally-oss/tally/query"
+)
+
+// part is one role of a process, built and not yet running. Either
+// function may be nil.
+type part struct {
+	// run runs the part's loops until ctx ends.
+	run func(ctx context.Context) error
+	// close releases what the part holds once the server takes no more
+	// calls and run has returned, or when the part never ran because a
+	// later one failed to build; ctx bounds how long it may wait.
+	close func(ctx context.Context) error
+}
+
+// newCommandRole serves CommandService. Its close drains the writers, so
+// every accepted command is committed and answered before Kafka closes.
+func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error) {
+	advertise := f.Advertise
+	if advertise == "" {
+		advertise = d.srv.Addr()
+	}
+	cmds, err := command.NewService(ctx, command.ServiceConfig{
+		WriterConfig: command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg)},
+		Partitions:   int32(f.Partitions),
+		Advertise:    advertise,
+	})
+	if err != nil {
+		return part{}, err
+	}
+	path, h := command.NewHandler(cmds, d.log).HTTPHandler()
+	d.srv.Handle(inventoryv1connect.CommandServiceName, path, h)
+	return part{close: cmds.Close}, nil
+}
+
+// newQueryRole serves QueryService and runs its low-stock hub.
+func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
+	admCl, err := kgo.NewClient(kafka.Options(d.brokers, nil)...)
+	if err != nil {
+		return part{}, err
+	}
+	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer})
+	path, h := inventoryv1connect.NewQueryServiceHandler(q)
+	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
+	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
+}
+
+// newProjectorRole projects the log into Postgres and, when configured,
+// into BigQuery.
+func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, error) {
+	p, err := projector.NewPostgres(projector.Config{
+		Consume: projector.Consume{Brokers: d.brokers, Logger: d.log}, Pool: d.pool, Metrics: projector.NewMetrics(d.reg),
+	})
+	if err != nil {
+		return part{}, err
+	}
+	if !f.BigQuery.enabled() {
+		return part{run: p.Run}, nil
+	}
+	bq, err := f.BigQuery.client(ctx)
+	if err != nil {
+		return part{}, err
+	}
+	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, bq, d.log, projector.NewBigQueryMetrics(d.reg)))
+	if err != nil {
+		_ = bq.Close()
+		return part{}, err
+	}
+	d.log.Info("bigquery projection enabled", "project", f.BigQuery.Project, "dataset", f.BigQuery.Dataset, "endpoint", f.BigQuery.Endpoint)
+	return part{
+		run: func(ctx context.Context) error {
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return p.Run(ctx) })
+			g.Go(func() error { return bp.Run(ctx) })
+			return g.Wait()
+		},
+		close: func(context.Context) error { _ = bq.Close(); return nil },
+	}, nil
+}
