@@ -339,12 +339,12 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 	rows, err := s.cfg.Pool.Query(ctx, `
 		SELECT s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version,
 		       COALESCE($3, p.reorder_point, $5), COALESCE(p.target_level, $6),
-		       COALESCE((SELECT sum(-l.quantity_delta) FROM inventory_ledger l
+		       COALESCE((SELECT sum(-l.quantity_delta) FROM `+readmodel.Ledger+` l
 		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type = ANY($7)
 		                   AND l.occurred_at > now() - interval '7 days'), 0),
 		       now()
-		FROM stock_levels s
-		LEFT JOIN reorder_policies p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
+		FROM `+readmodel.Levels+` s
+		LEFT JOIN `+readmodel.ReorderPolicies+` p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
 		WHERE ($1::text[] IS NULL OR s.store_id = ANY($1))
 		  AND s.sku_id LIKE $2 || '%'
 		  AND (CASE WHEN $4::timestamptz IS NULL
@@ -383,7 +383,7 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 func (s *Service) sales7(ctx context.Context, sku, store string) (int64, time.Time, error) {
 	var n int64
 	var now time.Time
-	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM inventory_ledger
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM `+readmodel.Ledger+`
 		WHERE sku_id = $1 AND store_id = $2 AND event_type = ANY($3) AND occurred_at > now() - interval '7 days'`, sku, store, readmodel.SaleTypeNumbers()).Scan(&n, &now)
 	return n, now, err
 }
