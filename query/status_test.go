@@ -24,11 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 // schema, no rows) and returns a client of it and the database.
 func client(t testing.TB) (inventoryv1connect.QueryServiceClient, func(sql string, args ...any)) {
 	t.Helper()
-	pool, err := env.NewDatabase(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := env.NewDatabase(t)
 	if err := readmodel.Migrate(t.Context(), pool, nil); err != nil {
 		t.Fatal(err)
 	}
