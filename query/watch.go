@@ -15,6 +15,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/apierr"
+	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
@@ -74,31 +75,35 @@ type subscription struct {
 // Unavailable so their clients resume.
 func (s *Service) RunHub(ctx context.Context) error {
 	h := s.hub
+	b := backoff.Backoff{Min: 500 * time.Millisecond}
 	for {
-		err := h.listen(ctx)
+		listening, err := h.listen(ctx)
 		h.dropAll()
 		if ctx.Err() != nil {
 			return nil
 		}
+		if listening {
+			b.Reset() // a new outage: retry quickly again
+		}
 		s.log.Warn("low-stock listener lost its connection; reconnecting", "error", err)
-		select {
-		case <-time.After(500 * time.Millisecond):
-		case <-ctx.Done():
+		if !b.Wait(ctx) {
 			return nil
 		}
 	}
 }
 
-func (h *Hub) listen(ctx context.Context) error {
+// listen LISTENs until its connection fails; listening says whether it
+// got as far as listening.
+func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 	conn, err := h.svc.cfg.Pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The connection ends up in LISTEN state: never give it back.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
 	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel); err != nil {
-		return err
+		return false, err
 	}
 	h.mu.Lock()
 	close(h.ready)
@@ -106,7 +111,7 @@ func (h *Hub) listen(ctx context.Context) error {
 	for {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if n.Channel == stocknotify.ProjectedChannel {
 			h.projected()
