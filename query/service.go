@@ -437,7 +437,7 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 	if s.cfg.Admin != nil {
 		lo, err := s.cfg.Admin.ListCommittedOffsets(ctx, s.cfg.Topic)
 		if err != nil {
-			return nil, s.connectError(fmt.Errorf("%w: list end offsets: %v", errLogUnavailable, err))
+			return nil, s.connectError(fmt.Errorf("%w: list end offsets: %w", errLogUnavailable, err))
 		}
 		lo.Each(func(o kadm.ListedOffset) {
 			if o.Err == nil {

@@ -85,6 +85,7 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 		}
 		if time.Now().After(deadline) {
 			b.Stop()
+			// %v, not %w: err is nil when the emulator answered, but not 200.
 			return nil, fmt.Errorf("bigquery emulator not answering on %s after 30s: %v; its log: %s", b.Endpoint, err, logf.Name())
 		}
 	}
