@@ -448,6 +448,7 @@ func waitCaughtUp(ctx context.Context, addr string, limit time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
+			// %v, not %w: err is nil when the status came but the lag stayed.
 			return fmt.Errorf("projection not caught up after %s (lag %d, %v)", limit, st.GetTotalLag(), err)
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -101,7 +101,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	n, err := kafka.EnsureTopic(ctx, kadm.NewClient(admCl), cfg.Topic, cfg.Partitions, kafka.EventTopicConfigs())
 	admCl.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if n != cfg.Partitions {
 		s.log.Warn("events topic exists with a different partition count; using it", "topic", cfg.Topic, "partitions", n, "configured", cfg.Partitions)
@@ -267,7 +267,7 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 			switch {
 			case opening && openErr != nil:
 				// Ours, but it cannot open: say why, not "ask another".
-				return nil, fmt.Errorf("%w: partition %d: %v", ErrUnavailable, p, openErr)
+				return nil, fmt.Errorf("%w: partition %d: %w", ErrUnavailable, p, openErr)
 			case opening:
 				return nil, fmt.Errorf("%w: partition %d is being rebuilt from the log here; retry", ErrUnavailable, p)
 			}

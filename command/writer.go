@@ -202,7 +202,7 @@ func (w *Writer) open(ctx context.Context) error {
 	// last stable offset is final.
 	if _, _, err := producer.ProducerID(ctx); err != nil {
 		producer.Close()
-		return fmt.Errorf("%w: fence partition %d: %v", ErrUnavailable, w.partition, err)
+		return fmt.Errorf("%w: fence partition %d: %w", ErrUnavailable, w.partition, err)
 	}
 	skus, dedupe, n, err := w.rebuild(ctx)
 	if err != nil {
@@ -232,7 +232,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 		Stall: w.cfg.RebuildStall,
 	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %v", ErrUnavailable, w.partition, err)
+		return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
 	}
 	defer r.Close()
 	n := 0
@@ -245,7 +245,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 				w.cfg.Metrics.observeRebuildFailure(w.partition, "stalled")
 				w.log.Error("partition rebuild cannot reach the end of the log", "error", err)
 			}
-			return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %v", ErrUnavailable, w.partition, err)
+			return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
 		}
 		for _, b := range batches {
 			for _, rec := range b.Records {
@@ -321,7 +321,7 @@ func (w *Writer) submit(reqs []*request) error {
 
 func (w *Writer) err() error {
 	if w.lastErr != nil {
-		return fmt.Errorf("%w: partition %d writer stopped: %v", ErrUnavailable, w.partition, w.lastErr)
+		return fmt.Errorf("%w: partition %d writer stopped: %w", ErrUnavailable, w.partition, w.lastErr)
 	}
 	return ErrShuttingDown
 }
@@ -562,7 +562,7 @@ func (w *Writer) commit(batch []*request) error {
 	if len(recs) > 0 {
 		if err := w.transact(recs); err != nil {
 			w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), err)
-			fail := fmt.Errorf("%w: %v", ErrUnavailable, err)
+			fail := fmt.Errorf("%w: %w", ErrUnavailable, err)
 			for i, r := range batch {
 				r.done <- reply{idx: replies[i].idx, err: fail}
 			}

@@ -29,12 +29,7 @@ import (
 // second round of these tests ran 2–5 times slower on a shared one).
 func bigQueryClient(t testing.TB) *bigquery.Client {
 	t.Helper()
-	emu, err := testenv.StartBigQuery(t.Context())
-	if err != nil {
-		t.Fatalf("bigquery emulator: %v", err)
-	}
-	t.Cleanup(emu.Stop)
-	c, err := emu.Client(t.Context())
+	c, err := testenv.NewBigQuery(t).Client(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/kafka"
 )
 
@@ -437,24 +438,11 @@ func ignoreCanceled(ctx context.Context, err error) error {
 // retry runs f until it succeeds or ctx ends, with backoff from 100 ms
 // doubling to maxBackoff; failed counts each failure.
 func retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.Duration, failed func(), f func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	b := backoff.Backoff{Max: maxBackoff}
+	return b.Retry(ctx, f, func(err error, next time.Duration) {
 		failed()
-		log.Warn(what+" failed; retrying", "error", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", next)
+	})
 }
 
 // ensureDLQ creates the dead-letter topic if it is missing.

@@ -64,11 +64,8 @@ func newFixture(t testing.TB, partitions int32) *fixture {
 	t.Helper()
 	n := seq.Add(1)
 	f := &fixture{t: t, topic: fmt.Sprintf("test.events.%d.%d", time.Now().UnixNano(), n), parts: partitions, skus: map[string]*skuState{}}
+	f.pool = env.NewDatabase(t)
 	var err error
-	if f.pool, err = env.NewDatabase(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.pool.Close)
 	if err := readmodel.Migrate(t.Context(), f.pool, nil); err != nil {
 		t.Fatal(err)
 	}

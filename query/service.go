@@ -119,8 +119,8 @@ func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1
 	}
 	// The level and the SKU's newest projected version in one round trip.
 	var projected int64
-	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, `SELECT `+levelColumns+`, (SELECT max(sku_version) FROM stock_levels WHERE sku_id = $1)
-		FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id = $2`, m.GetSkuId(), m.GetStoreId()), &projected)
+	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, `SELECT `+levelColumns+`, (SELECT max(sku_version) FROM `+readmodel.Levels+` WHERE sku_id = $1)
+		FROM `+readmodel.Levels+` s WHERE s.sku_id = $1 AND s.store_id = $2`, m.GetSkuId(), m.GetStoreId()), &projected)
 	if err != nil {
 		return nil, s.connectError(notFound(err, m.GetSkuId(), m.GetStoreId()))
 	}
@@ -140,7 +140,7 @@ func (s *Service) waitForVersion(ctx context.Context, sku string, min int64) err
 		// read and the wait is not missed.
 		advanced := s.hub.advance()
 		var v int64
-		err := s.cfg.Pool.QueryRow(ctx, "SELECT COALESCE(max(sku_version), 0) FROM stock_levels WHERE sku_id = $1", sku).Scan(&v)
+		err := s.cfg.Pool.QueryRow(ctx, "SELECT COALESCE(max(sku_version), 0) FROM "+readmodel.Levels+" WHERE sku_id = $1", sku).Scan(&v)
 		switch {
 		case err == nil:
 			projected = v
@@ -179,7 +179,7 @@ func (s *Service) BatchGetStock(ctx context.Context, req *connect.Request[invent
 		return nil, s.connectError(err)
 	}
 	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+levelColumns+` FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sku_id, store_id, n)
-		JOIN stock_levels s ON s.sku_id = k.sku_id AND s.store_id = k.store_id ORDER BY k.n`, skus, stores)
+		JOIN `+readmodel.Levels+` s ON s.sku_id = k.sku_id AND s.store_id = k.store_id ORDER BY k.n`, skus, stores)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
@@ -268,10 +268,10 @@ func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv
 	}
 	var q string
 	if byStore {
-		q = `SELECT ` + levelColumns + ` FROM stock_levels s WHERE s.store_id = $1 AND s.sku_id > $2
+		q = `SELECT ` + levelColumns + ` FROM ` + readmodel.Levels + ` s WHERE s.store_id = $1 AND s.sku_id > $2
 			AND s.on_hand - s.reserved < $3 ORDER BY s.sku_id LIMIT $4`
 	} else {
-		q = `SELECT ` + levelColumns + ` FROM stock_levels s WHERE s.sku_id = $1 AND s.store_id > $2
+		q = `SELECT ` + levelColumns + ` FROM ` + readmodel.Levels + ` s WHERE s.sku_id = $1 AND s.store_id > $2
 			AND s.on_hand - s.reserved < $3 ORDER BY s.store_id LIMIT $4`
 	}
 	rows, err := s.cfg.Pool.Query(ctx, q, m.GetStoreId()+m.GetSkuId(), tok.A, below, size+1)
@@ -317,7 +317,7 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	if m.GetPageToken() != "" {
 		before = tok.V
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM inventory_ledger
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM `+readmodel.Ledger+`
 		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 ORDER BY sku_version DESC LIMIT $4`,
 		m.GetSkuId(), m.GetStoreId(), before, size+1)
 	if err != nil {
@@ -365,7 +365,7 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 	}
 	at := m.GetAsOf().AsTime()
 	var exists bool
-	if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM stock_levels WHERE sku_id = $1 AND store_id = $2)", m.GetSkuId(), m.GetStoreId()).Scan(&exists); err != nil {
+	if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+readmodel.Levels+" WHERE sku_id = $1 AND store_id = $2)", m.GetSkuId(), m.GetStoreId()).Scan(&exists); err != nil {
 		return nil, s.connectError(err)
 	}
 	if !exists {
@@ -374,14 +374,14 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 	resp := &inventoryv1.GetStockAsOfResponse{Basis: basis}
 	var err error
 	if basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED {
-		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM inventory_ledger
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM `+readmodel.Ledger+`
 			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 ORDER BY sku_version DESC LIMIT 1`,
 			m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand, &resp.SkuVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = nil // nothing had happened yet: 0
 		}
 	} else {
-		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM inventory_ledger
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM `+readmodel.Ledger+`
 			WHERE sku_id = $1 AND store_id = $2 AND occurred_at <= $3`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
 	}
 	if err != nil {
@@ -397,7 +397,7 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 		newest *time.Time
 	}
 	parts := map[int32]part{}
-	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at FROM projector_offsets WHERE consumer = $1", s.cfg.Consumer)
+	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at FROM "+readmodel.Offsets+" WHERE consumer = $1", s.cfg.Consumer)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
@@ -416,7 +416,7 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 	if s.cfg.Admin != nil {
 		lo, err := s.cfg.Admin.ListCommittedOffsets(ctx, s.cfg.Topic)
 		if err != nil {
-			return nil, s.connectError(fmt.Errorf("%w: list end offsets: %v", errLogUnavailable, err))
+			return nil, s.connectError(fmt.Errorf("%w: list end offsets: %w", errLogUnavailable, err))
 		}
 		lo.Each(func(o kadm.ListedOffset) {
 			if o.Err == nil {
@@ -454,7 +454,7 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 // deadLetters adds the count and the newest of the records the projection
 // skipped (projection_dead_letters, written by the projector) to resp.
 func (s *Service) deadLetters(ctx context.Context, resp *inventoryv1.GetProjectionStatusResponse) error {
-	if err := s.cfg.Pool.QueryRow(ctx, "SELECT count(*) FROM projection_dead_letters WHERE consumer = $1", s.cfg.Consumer).Scan(&resp.DeadLetterCount); err != nil {
+	if err := s.cfg.Pool.QueryRow(ctx, "SELECT count(*) FROM "+readmodel.DeadLetters+" WHERE consumer = $1", s.cfg.Consumer).Scan(&resp.DeadLetterCount); err != nil {
 		return err
 	}
 	if resp.DeadLetterCount == 0 {
@@ -462,7 +462,7 @@ func (s *Service) deadLetters(ctx context.Context, resp *inventoryv1.GetProjecti
 	}
 	rows, err := s.cfg.Pool.Query(ctx, `SELECT log_partition, log_offset, COALESCE(event_id::text, ''), COALESCE(sku_id, ''),
 		COALESCE(sku_version, 0), error, COALESCE(sqlstate, ''), dead_lettered_at
-		FROM projection_dead_letters WHERE consumer = $1
+		FROM `+readmodel.DeadLetters+` WHERE consumer = $1
 		ORDER BY dead_lettered_at DESC, log_partition DESC, log_offset DESC LIMIT $2`, s.cfg.Consumer, RecentDeadLetters)
 	if err != nil {
 		return err

@@ -1,52 +1,26 @@
 package query_test
 
 import (
+	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/readmodel"
-	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/query"
 )
 
-var env *testenv.Env
-
-func TestMain(m *testing.M) { testenv.Main(m, &env) }
-
-// client serves a query service on a fresh read model (the projector's
-// schema, no rows) and returns a client of it and the database.
-func client(t testing.TB) (inventoryv1connect.QueryServiceClient, func(sql string, args ...any)) {
-	t.Helper()
-	pool, err := env.NewDatabase(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := readmodel.Migrate(t.Context(), pool, nil); err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle(inventoryv1connect.NewQueryServiceHandler(query.New(query.Config{Pool: pool, Logger: testenv.Logger()})))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(t.Context(), sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return inventoryv1connect.NewQueryServiceClient(srv.Client(), srv.URL), exec
-}
-
 func TestProjectionStatusReportsTheNewestDeadLetters(t *testing.T) {
-	c, exec := client(t)
+	f := newFixture(t, query.Config{})
+	c, exec := f.c, f.exec
 	status := func() *inventoryv1.GetProjectionStatusResponse {
 		t.Helper()
 		r, err := c.GetProjectionStatus(t.Context(), connect.NewRequest(&inventoryv1.GetProjectionStatusRequest{}))
@@ -82,5 +56,48 @@ func TestProjectionStatusReportsTheNewestDeadLetters(t *testing.T) {
 	}
 	if s.GetDeadLetterCount() != 13 || strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("%d dead letters, newest first:\n%s\nwant 13:\n%s", s.GetDeadLetterCount(), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The lag is the log's end offsets (read through the Kafka admin client)
+// minus where the projection's rows say it is, per partition.
+func TestProjectionStatusReportsLagAgainstTheLog(t *testing.T) {
+	topic := fmt.Sprintf("test.events.%d", time.Now().UnixNano())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	if _, err := kafka.EnsureTopic(t.Context(), adm, topic, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), topic) })
+	// 5 records in partition 0, 2 in partition 1, none in partition 2.
+	for p, n := range []int{5, 2, 0} {
+		for range n {
+			if err := cl.ProduceSync(t.Context(), &kgo.Record{Partition: int32(p), Value: []byte("x")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f := newFixture(t, query.Config{Admin: adm, Topic: topic})
+	newest := time.Now().Add(-time.Minute)
+	f.exec(`INSERT INTO `+readmodel.Offsets+` (consumer, log_partition, next_offset, newest_recorded_at)
+		VALUES ('postgres', 0, 3, $1), ('postgres', 1, 2, $1), ('replay', 0, 5, $1)`, newest)
+
+	r, err := f.c.GetProjectionStatus(t.Context(), connect.NewRequest(&inventoryv1.GetProjectionStatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Msg.GetPartitions() {
+		got = append(got, fmt.Sprintf("%d:%d/%d lag %d", p.GetPartition(), p.GetNextOffset(), p.GetEndOffset(), p.GetLag()))
+	}
+	if want := []string{"0:3/5 lag 2", "1:2/2 lag 0", "2:0/0 lag 0"}; !slices.Equal(got, want) || r.Msg.GetTotalLag() != 2 {
+		t.Fatalf("partitions %v, total lag %d; want %v, total 2", got, r.Msg.GetTotalLag(), want)
+	}
+	if p := r.Msg.GetPartitions()[0]; !p.GetNewestRecordedAt().AsTime().Equal(newest.Truncate(time.Microsecond)) || p.GetNewestAgeMs() < time.Minute.Milliseconds() {
+		t.Errorf("partition 0's newest %v, age %dms; want %v, at least a minute", p.GetNewestRecordedAt().AsTime(), p.GetNewestAgeMs(), newest)
 	}
 }

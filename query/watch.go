@@ -15,6 +15,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/apierr"
+	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
@@ -74,31 +75,35 @@ type subscription struct {
 // Unavailable so their clients resume.
 func (s *Service) RunHub(ctx context.Context) error {
 	h := s.hub
+	b := backoff.Backoff{Min: 500 * time.Millisecond}
 	for {
-		err := h.listen(ctx)
+		listening, err := h.listen(ctx)
 		h.dropAll()
 		if ctx.Err() != nil {
 			return nil
 		}
+		if listening {
+			b.Reset() // a new outage: retry quickly again
+		}
 		s.log.Warn("low-stock listener lost its connection; reconnecting", "error", err)
-		select {
-		case <-time.After(500 * time.Millisecond):
-		case <-ctx.Done():
+		if !b.Wait(ctx) {
 			return nil
 		}
 	}
 }
 
-func (h *Hub) listen(ctx context.Context) error {
+// listen LISTENs until its connection fails; listening says whether it
+// got as far as listening.
+func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 	conn, err := h.svc.cfg.Pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The connection ends up in LISTEN state: never give it back.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
 	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel); err != nil {
-		return err
+		return false, err
 	}
 	h.mu.Lock()
 	close(h.ready)
@@ -106,7 +111,7 @@ func (h *Hub) listen(ctx context.Context) error {
 	for {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if n.Channel == stocknotify.ProjectedChannel {
 			h.projected()
@@ -339,12 +344,12 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 	rows, err := s.cfg.Pool.Query(ctx, `
 		SELECT s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version,
 		       COALESCE($3, p.reorder_point, $5), COALESCE(p.target_level, $6),
-		       COALESCE((SELECT sum(-l.quantity_delta) FROM inventory_ledger l
+		       COALESCE((SELECT sum(-l.quantity_delta) FROM `+readmodel.Ledger+` l
 		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type = ANY($7)
 		                   AND l.occurred_at > now() - interval '7 days'), 0),
 		       now()
-		FROM stock_levels s
-		LEFT JOIN reorder_policies p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
+		FROM `+readmodel.Levels+` s
+		LEFT JOIN `+readmodel.ReorderPolicies+` p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
 		WHERE ($1::text[] IS NULL OR s.store_id = ANY($1))
 		  AND s.sku_id LIKE $2 || '%'
 		  AND (CASE WHEN $4::timestamptz IS NULL
@@ -383,7 +388,7 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 func (s *Service) sales7(ctx context.Context, sku, store string) (int64, time.Time, error) {
 	var n int64
 	var now time.Time
-	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM inventory_ledger
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM `+readmodel.Ledger+`
 		WHERE sku_id = $1 AND store_id = $2 AND event_type = ANY($3) AND occurred_at > now() - interval '7 days'`, sku, store, readmodel.SaleTypeNumbers()).Scan(&n, &now)
 	return n, now, err
 }

@@ -39,8 +39,33 @@ func (b *Backoff) Reset() { b.next = 0 }
 
 // Wait sleeps the next delay, or less when ctx ends first; it reports
 // whether the full delay passed.
-func (b *Backoff) Wait(ctx context.Context) bool {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Wait(ctx context.Context) bool { return sleep(ctx, b.Next()) }
+
+// Retry calls f until it returns nil or ctx ends, sleeping the next delay
+// after each failure. failed, when not nil, sees each failure (except one
+// that ctx's end caused) and the delay before the next attempt. Retry
+// returns nil, or ctx's error once ctx ends.
+func (b *Backoff) Retry(ctx context.Context, f func() error, failed func(err error, next time.Duration)) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d := b.Next()
+		if failed != nil {
+			failed(err, d)
+		}
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -21,7 +21,7 @@ var (
 func badEnv(fs *flag.FlagSet, name, v string, err error) {
 	envMu.Lock()
 	defer envMu.Unlock()
-	envErrs[fs] = append(envErrs[fs], fmt.Errorf("%s=%q: %v", EnvName(name), v, err))
+	envErrs[fs] = append(envErrs[fs], fmt.Errorf("%s=%q: %w", EnvName(name), v, err))
 }
 
 // EnvErrors reports every environment variable behind fs's flags that could

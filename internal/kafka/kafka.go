@@ -75,7 +75,7 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 	}
 	td, ok := details[topic]
 	if !ok || td.Err != nil {
-		return 0, fmt.Errorf("describe topic %s: %v", topic, td.Err)
+		return 0, fmt.Errorf("describe topic %s: %w", topic, td.Err)
 	}
 	return int32(len(td.Partitions)), nil
 }

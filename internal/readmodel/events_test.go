@@ -26,11 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 // the event without its migration fails here rather than in a projection.
 func TestLedgerHasEveryEventColumn(t *testing.T) {
 	ctx := context.Background()
-	pool, err := env.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := env.NewDatabase(t)
 	if err := readmodel.Migrate(ctx, pool, testenv.Logger()); err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +50,7 @@ func TestLedgerHasEveryEventColumn(t *testing.T) {
 // event again (but for the fields no read model keeps).
 func TestLedgerRowsReadBackAsTheEvent(t *testing.T) {
 	ctx := context.Background()
-	pool, err := env.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := env.NewDatabase(t)
 	if err := readmodel.Migrate(ctx, pool, testenv.Logger()); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -36,7 +37,8 @@ type BigQuery struct {
 
 // StartBigQuery starts the emulator, building it first when it is missing
 // (scripts/bigquery-emulator.sh: about 4 minutes once, instant after;
-// TALLY_BQ_EMULATOR names a binary to use instead).
+// TALLY_BQ_EMULATOR names a binary to use instead). Call Stop when done; a
+// test uses NewBigQuery, which does.
 func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 	bin, err := emulatorBinary(ctx)
 	if err != nil {
@@ -83,9 +85,22 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 		}
 		if time.Now().After(deadline) {
 			b.Stop()
+			// %v, not %w: err is nil when the emulator answered, but not 200.
 			return nil, fmt.Errorf("bigquery emulator not answering on %s after 30s: %v; its log: %s", b.Endpoint, err, logf.Name())
 		}
 	}
+}
+
+// NewBigQuery starts an emulator for one test and stops it (removing its
+// log) at the test's cleanup.
+func NewBigQuery(tb testing.TB) *BigQuery {
+	tb.Helper()
+	b, err := StartBigQuery(tb.Context())
+	if err != nil {
+		tb.Fatalf("bigquery emulator: %v", err)
+	}
+	tb.Cleanup(b.Stop)
+	return b
 }
 
 // Client is a BigQuery client on the emulator.

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -63,23 +65,57 @@ func (e *Env) Stop() {
 	e.Kafka.Close()
 }
 
-// NewDatabase creates a fresh empty database and returns a pool on it.
-func (e *Env) NewDatabase(ctx context.Context) (*pgxpool.Pool, error) {
-	name := fmt.Sprintf("tally_test_%d_%d", os.Getpid(), e.dbs.Add(1))
-	conn, err := pgx.Connect(ctx, e.adminDB)
+// New starts Kafka and Postgres for one test (testenv.Main starts them once
+// per binary instead) and stops them at the test's cleanup.
+func New(tb testing.TB) *Env {
+	tb.Helper()
+	e, err := Start(tb.Context())
 	if err != nil {
-		return nil, err
+		tb.Fatalf("test environment: %v", err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return nil, err
+	tb.Cleanup(e.Stop)
+	return e
+}
+
+// NewDatabase creates a fresh empty database for tb and returns a pool on
+// it. At tb's cleanup the pool is closed and the database dropped.
+func (e *Env) NewDatabase(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	ctx := tb.Context()
+	name := fmt.Sprintf("tally_test_%d_%d", os.Getpid(), e.dbs.Add(1))
+	if err := e.admin(ctx, "CREATE DATABASE "+name); err != nil {
+		tb.Fatalf("create database: %v", err)
 	}
 	cfg, err := pgxpool.ParseConfig(e.adminDB)
 	if err != nil {
-		return nil, err
+		tb.Fatal(err)
 	}
 	cfg.ConnConfig.Database = name
-	return pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		pool.Close()
+		// The test's context has ended by now.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.admin(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			tb.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	return pool
+}
+
+// admin runs one statement on the administrative database.
+func (e *Env) admin(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, e.adminDB)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
 }
 
 // Logger logs warnings and errors only, so test output stays readable.

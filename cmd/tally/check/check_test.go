@@ -320,16 +320,8 @@ func readCommittedEventIDs(t *testing.T, brokers []string) (map[string]int, map[
 // and a read model edited behind the projector's back.
 func TestCheckReportsWhatDiffers(t *testing.T) {
 	ctx := t.Context()
-	env, err := testenv.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
-	pool, err := env.NewDatabase(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	env := testenv.New(t)
+	pool := env.NewDatabase(t)
 	log := testenv.Logger()
 	if err := readmodel.Migrate(ctx, pool, log); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ func StartEmbedded(ctx context.Context, dir string) (*bench.Embedded, error) {
 		select {
 		case err := <-done:
 			cancel()
+			// %v, not %w: err is nil when serve returned cleanly.
 			return nil, fmt.Errorf("tally serve exited: %v", err)
 		default:
 		}
@@ -56,7 +57,7 @@ func StartEmbedded(ctx context.Context, dir string) (*bench.Embedded, error) {
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, fmt.Errorf("tally serve not ready after 60s: %v", err)
+			return nil, fmt.Errorf("tally serve not ready after 60s: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -72,7 +72,7 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	if fromTime != "" {
 		t, err := time.Parse(time.RFC3339Nano, fromTime)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("--from-time: %v", err))
+			errs = append(errs, fmt.Errorf("--from-time: %w", err))
 		}
 		if fromOffset != 0 {
 			errs = append(errs, errors.New("give --from-offset or --from-time, not both"))

@@ -23,7 +23,6 @@ import (
 	"github.com/tally-oss/tally/cmd/tally/serve"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
-	"github.com/tally-oss/tally/query"
 )
 
 // watch is an open WatchLowStock stream read in the background.
@@ -299,20 +298,6 @@ func TestSlowWatcherIsCutOffWhileOthersKeepReceiving(t *testing.T) {
 			t.Fatalf("the slow watcher received everything: it was never cut off")
 		}
 		return
-	}
-}
-
-func TestRecommendedReorderFormula(t *testing.T) {
-	for _, c := range []struct{ available, target, sales7, want int64 }{
-		{3, 30, 0, 27},   // no history: up to target
-		{4, 20, 26, 48},  // ceil(26/7*14) = 52 > 20
-		{100, 20, 30, 0}, // above both
-		{-5, 10, 0, 15},  // negative available (offline oversell)
-		{0, 10, 1, 10},   // ceil(2) = 2 < 10
-	} {
-		if got := query.RecommendedReorder(c.available, c.target, c.sales7); got != c.want {
-			t.Errorf("RecommendedReorder(%d, %d, %d) = %d, want %d", c.available, c.target, c.sales7, got, c.want)
-		}
 	}
 }
 
