@@ -29,7 +29,7 @@ import (
 
 const bqDataset = "serve_test"
 
-// mixedWorkload sends receipts, sales, returns, adjustments, transfers and
+// mixedWorkload sends receipts, sales, returns, adjustments, counts, transfers and
 // reservations (reserved, committed, released) for SKUs under prefix
 // through the generated gRPC client; refused commands are fine.
 func mixedWorkload(t *testing.T, prefix string, n int, r *rand.Rand) (accepted int) {
@@ -49,6 +49,8 @@ func mixedWorkload(t *testing.T, prefix string, n int, r *rand.Rand) (accepted i
 			_, err = cmds.RecordSale(ctx, &inventoryv1.RecordSaleRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: int64(1 + r.IntN(5))})
 		case k == 5:
 			_, err = cmds.RecordReturn(ctx, &inventoryv1.RecordReturnRequest{CommandId: id, SkuId: sku, StoreId: store, Quantity: 1})
+		case k == 6 && r.IntN(3) == 0:
+			_, err = cmds.CountStock(ctx, &inventoryv1.CountStockRequest{CommandId: id, SkuId: sku, StoreId: store, CountedQuantity: int64(r.IntN(15)), VarianceThreshold: 2})
 		case k == 6:
 			_, err = cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: id, SkuId: sku, StoreId: store, QuantityDelta: int64(r.IntN(7)-3) | 1,
 				AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT_CORRECTION})
@@ -248,5 +250,73 @@ func TestCommandsLandInBigQueryLikeInPostgres(t *testing.T) {
 	}
 	if got := len(r.Problems["bigquery current_inventory"]); got != compared {
 		t.Errorf("tally check found %d differences in current_inventory after %d rows were edited: %v", got, compared, r.Problems)
+	}
+}
+
+// A cycle count, end to end: the command API's answer, the query API's
+// history and level, the PostgreSQL view and the BigQuery view all say what
+// was counted, against what, and which count needs review.
+func TestCountsReachEveryReadModel(t *testing.T) {
+	ctx := t.Context()
+	sku := uniq("count")
+	if _, err := cmds.ReceiveStock(ctx, &inventoryv1.ReceiveStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", Quantity: 12}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := cmds.CountStock(ctx, &inventoryv1.CountStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", CountedQuantity: 9, VarianceThreshold: 2, UserId: "clerk-1"})
+	if err != nil || first.GetVariance() != -3 || !first.GetVarianceFlagged() {
+		t.Fatalf("count 9 of 12 (threshold 2): %v, %v; want variance -3, flagged", first, err)
+	}
+	second, err := cmds.CountStock(ctx, &inventoryv1.CountStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: "S1", CountedQuantity: 10, VarianceThreshold: 5})
+	if err != nil || second.GetVariance() != 1 || second.GetVarianceFlagged() {
+		t.Fatalf("count 10 of 9 (threshold 5): %v, %v; want variance 1, not flagged", second, err)
+	}
+	if l := getStock(t, sku, "S1", 3); l.GetOnHand() != 10 {
+		t.Fatalf("GetStock after the counts: on_hand %d, want 10", l.GetOnHand())
+	}
+	h, err := qry.GetStockHistory(ctx, &inventoryv1.GetStockHistoryRequest{SkuId: sku, StoreId: "S1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := h.GetEvents(); len(evs) != 3 || evs[0].GetEventType() != inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED ||
+		evs[0].GetQuantityDelta() != 1 || evs[0].GetVarianceFlagged() || evs[0].GetVarianceThreshold() != 5 ||
+		evs[1].GetQuantityDelta() != -3 || !evs[1].GetVarianceFlagged() || evs[1].GetVarianceThreshold() != 2 || evs[1].GetUserId() != "clerk-1" {
+		t.Fatalf("history %v: want the two counts with their variances, thresholds and flags", evs)
+	}
+
+	bq, err := projector.NewBigQueryClient(ctx, testenv.BigQueryProject, bqEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bq.Close()
+	waitProjections(t, bq)
+	want := "9 12 -3 2 true \"clerk-1\"\n10 9 1 5 false \"\""
+	conn := pgConn(t)
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT counted_quantity, on_hand_before, variance, variance_threshold, variance_flagged, user_id
+		FROM stock_count_variances WHERE sku_id = $1 ORDER BY sku_version`, sku)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	var counted, before, variance, threshold int64
+	var flagged bool
+	var user string
+	if _, err := pgx.ForEachRow(rows, []any{&counted, &before, &variance, &threshold, &flagged, &user}, func() error {
+		lines = append(lines, fmt.Sprintf("%d %d %d %d %t %q", counted, before, variance, threshold, flagged, user))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(lines, "\n"); got != want {
+		t.Errorf("postgres stock_count_variances:\n%s\nwant\n%s", got, want)
+	}
+	lines = nil
+	for _, r := range bqRows(t, bq, "SELECT counted_quantity, on_hand_before, variance, variance_threshold, variance_flagged, user_id FROM `{{dataset}}.count_variances` WHERE sku_id = @sku ORDER BY occurred_at, counted_quantity",
+		bigquery.QueryParameter{Name: "sku", Value: sku}) {
+		user, _ := r["user_id"].(string) // NULL when empty
+		lines = append(lines, fmt.Sprintf("%v %v %v %v %v %q", r["counted_quantity"], r["on_hand_before"], r["variance"], r["variance_threshold"], r["variance_flagged"], user))
+	}
+	if got := strings.Join(lines, "\n"); got != want {
+		t.Errorf("bigquery count_variances:\n%s\nwant\n%s", got, want)
 	}
 }
