@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -83,16 +82,9 @@ func TestCountRefusesBadInput(t *testing.T) {
 	if st.Code() != codes.InvalidArgument {
 		t.Fatalf("bad count: %v, want InvalidArgument", err)
 	}
-	fields := map[string]bool{}
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields[v.GetField()] = true
-			}
-		}
-	}
+	fields := grpcViolations(t, err)
 	for _, f := range []string{"store_id", "counted_quantity", "variance_threshold"} {
-		if !fields[f] {
+		if _, ok := fields[f]; !ok {
 			t.Errorf("no field violation for %s (got %v)", f, fields)
 		}
 	}

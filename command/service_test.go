@@ -20,7 +20,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -357,16 +356,9 @@ func TestInvalidInputListsFieldViolations(t *testing.T) {
 	if st.Code() != codes.InvalidArgument {
 		t.Fatalf("invalid transfer: %v, want InvalidArgument", err)
 	}
-	fields := map[string]bool{}
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields[v.GetField()] = true
-			}
-		}
-	}
+	fields := grpcViolations(t, err)
 	for _, f := range []string{"command_id", "to_store_id", "quantity"} {
-		if !fields[f] {
+		if _, ok := fields[f]; !ok {
 			t.Errorf("no field violation for %s (got %v)", f, fields)
 		}
 	}
