@@ -129,3 +129,39 @@ func TestEnumNames(t *testing.T) {
 		t.Errorf("EnumName(AdjustmentReason 2) is empty")
 	}
 }
+
+// The views written in SQL name event types by number; they must select
+// the types they say.
+func TestStockCountVariancesSelectsCounts(t *testing.T) {
+	ctx := context.Background()
+	pool := env.NewDatabase(t)
+	if err := readmodel.Migrate(ctx, pool, testenv.Logger()); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	var src [][]any
+	for v := range inventoryv1.EventType_name {
+		if v == 0 {
+			continue
+		}
+		id := uuid.Must(uuid.NewV7())
+		e := &inventoryv1.InventoryEvent{EventId: id.String(), EventType: inventoryv1.EventType(v), OccurredAt: timestamppb.New(at), RecordedAt: timestamppb.New(at),
+			SkuId: "sku-1", StoreId: "store-1", SkuVersion: int64(v), QuantityDelta: -2, OnHandAfter: 5, VarianceFlagged: true, VarianceThreshold: 1}
+		src = append(src, readmodel.LedgerRow(e, id, 0, int64(v)))
+	}
+	if _, err := pool.CopyFrom(ctx, pgx.Identifier{readmodel.Ledger}, readmodel.LedgerColumns(), pgx.CopyFromRows(src)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pool.Query(ctx, `SELECT sku_version, counted_quantity, on_hand_before, variance FROM stock_count_variances`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Version, Counted, Before, Variance int64 }
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (row{int64(inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED), 5, 7, -2}); len(got) != 1 || got[0] != want {
+		t.Fatalf("stock_count_variances over one event of every type: %v, want only the count %v", got, want)
+	}
+}
