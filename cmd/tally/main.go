@@ -24,6 +24,7 @@ type subcommand struct {
 
 var subcommands = []subcommand{
 	{"serve", "run everything in one process (embedded Kafka unless --kafka-brokers)", serve.Run},
+	{"kafka", "run the embedded Kafka broker alone, for roles run as separate processes", serve.RunKafka},
 	{"command", "run only the write side (CommandService)", serve.RunCommand},
 	{"projector", "run only the Postgres projector", serve.RunProjector},
 	{"query", "run only the read side (QueryService)", serve.RunQuery},

@@ -96,7 +96,7 @@ func (c *commonFlags) validate(embedded bool) error {
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level: %v", err))
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
 	return errors.Join(errs...)
 }
