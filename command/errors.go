@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tally-oss/tally/command/domain"
 	"github.com/tally-oss/tally/internal/apierr"
 )
 
@@ -21,41 +22,21 @@ type Violation = apierr.Violation
 // "command").
 type ValidationError = apierr.InvalidError
 
-// VersionConflictError means expected_version did not match the SKU.
-type VersionConflictError struct {
-	SKU      string
-	Expected int64
-	Current  int64
-}
-
-func (e *VersionConflictError) Error() string {
-	return fmt.Sprintf("sku %q is at version %d, not the expected %d", e.SKU, e.Current, e.Expected)
-}
-
-// InsufficientStockError means a sale, transfer or negative adjustment asked
-// for more than the store has available.
-type InsufficientStockError struct {
-	SKU       string
-	Store     string
-	Requested int64
-	Available int64
-}
-
-func (e *InsufficientStockError) Error() string {
-	return fmt.Sprintf("sku %q at store %q: %d requested, %d available", e.SKU, e.Store, e.Requested, e.Available)
-}
-
-// OutOfOrderError means an event did not carry the SKU's next version: the
-// log and the state disagree, which must never happen.
-type OutOfOrderError struct {
-	SKU  string
-	Have int64
-	Got  int64
-}
-
-func (e *OutOfOrderError) Error() string {
-	return fmt.Sprintf("sku %q at version %d cannot apply version %d", e.SKU, e.Have, e.Got)
-}
+// The aggregate's typed errors, declared in package domain.
+type (
+	// VersionConflictError means expected_version did not match the SKU.
+	VersionConflictError = domain.VersionConflictError
+	// InsufficientStockError means a command asked for more than the store
+	// has available.
+	InsufficientStockError = domain.InsufficientStockError
+	// OutOfOrderError means an event did not carry the SKU's next version.
+	OutOfOrderError = domain.OutOfOrderError
+	// ReservationExistsError means a reservation with that id is active.
+	ReservationExistsError = domain.ReservationExistsError
+	// ReservationNotActiveError means the reservation was committed,
+	// released, expired, or never made.
+	ReservationNotActiveError = domain.ReservationNotActiveError
+)
 
 // NotOwnerError means this instance does not write the SKU's partition.
 type NotOwnerError struct {
@@ -84,23 +65,4 @@ type CommandIDReusedError struct {
 
 func (e *CommandIDReusedError) Error() string {
 	return fmt.Sprintf("command_id %q was already used for sku %q by a different request; a retry must resend the original request, a new command needs a new command_id", e.CommandID, e.SKU)
-}
-
-// ReservationExistsError means a reservation with that id is active.
-type ReservationExistsError struct {
-	SKU, ReservationID string
-}
-
-func (e *ReservationExistsError) Error() string {
-	return fmt.Sprintf("sku %q already has an active reservation %q", e.SKU, e.ReservationID)
-}
-
-// ReservationNotActiveError means the reservation was committed, released,
-// expired, or never made.
-type ReservationNotActiveError struct {
-	SKU, ReservationID string
-}
-
-func (e *ReservationNotActiveError) Error() string {
-	return fmt.Sprintf("sku %q has no active reservation %q (committed, released, expired or unknown)", e.SKU, e.ReservationID)
 }

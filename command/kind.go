@@ -11,18 +11,18 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
-// Kind is the kind of a command. Each kind is declared once, in its own
-// file kind_<name>.go: its Kind constant, its checks, its decision and its
-// RPC, registered with register. Everything that varies by kind (String,
-// validation alone or in an Apply batch, Decide, the response) is looked up
-// in the registry; nothing switches over kinds.
-type Kind int
+// Each kind of command (Kind, declared in package domain) is declared once,
+// in its own file kind_<name>.go: its Kind constant, its checks, its
+// decision and its RPC, registered with register. Everything that varies by
+// kind (its name, validation alone or in an Apply batch, decide, the
+// response) is looked up in the registry; nothing switches over kinds.
 
-// String returns the kind's name: its field in an Apply batch's oneof.
-func (k Kind) String() string {
+// kindName returns the kind's name: its field in an Apply batch's oneof.
+func kindName(k Kind) string {
 	if e, ok := registry[k]; ok {
 		return e.name
 	}
@@ -40,7 +40,7 @@ type kind[Req any] interface {
 	// cmd; c.common has already checked the fields every request has.
 	check(r *Req, c *checker, cmd *Command)
 	// decide returns the events of d's command against d's SKU. It is pure.
-	decide(d *decision) ([]*inventoryv1.InventoryEvent, error)
+	decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error)
 }
 
 // responder is a kind whose unary response carries more than the result.
@@ -57,7 +57,7 @@ type entry struct {
 	validate func(m proto.Message, c *checker) (*Command, error)
 	// field is the kind's field in the oneof of an Apply batch's Command.
 	field  protoreflect.FieldDescriptor
-	decide func(d *decision) ([]*inventoryv1.InventoryEvent, error)
+	decide func(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error)
 }
 
 var (

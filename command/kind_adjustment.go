@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -29,14 +30,14 @@ const KindAdjustment Kind = 4
 type adjustmentKind struct{}
 
 // decide: An adjustment that removes units is held to what is available, as a sale is.
-func (adjustmentKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	from := d.from()
-	if d.c.Quantity < 0 {
-		if err := d.take(from, -d.c.Quantity); err != nil {
+func (adjustmentKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	from := d.From()
+	if d.Command.Quantity < 0 {
+		if err := d.Take(from, -d.Command.Quantity); err != nil {
 			return nil, err
 		}
 	}
-	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, d.c.Store, "", d.c.Quantity, from)}, nil
+	return []*inventoryv1.InventoryEvent{d.Next(inventoryv1.EventType_EVENT_TYPE_STOCK_ADJUSTMENT, d.Command.Store, "", d.Command.Quantity, from)}, nil
 }
 
 var regAdjustment = register[inventoryv1.AdjustStockResponse, inventoryv1.AdjustStockRequest](KindAdjustment, adjustmentKind{})

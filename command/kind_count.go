@@ -6,6 +6,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -19,7 +20,8 @@ type countArgs struct {
 	counted, threshold int64
 }
 
-func (a countArgs) appendFingerprint(b []byte) []byte {
+// AppendFingerprint implements domain.Args.
+func (a countArgs) AppendFingerprint(b []byte) []byte {
 	return binary.AppendVarint(binary.AppendVarint(b, a.counted), a.threshold)
 }
 
@@ -40,11 +42,11 @@ func (countKind) check(r *inventoryv1.CountStockRequest, c *checker, cmd *Comman
 // stock: the counted units become on_hand whatever the books said, reserved
 // stays (available goes negative when fewer units than are reserved were
 // found), and the event carries the variance and whether it needs review.
-func (countKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	a, _ := d.c.Args.(countArgs) // zero: a Command built without check counts 0
-	from := d.from()
+func (countKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	a, _ := d.Command.Args.(countArgs) // zero: a Command built without check counts 0
+	from := d.From()
 	variance := a.counted - from.OnHand
-	e := d.next(inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED, d.c.Store, "", variance, from)
+	e := d.Next(inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED, d.Command.Store, "", variance, from)
 	e.VarianceThreshold, e.VarianceFlagged = a.threshold, flagged(variance, a.threshold)
 	// Fewer units than are reserved: recorded, and like any event that
 	// leaves available below zero, flagged allow_negative.

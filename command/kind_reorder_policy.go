@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -26,9 +27,9 @@ const KindSetReorderPolicy Kind = 9
 type reorderPolicyKind struct{}
 
 // decide: A reorder policy is an event that moves no units.
-func (reorderPolicyKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	e := d.next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, d.c.Store, "", 0, d.from())
-	e.ReorderPoint, e.TargetLevel = d.c.ReorderPoint, d.c.TargetLevel
+func (reorderPolicyKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	e := d.Next(inventoryv1.EventType_EVENT_TYPE_REORDER_POLICY_SET, d.Command.Store, "", 0, d.From())
+	e.ReorderPoint, e.TargetLevel = d.Command.ReorderPoint, d.Command.TargetLevel
 	return []*inventoryv1.InventoryEvent{e}, nil
 }
 

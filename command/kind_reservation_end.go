@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -25,16 +26,16 @@ func (reservationEnd[Req]) check(r *Req, c *checker, cmd *Command) {
 	c.id("reservation_id", cmd.ReservationID, true)
 }
 
-func (k reservationEnd[Req]) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	r, ok := d.s.Reservations[d.c.ReservationID]
-	if !ok || (k.sells && !d.recordedAt.Before(r.ExpiresAt)) {
-		return nil, &ReservationNotActiveError{SKU: d.s.ID, ReservationID: d.c.ReservationID}
+func (k reservationEnd[Req]) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	r, ok := d.SKU.Reservations[d.Command.ReservationID]
+	if !ok || (k.sells && !d.RecordedAt.Before(r.ExpiresAt)) {
+		return nil, &ReservationNotActiveError{SKU: d.SKU.ID, ReservationID: d.Command.ReservationID}
 	}
 	var sold int64
 	if k.sells {
 		sold = -r.Quantity
 	}
-	e := d.nextR(k.event, r.Store, "", sold, -r.Quantity, d.s.Stores[r.Store])
+	e := d.NextR(k.event, r.Store, "", sold, -r.Quantity, d.SKU.Stores[r.Store])
 	if e.Reason == "" {
 		e.Reason = k.reason
 	}

@@ -6,6 +6,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -32,17 +33,17 @@ const KindReserve Kind = 6
 type reserveKind struct{}
 
 // decide: A reservation holds available units and never more, allow_negative or not; it expires ttl after it is recorded.
-func (reserveKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	c, from := d.c, d.from()
-	if _, exists := d.s.Reservations[c.ReservationID]; exists {
-		return nil, &ReservationExistsError{SKU: d.s.ID, ReservationID: c.ReservationID}
+func (reserveKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	c, from := d.Command, d.From()
+	if _, exists := d.SKU.Reservations[c.ReservationID]; exists {
+		return nil, &ReservationExistsError{SKU: d.SKU.ID, ReservationID: c.ReservationID}
 	}
 	// Never beyond what is available, allow_negative or not.
 	if from.Available() < c.Quantity {
-		return nil, &InsufficientStockError{SKU: d.s.ID, Store: c.Store, Requested: c.Quantity, Available: from.Available()}
+		return nil, &InsufficientStockError{SKU: d.SKU.ID, Store: c.Store, Requested: c.Quantity, Available: from.Available()}
 	}
-	e := d.nextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED, c.Store, "", 0, c.Quantity, from)
-	e.ReservationExpiresAt = timestamppb.New(d.recordedAt.Add(c.TTL))
+	e := d.NextR(inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED, c.Store, "", 0, c.Quantity, from)
+	e.ReservationExpiresAt = timestamppb.New(d.RecordedAt.Add(c.TTL))
 	return []*inventoryv1.InventoryEvent{e}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -19,12 +20,12 @@ const KindSale Kind = 1
 type saleKind struct{}
 
 // decide: A sale takes units off on_hand, never more than are available unless the command allows negative stock.
-func (saleKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	from := d.from()
-	if err := d.take(from, d.c.Quantity); err != nil {
+func (saleKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	from := d.From()
+	if err := d.Take(from, d.Command.Quantity); err != nil {
 		return nil, err
 	}
-	return []*inventoryv1.InventoryEvent{d.next(inventoryv1.EventType_EVENT_TYPE_SALE, d.c.Store, "", -d.c.Quantity, from)}, nil
+	return []*inventoryv1.InventoryEvent{d.Next(inventoryv1.EventType_EVENT_TYPE_SALE, d.Command.Store, "", -d.Command.Quantity, from)}, nil
 }
 
 var regSale = register[inventoryv1.RecordSaleResponse, inventoryv1.RecordSaleRequest](KindSale, saleKind{})

@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -25,15 +26,15 @@ const KindTransfer Kind = 5
 type transferKind struct{}
 
 // decide: A transfer is two events, out and in, so each store's history is complete and the total stays the same.
-func (transferKind) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	c, from := d.c, d.from()
-	if err := d.take(from, c.Quantity); err != nil {
+func (transferKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	c, from := d.Command, d.From()
+	if err := d.Take(from, c.Quantity); err != nil {
 		return nil, err
 	}
-	to := d.s.Stores[c.ToStore]
+	to := d.SKU.Stores[c.ToStore]
 	return []*inventoryv1.InventoryEvent{
-		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
-		d.next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
+		d.Next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_OUT, c.Store, c.ToStore, -c.Quantity, from),
+		d.Next(inventoryv1.EventType_EVENT_TYPE_TRANSFER_IN, c.ToStore, c.Store, c.Quantity, to),
 	}, nil
 }
 

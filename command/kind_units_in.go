@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
 
@@ -16,8 +17,8 @@ func (unitsIn[Req]) check(r *Req, c *checker, cmd *Command) {
 	c.storeQuantity(any(r).(storeQuantityRequest), cmd)
 }
 
-func (k unitsIn[Req]) decide(d *decision) ([]*inventoryv1.InventoryEvent, error) {
-	return []*inventoryv1.InventoryEvent{d.next(k.event, d.c.Store, "", d.c.Quantity, d.from())}, nil
+func (k unitsIn[Req]) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
+	return []*inventoryv1.InventoryEvent{d.Next(k.event, d.Command.Store, "", d.Command.Quantity, d.From())}, nil
 }
 
 // The kinds that add units to a store.

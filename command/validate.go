@@ -211,3 +211,17 @@ func expectedVersion(m protoreflect.Message) *int64 {
 	v := m.Get(fd).Int()
 	return &v
 }
+
+// legacyExpiryPrefix started the writer's expiry ids before SystemIDPrefix.
+// Events with such ids stay in the log; clients may not use it either.
+const legacyExpiryPrefix = "expire:"
+
+// reservedIDPrefix returns the reserved prefix that id starts with, if any.
+func reservedIDPrefix(id string) (string, bool) {
+	for _, p := range []string{SystemIDPrefix, legacyExpiryPrefix} {
+		if strings.HasPrefix(id, p) {
+			return p, true
+		}
+	}
+	return "", false
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/kafka"
@@ -94,7 +95,7 @@ type Result struct {
 	Delta int64
 	// fingerprint is what the command asked for (zero when its events
 	// predate fingerprints), checked against retries.
-	fingerprint fingerprint
+	fingerprint domain.Fingerprint
 }
 
 // StoreLevel is a store's stock after a command.
@@ -105,7 +106,7 @@ type StoreLevel struct {
 
 // resultOf summarises the events of one command.
 func resultOf(events []*inventoryv1.InventoryEvent) *Result {
-	r := &Result{SKU: events[0].GetSkuId(), fingerprint: fingerprintOfEvent(events[0].GetCommandFingerprint())}
+	r := &Result{SKU: events[0].GetSkuId(), fingerprint: domain.FingerprintOfEvent(events[0].GetCommandFingerprint())}
 	for _, e := range events {
 		r.addEvent(e)
 	}
@@ -258,7 +259,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 				}
 				sku := skus[e.GetSkuId()]
 				if sku == nil {
-					sku = NewSKU(e.GetSkuId())
+					sku = domain.NewSKU(e.GetSkuId())
 					skus[e.GetSkuId()] = sku
 				}
 				if err := sku.Apply(e); err != nil {
@@ -430,7 +431,7 @@ func (w *Writer) expired() []*request {
 	now := w.cfg.Now()
 	var out []*request
 	for id := range w.reserving {
-		for _, c := range w.skus[id].Expired(now) {
+		for _, c := range w.skus[id].Expired(now, KindReleaseReservation) {
 			out = append(out, &request{ctx: context.Background(), cmd: c, done: make(chan reply, 1)})
 		}
 	}
@@ -527,18 +528,18 @@ func (w *Writer) commit(batch []*request) error {
 			if cur := w.skus[r.cmd.SKU]; cur != nil {
 				sku = cur.Clone()
 			} else {
-				sku = NewSKU(r.cmd.SKU)
+				sku = domain.NewSKU(r.cmd.SKU)
 			}
 			overlay[r.cmd.SKU] = sku
 		}
-		events, err := sku.Decide(r.cmd, now, newEventID)
+		events, err := decide(sku, r.cmd, now, newEventID)
 		if err != nil {
 			replies[i].err = err
 			continue
 		}
 		for _, e := range events {
 			if err := sku.Apply(e); err != nil {
-				panic(err) // Decide and Apply disagree: a bug, not an input
+				panic(err) // decide and Apply disagree: a bug, not an input
 			}
 			v, err := proto.Marshal(e)
 			if err != nil {

@@ -238,10 +238,10 @@ type InventoryEvent struct {
 	ReorderPoint int64 `protobuf:"varint,21,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
 	TargetLevel  int64 `protobuf:"varint,22,opt,name=target_level,json=targetLevel,proto3" json:"target_level,omitempty"`
 	// What the command that produced this event asked for: 16 bytes of
-	// SHA-256 over a canonical encoding of its fields (command/fingerprint.go),
-	// the same on every event of the command. The writer tells a retry of the
-	// command (same command_id, same fingerprint) from a command_id reused for
-	// a different request. Empty on events written before it: such a command
+	// SHA-256 over a canonical encoding of its fields
+	// (command/domain/fingerprint.go), the same on every event of the command.
+	// The writer tells a retry of the command (same command_id, same
+	// fingerprint) from a command_id reused for a different request. Empty on events written before it: such a command
 	// matches any retry.
 	CommandFingerprint []byte `protobuf:"bytes,23,opt,name=command_fingerprint,json=commandFingerprint,proto3" json:"command_fingerprint,omitempty"`
 	// Set on EVENT_TYPE_STOCK_COUNTED: the variance (quantity_delta) was more
