@@ -20,7 +20,9 @@ func TestKafkaSubcommandPersistsTheLog(t *testing.T) {
 	start := func() (stop func() error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- serve.RunKafka(ctx, []string{"--listen", listen, "--data-dir", dir, "--partitions", "4", "--log-level", "warn"}) }()
+		go func() {
+			done <- serve.RunKafka(ctx, []string{"--listen", listen, "--data-dir", dir, "--partitions", "4", "--log-level", "warn"})
+		}()
 		return func() error { cancel(); return <-done }
 	}
 	client := func() *kgo.Client {
