@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -111,7 +112,9 @@ func LedgerRow(e *inventoryv1.InventoryEvent, id uuid.UUID, partition int32, off
 		fd := c.Field
 		switch {
 		case c.Name == "event_id":
-			row = append(row, id)
+			// As pgtype.UUID: a uuid.UUID would be encoded through its
+			// driver.Valuer, as text parsed back, at a cost per event.
+			row = append(row, pgtype.UUID{Bytes: id, Valid: true})
 		case fd.IsMap():
 			var v any
 			if mp := m.Get(fd).Map(); mp.Len() > 0 {
