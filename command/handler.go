@@ -28,6 +28,7 @@ type Handler struct {
 	svc *Service
 	log *slog.Logger
 	now func() time.Time
+	fwd *forwarder // nil: commands for other instances' partitions are refused
 }
 
 var _ inventoryv1connect.CommandServiceHandler = (*Handler)(nil)
@@ -37,7 +38,11 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{svc: svc, log: log, now: time.Now}
+	h := &Handler{svc: svc, log: log, now: time.Now}
+	if svc.cfg.Advertise != "" {
+		h.fwd = newForwarder(svc.cfg.Advertise, svc.cfg.Metrics)
+	}
+	return h
 }
 
 // HTTPHandler returns the path and the http.Handler that serve h over
@@ -70,8 +75,14 @@ func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.Ap
 	}
 	outcomes := h.svc.DoBatch(ctx, cmds)
 	resp := &inventoryv1.ApplyResponse{Outcomes: make([]*inventoryv1.CommandOutcome, len(in))}
+	if h.fwd != nil && !forwarded(req.Header()) {
+		h.applyRemote(ctx, in, cmds, outcomes, resp.Outcomes)
+	}
 	failures := batchFailures{byCode: map[connect.Code]int{}}
 	for i, o := range outcomes {
+		if resp.Outcomes[i] != nil {
+			continue // the owner's outcome, relayed
+		}
 		err := invalid[i]
 		if err == nil {
 			err = o.Err
@@ -152,13 +163,14 @@ func (r *Result) proto() *inventoryv1.CommandResult {
 // a unary call logs its failure, an Apply batch one line for all of them.
 func (h *Handler) classify(err error) (code connect.Code, msg string, ce *inventoryv1.CommandError, report bool) {
 	var (
-		ve *ValidationError
-		vc *VersionConflictError
-		is *InsufficientStockError
-		no *NotOwnerError
-		rx *ReservationExistsError
-		rn *ReservationNotActiveError
-		cr *CommandIDReusedError
+		ve      *ValidationError
+		vc      *VersionConflictError
+		is      *InsufficientStockError
+		no      *NotOwnerError
+		rx      *ReservationExistsError
+		rn      *ReservationNotActiveError
+		cr      *CommandIDReusedError
+		relayed *connect.Error
 	)
 	ce = &inventoryv1.CommandError{}
 	code, msg = connect.CodeInternal, "internal error"
@@ -190,6 +202,9 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	case errors.Is(err, ErrUnavailable):
 		code, msg = connect.CodeUnavailable, "the inventory log is unavailable; nothing was applied unless a retry with the same command_id says so"
 		report = true
+	case errors.As(err, &relayed):
+		// Another instance's answer to a forwarded batch.
+		code, msg = relayed.Code(), err.Error()
 	case errors.Is(err, context.Canceled):
 		code, msg = connect.CodeCanceled, "canceled"
 	case errors.Is(err, context.DeadlineExceeded):

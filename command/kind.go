@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -72,6 +73,8 @@ type registered[Req, Resp any] struct {
 	k      Kind
 	def    kind[Req]
 	result protoreflect.FieldDescriptor // of Resp
+	// rpc is the kind's method of CommandService, procedure its path.
+	rpc, procedure string
 }
 
 // register adds the kind k, declared by def, to the registry. k is written
@@ -85,8 +88,14 @@ func register[Resp, Req any](k Kind, def kind[Req]) registered[Req, Resp] {
 	fd := batchField(req.FullName())
 	r := registered[Req, Resp]{k: k, def: def, result: resp.Fields().ByName("result")}
 	_, common := any((*Req)(nil)).(commonRequest)
-	if _, dup := registry[k]; dup || fd == nil || r.result == nil || !common {
-		panic(fmt.Sprintf("command: kind %d (%s) registered twice, not in the Command oneof, without a result or without the common fields", k, req.FullName()))
+	svc := inventoryv1.File_tally_inventory_v1_command_proto.Services().ByName("CommandService")
+	for i := range svc.Methods().Len() {
+		if m := svc.Methods().Get(i); m.Input().FullName() == req.FullName() {
+			r.rpc, r.procedure = string(m.Name()), "/"+string(svc.FullName())+"/"+string(m.Name())
+		}
+	}
+	if _, dup := registry[k]; dup || fd == nil || r.result == nil || !common || r.rpc == "" {
+		panic(fmt.Sprintf("command: kind %d (%s) registered twice, not in the Command oneof, without a result, without the common fields or without an RPC", k, req.FullName()))
 	}
 	registry[k] = entry{
 		name:    string(fd.Name()),
@@ -132,8 +141,14 @@ func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *conne
 	if err != nil {
 		return nil, h.connectError(err)
 	}
-	res, err := h.svc.Do(ctx, cmd)
-	if err != nil {
+	res, relayed, err := doUnary(ctx, h, r, req, cmd)
+	var ce *connect.Error
+	switch {
+	case relayed != nil:
+		return relayed, nil
+	case errors.As(err, &ce):
+		return nil, ce // the owner's answer, or why forwarding failed
+	case err != nil:
 		return nil, h.connectError(err)
 	}
 	out := new(Resp)

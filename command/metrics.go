@@ -16,6 +16,9 @@ type Metrics struct {
 	eventsAppended prometheus.Counter
 	outcomes       *prometheus.CounterVec
 	rebuildFails   *prometheus.CounterVec
+	rebalances     *prometheus.CounterVec
+	forwarded      *prometheus.CounterVec
+	forwardSeconds *prometheus.HistogramVec
 }
 
 // NewMetrics registers the write side's metrics with reg.
@@ -42,8 +45,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tally_writer_rebuild_failures_total",
 			Help: "Partition rebuilds that failed, by partition and reason: stalled (the log's end was not reached in time) or version_gap (a SKU's versions are not contiguous: the partition takes no commands).",
 		}, []string{"partition", "reason"}),
+		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_command_partitions_moved_total",
+			Help: "Partitions assigned to or revoked from this instance by the writers' group, by change.",
+		}, []string{"change"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_command_forwarded_total",
+			Help: "Calls forwarded to the instance that writes their partition, by RPC and result (ok, error: the owner's answer relayed; retried: the owner could not be reached or no longer writes it).",
+		}, []string{"rpc", "result"}),
+		forwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tally_command_forward_duration_seconds",
+			Help:    "Time of one forwarded call, from sending it to the owner to its answer.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"rpc"}),
 	}
-	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes, m.rebuildFails)
+	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes, m.rebuildFails, m.rebalances, m.forwarded, m.forwardSeconds)
 	return m
 }
 
@@ -92,4 +108,18 @@ func (m *Metrics) observeRebuildFailure(partition int32, reason string) {
 		return
 	}
 	m.rebuildFails.WithLabelValues(strconv.Itoa(int(partition)), reason).Inc()
+}
+
+func (m *Metrics) rebalanced(change string, partitions int) {
+	if m != nil {
+		m.rebalances.WithLabelValues(change).Add(float64(partitions))
+	}
+}
+
+func (m *Metrics) forward(rpc, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.forwarded.WithLabelValues(rpc, result).Inc()
+	m.forwardSeconds.WithLabelValues(rpc).Observe(d.Seconds())
 }

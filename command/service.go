@@ -28,9 +28,17 @@ type ServiceConfig struct {
 	// Advertise is this instance's RPC address, told to clients that reach
 	// it for a partition another instance writes.
 	Advertise string
-	// AssignWait bounds how long a command waits for its partition's writer
-	// while partitions are being (re)assigned. Default 5s.
+	// AssignWait bounds how long a command waits, when its deadline does
+	// not say, for its partition's writer while partitions are being
+	// (re)assigned: for a writer opening here, or for the group to name an
+	// owner. Default 10s.
 	AssignWait time.Duration
+	// SessionTimeout is how long the group waits for a silent instance (a
+	// SIGKILL, a pause) before its partitions move to the others: the
+	// bound of a takeover. Default 6s, the least a Kafka broker accepts by
+	// default (group.min.session.timeout.ms); the embedded broker accepts
+	// 1s.
+	SessionTimeout time.Duration
 }
 
 func (c *ServiceConfig) defaults() {
@@ -42,7 +50,10 @@ func (c *ServiceConfig) defaults() {
 		c.Partitions = 6
 	}
 	if c.AssignWait <= 0 {
-		c.AssignWait = 5 * time.Second
+		c.AssignWait = 10 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 6 * time.Second
 	}
 }
 
@@ -67,7 +78,10 @@ type Service struct {
 	partitions int32
 	group      *kgo.Client
 
+	owners ownerCache
+
 	mu       sync.Mutex
+	ours     map[int32]bool // assigned here by the group, writer open or not
 	writers  map[int32]*Writer
 	opening  map[int32]context.CancelFunc
 	openErr  map[int32]error // why a partition's writer last failed to open
@@ -88,6 +102,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	s := &Service{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "command"),
+		ours:    map[int32]bool{},
 		writers: map[int32]*Writer{},
 		opening: map[int32]context.CancelFunc{},
 		openErr: map[int32]error{},
@@ -115,6 +130,9 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		kgo.ClientID(clientID),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		// A survivor learns of a rebalance at its next heartbeat.
+		kgo.HeartbeatInterval(max(cfg.SessionTimeout/8, 100*time.Millisecond)),
 		kgo.DisableAutoCommit(),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
@@ -144,7 +162,11 @@ func (s *Service) assigned(_ context.Context, _ *kgo.Client, m map[string][]int3
 	if s.closed {
 		return
 	}
+	s.log.Info("partitions assigned", "partitions", m[s.cfg.Topic])
+	s.cfg.Metrics.rebalanced("assigned", len(m[s.cfg.Topic]))
+	s.owners.forget()
 	for _, p := range m[s.cfg.Topic] {
+		s.ours[p] = true
 		if s.writers[p] != nil || s.opening[p] != nil {
 			continue
 		}
@@ -214,9 +236,13 @@ func (s *Service) watch(p int32, w *Writer) {
 }
 
 func (s *Service) revoked(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+	s.log.Info("partitions revoked", "partitions", m[s.cfg.Topic])
+	s.cfg.Metrics.rebalanced("revoked", len(m[s.cfg.Topic]))
+	s.owners.forget()
 	s.mu.Lock()
 	var closing []*Writer
 	for _, p := range m[s.cfg.Topic] {
+		delete(s.ours, p)
 		if cancel := s.opening[p]; cancel != nil {
 			cancel()
 			delete(s.opening, p)
@@ -242,15 +268,20 @@ func (s *Service) notify() {
 	s.changed = make(chan struct{})
 }
 
-// writer returns the local writer of partition p, waiting up to AssignWait
-// while partitions are being assigned.
+// writer returns the local writer of partition p. When another instance
+// writes p it returns a *NotOwnerError naming it at once; while p is being
+// (re)assigned (opening here, or no owner known yet) it waits, up to ctx's
+// deadline or AssignWait.
 func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 	deadline := time.NewTimer(s.cfg.AssignWait)
 	defer deadline.Stop()
+	// How often to ask the group again while no owner is known.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	sameAddress := false
 	for {
 		s.mu.Lock()
-		w, closed, changed := s.writers[p], s.closed, s.changed
-		_, opening := s.opening[p]
+		w, closed, changed, mine := s.writers[p], s.closed, s.changed, s.ours[p]
 		openErr := s.openErr[p]
 		s.mu.Unlock()
 		if closed {
@@ -259,50 +290,107 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 		if w != nil {
 			return w, nil
 		}
+		if !mine {
+			owner := s.owners.lookup(ctx, s, p)
+			if owner != "" && owner != s.cfg.Advertise {
+				return nil, &NotOwnerError{Partition: p, Owner: owner}
+			}
+			// The group names this instance's address for a partition it
+			// does not hold: a view from before a rebalance, or two
+			// instances sharing --advertise (then it lasts).
+			sameAddress = sameAddress || owner != ""
+		}
 		select {
 		case <-changed:
+		case <-tick.C:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
 			switch {
-			case opening && openErr != nil:
+			case mine && openErr != nil:
 				// Ours, but it cannot open: say why, not "ask another".
 				return nil, fmt.Errorf("%w: partition %d: %w", ErrUnavailable, p, openErr)
-			case opening:
+			case mine:
 				return nil, fmt.Errorf("%w: partition %d is being rebuilt from the log here; retry", ErrUnavailable, p)
+			case sameAddress:
+				s.owners.warnSameAddress(s.log, p, s.cfg.Advertise)
+				return nil, fmt.Errorf("%w: partition %d is written by another instance that advertises this instance's address %s: give each instance its own --advertise", ErrUnavailable, p, s.cfg.Advertise)
 			}
-			return nil, &NotOwnerError{Partition: p, Owner: s.ownerOf(ctx, p)}
+			return nil, &NotOwnerError{Partition: p}
 		}
 	}
 }
 
-// ownerOf asks the group which member writes partition p, and returns the
-// address it advertises ("" when unknown).
-func (s *Service) ownerOf(ctx context.Context, p int32) string {
+// ownerCache remembers which instance writes each partition, as the group
+// last said, for a short while: a command for another instance's partition
+// must not cost a group lookup.
+type ownerCache struct {
+	mu       sync.Mutex
+	at       time.Time
+	owners   map[int32]string
+	warnedAt time.Time
+}
+
+// ownersTTL is how long a lookup is trusted; a rebalance here, or a
+// forward that fails, forgets it sooner.
+const ownersTTL = 2 * time.Second
+
+func (c *ownerCache) lookup(ctx context.Context, s *Service, p int32) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.owners == nil || time.Since(c.at) > ownersTTL || c.owners[p] == "" && time.Since(c.at) > 100*time.Millisecond {
+		if owners, err := s.describeOwners(ctx); err == nil {
+			c.owners, c.at = owners, time.Now()
+		}
+	}
+	return c.owners[p]
+}
+
+// forget drops what the group said: it has changed.
+func (c *ownerCache) forget() {
+	c.mu.Lock()
+	c.owners = nil
+	c.mu.Unlock()
+}
+
+func (c *ownerCache) warnSameAddress(log *slog.Logger, p int32, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.warnedAt) > time.Minute {
+		c.warnedAt = time.Now()
+		log.Error("another instance advertises this instance's address: commands for its partitions cannot be forwarded; give each instance its own --advertise", "partition", p, "advertise", addr)
+	}
+}
+
+// ForgetOwners makes the next command ask the group who writes what: a
+// forward to the owner it named failed.
+func (s *Service) ForgetOwners() { s.owners.forget() }
+
+// describeOwners asks the group which member writes each partition, by the
+// address it advertises (in its client id).
+func (s *Service) describeOwners(ctx context.Context) (map[int32]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	groups, err := kadm.NewClient(s.group).DescribeGroups(ctx, s.cfg.Group)
 	if err != nil {
-		return ""
+		return nil, err
 	}
+	owners := map[int32]string{}
 	for _, m := range groups[s.cfg.Group].Members {
 		ca, ok := m.Assigned.AsConsumer()
 		if !ok {
 			continue
 		}
+		_, addr, _ := strings.Cut(m.ClientID, "@")
 		for _, t := range ca.Topics {
-			if t.Topic != s.cfg.Topic {
-				continue
-			}
-			for _, q := range t.Partitions {
-				if q == p {
-					_, addr, _ := strings.Cut(m.ClientID, "@")
-					return addr
+			if t.Topic == s.cfg.Topic {
+				for _, q := range t.Partitions {
+					owners[q] = addr
 				}
 			}
 		}
 	}
-	return ""
+	return owners, nil
 }
 
 // Do decides and commits one command.

@@ -167,6 +167,19 @@ func receive(t testing.TB, c inventoryv1.CommandServiceClient, sku, store string
 // consumer, in log order.
 func readEvents(t testing.TB, brokers []string, sku string) []*inventoryv1.InventoryEvent {
 	t.Helper()
+	return readEventsOf(t, brokers, func(key string) bool { return key == sku })
+}
+
+// readAllEvents reads every committed event of the SKUs starting with prefix.
+func readAllEvents(t testing.TB, brokers []string, prefix string) []*inventoryv1.InventoryEvent {
+	t.Helper()
+	return readEventsOf(t, brokers, func(key string) bool { return strings.HasPrefix(key, prefix) })
+}
+
+// readEventsOf reads the committed events of the SKUs keep accepts, with
+// an independent consumer, in log order.
+func readEventsOf(t testing.TB, brokers []string, keep func(sku string) bool) []*inventoryv1.InventoryEvent {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(kafka.EventsTopic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -186,7 +199,7 @@ func readEvents(t testing.TB, brokers []string, sku string) []*inventoryv1.Inven
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			seen[r.Partition] = r.Offset + 1
-			if string(r.Key) != sku {
+			if !keep(string(r.Key)) {
 				return
 			}
 			e := &inventoryv1.InventoryEvent{}

@@ -55,7 +55,12 @@ func Start(dataDir string, port int, log *slog.Logger, opts ...Opt) (*Embedded, 
 	for _, o := range opts {
 		o(&cfg)
 	}
-	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.ClusterID("tally-embedded")}
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.ClusterID("tally-embedded"),
+		// Real brokers refuse group session timeouts under 6 s by default
+		// (group.min.session.timeout.ms); this one takes 1 s, so command
+		// instances can be told to move a silent instance's partitions in
+		// about two (--group-session-timeout).
+		kfake.GroupMinSessionTimeout(time.Second)}
 	clean := false
 	if dataDir != "" {
 		if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {

@@ -1,0 +1,224 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/backoff"
+)
+
+// Forwarding: any instance takes any command. One for a partition another
+// instance writes is sent on to that instance, once (a forwarded call is
+// never forwarded again: it carries forwardedHeader), over the same
+// CommandService API with the caller's deadline, and the owner's answer,
+// result or error, is relayed unchanged. When the owner cannot be reached
+// or no longer writes the partition (a rebalance), the call waits and asks
+// the group again, until its deadline: the command_id makes the retry safe,
+// since an owner that wrote the command before failing answers the retry
+// "replayed".
+
+// forwardedHeader marks a call forwarded by another instance; its value is
+// that instance's address.
+const forwardedHeader = "Tally-Forwarded-By"
+
+// forwardWait bounds the forwarding of a call without a deadline.
+const forwardWait = 15 * time.Second
+
+// forwarder holds the clients of the other instances.
+type forwarder struct {
+	self    string
+	http    *http.Client
+	metrics *Metrics
+	mu      sync.Mutex
+	clients map[string]any // owner + procedure → *connect.Client[Req, Resp]
+}
+
+func newForwarder(self string, m *Metrics) *forwarder {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 256
+	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &forwarder{self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}}
+}
+
+// client returns the connect client of procedure at owner.
+func client[Req, Resp any](f *forwarder, owner, procedure string) *connect.Client[Req, Resp] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := owner + procedure
+	if c, ok := f.clients[key]; ok {
+		return c.(*connect.Client[Req, Resp])
+	}
+	c := connect.NewClient[Req, Resp](f.http, "http://"+owner+procedure)
+	f.clients[key] = c
+	return c
+}
+
+// forwarded reports whether a call came from another instance.
+func forwarded(h http.Header) bool { return h.Get(forwardedHeader) != "" }
+
+// retryable: the owner did not take the call (unreachable, shutting down,
+// or not the owner any more); asking the group again may find the right
+// one. Any other answer is the owner's and is relayed.
+func retryable(err error) bool {
+	return connect.CodeOf(err) == connect.CodeUnavailable
+}
+
+// call sends req to owner's procedure, once.
+func call[Req, Resp any](ctx context.Context, f *forwarder, owner, procedure, rpc string, req *Req) (*connect.Response[Resp], error) {
+	r := connect.NewRequest(req)
+	r.Header().Set(forwardedHeader, f.self)
+	start := time.Now()
+	resp, err := client[Req, Resp](f, owner, procedure).CallUnary(ctx, r)
+	result := "ok"
+	switch {
+	case err != nil && retryable(err):
+		result = "retried"
+	case err != nil:
+		result = "error"
+	}
+	f.metrics.forward(rpc, result, time.Since(start))
+	return resp, err
+}
+
+// withForwardDeadline bounds a call without a deadline.
+func withForwardDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, forwardWait)
+}
+
+// unavailableAfter is the error of a call whose forwarding did not succeed
+// by its deadline: the last reason, and that nothing is known to be applied.
+func unavailableAfter(ctx context.Context, last error) error {
+	if last == nil {
+		last = ctx.Err()
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the instance writing this SKU's partition could not take the command before the deadline (%v); retry with the same command_id", last))
+}
+
+// doUnary decides cmd here if this instance writes its partition, else
+// forwards the request to the instance that does, as described above. A
+// forwarded call is answered here or not at all.
+func doUnary[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, Resp], req *connect.Request[Req], cmd *Command) (*Result, *connect.Response[Resp], error) {
+	if h.fwd == nil || forwarded(req.Header()) {
+		res, err := h.svc.Do(ctx, cmd)
+		return res, nil, err
+	}
+	ctx, cancel := withForwardDeadline(ctx)
+	defer cancel()
+	b := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
+	var last error
+	for {
+		res, err := h.svc.Do(ctx, cmd)
+		var no *NotOwnerError
+		if !errors.As(err, &no) || no.Owner == "" {
+			if ctx.Err() != nil && last != nil {
+				return nil, nil, unavailableAfter(ctx, last)
+			}
+			return res, nil, err
+		}
+		resp, ferr := call[Req, Resp](ctx, h.fwd, no.Owner, r.procedure, r.rpc, req.Msg)
+		if ferr == nil || !retryable(ferr) {
+			return nil, resp, ferr
+		}
+		last = fmt.Errorf("forwarding to %s: %w", no.Owner, ferr)
+		h.svc.ForgetOwners()
+		select {
+		case <-time.After(b.Next()):
+		case <-ctx.Done():
+			return nil, nil, unavailableAfter(ctx, last)
+		}
+	}
+}
+
+// applyRemote forwards the commands of an Apply batch whose partitions
+// other instances write (their outcomes are *NotOwnerErrors naming the
+// owner): one sub-batch per owner, in parallel, the batch's order kept
+// within each, and each owner's outcomes placed back. Commands whose owner
+// cannot be reached are decided again (here, or forwarded to whoever the
+// group names then) until the deadline.
+func (h *Handler) applyRemote(ctx context.Context, in []*inventoryv1.Command, cmds []*Command, outcomes []Outcome, forwardedOut []*inventoryv1.CommandOutcome) {
+	ctx, cancel := withForwardDeadline(ctx)
+	defer cancel()
+	b := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
+	for {
+		byOwner := map[string][]int{}
+		for i, o := range outcomes {
+			var no *NotOwnerError
+			if errors.As(o.Err, &no) && no.Owner != "" {
+				byOwner[no.Owner] = append(byOwner[no.Owner], i)
+			}
+		}
+		if len(byOwner) == 0 {
+			return
+		}
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			retry []int
+		)
+		for owner, idx := range byOwner {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sub := &inventoryv1.ApplyRequest{Commands: make([]*inventoryv1.Command, len(idx))}
+				for j, i := range idx {
+					sub.Commands[j] = in[i]
+				}
+				resp, err := call[inventoryv1.ApplyRequest, inventoryv1.ApplyResponse](ctx, h.fwd, owner, inventoryv1connect.CommandServiceApplyProcedure, "Apply", sub)
+				if err == nil && len(resp.Msg.GetOutcomes()) != len(idx) {
+					err = connect.NewError(connect.CodeInternal, fmt.Errorf("%s answered %d outcomes for %d commands", owner, len(resp.Msg.GetOutcomes()), len(idx)))
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					for j, i := range idx {
+						forwardedOut[i], outcomes[i] = resp.Msg.GetOutcomes()[j], Outcome{}
+					}
+				case retryable(err):
+					for _, i := range idx {
+						outcomes[i].Err = fmt.Errorf("%w: forwarding to %s: %w", ErrUnavailable, owner, err)
+					}
+					retry = append(retry, idx...)
+				default:
+					for _, i := range idx {
+						outcomes[i].Err = fmt.Errorf("forwarding to %s: %w", owner, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if len(retry) == 0 {
+			return
+		}
+		h.svc.ForgetOwners()
+		select {
+		case <-time.After(b.Next()):
+		case <-ctx.Done():
+			return // the outcomes say why
+		}
+		again := make([]*Command, len(cmds))
+		for _, i := range retry {
+			again[i] = cmds[i]
+		}
+		for _, i := range retry {
+			outcomes[i] = Outcome{}
+		}
+		for i, o := range h.svc.DoBatch(ctx, again) {
+			if again[i] != nil {
+				outcomes[i] = o
+			}
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package command_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-oss/tally/command"
+	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/broker"
+	"github.com/tally-oss/tally/internal/server"
+)
+
+// instance is one command instance of a cluster: its service advertises its
+// own listener, so the others forward to it.
+type instance struct {
+	addr string
+	reg  *prometheus.Registry
+	stop func()
+}
+
+func startInstance(t testing.TB, brokers []string) *instance {
+	t.Helper()
+	log := quietLogger()
+	srv, err := server.Listen("127.0.0.1:0", nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc, err := command.NewService(t.Context(), command.ServiceConfig{
+		WriterConfig:   command.WriterConfig{Brokers: brokers, Logger: log, Metrics: command.NewMetrics(reg)},
+		Partitions:     6,
+		Advertise:      srv.Addr(),
+		SessionTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	path, h := command.NewHandler(svc, log).HTTPHandler()
+	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, 5*time.Second); close(done) }()
+	in := &instance{addr: srv.Addr(), reg: reg}
+	stopped := false
+	in.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+			_ = svc.Close(context.Background())
+		}
+	}
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) client() inventoryv1connect.CommandServiceClient {
+	return inventoryv1connect.NewCommandServiceClient(http.DefaultClient, "http://"+in.addr)
+}
+
+func (in *instance) forwarded(t testing.TB) float64 {
+	t.Helper()
+	mfs, err := in.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "tally_command_forwarded_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// Three instances behind a round-robin client: every command succeeds
+// wherever it lands (forwarded once to the instance writing its
+// partition, the answer relayed), an Apply batch spanning every partition
+// is split, forwarded and reassembled in order, and the log holds each
+// command once.
+func TestAnyInstanceTakesAnyCommand(t *testing.T) {
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstance(t, k.Addrs()))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	prefix := uniq("fwd")
+	const skus = 60
+	for i := range skus {
+		c := ins[i%3].client()
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		resp, err := c.ReceiveStock(cctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{
+			CommandId: fmt.Sprintf("%s-r%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 5,
+		}))
+		ccancel()
+		if err != nil {
+			t.Fatalf("receipt %d through instance %d: %v", i, i%3, err)
+		}
+		if resp.Msg.GetResult().GetSkuVersion() != 1 {
+			t.Fatalf("receipt %d: %v", i, resp.Msg)
+		}
+	}
+	var forwarded float64
+	for _, in := range ins {
+		forwarded += in.forwarded(t)
+	}
+	if forwarded < skus/3 {
+		t.Fatalf("%v calls forwarded for %d commands sent round-robin to 3 instances; want most of two thirds", forwarded, skus)
+	}
+
+	// One batch through one instance, every SKU sold from twice, in order:
+	// the second sale of each SKU sees the first.
+	var batch []*inventoryv1.Command
+	for i := range skus {
+		for j := range 2 {
+			batch = append(batch, &inventoryv1.Command{Kind: &inventoryv1.Command_Sale{Sale: &inventoryv1.RecordSaleRequest{
+				CommandId: fmt.Sprintf("%s-s%d-%d", prefix, i, j), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 2,
+			}}})
+		}
+	}
+	resp, err := ins[0].client().Apply(ctx, connect.NewRequest(&inventoryv1.ApplyRequest{Commands: batch}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range resp.Msg.GetOutcomes() {
+		r := o.GetResult()
+		if r.GetSkuId() != fmt.Sprintf("%s-%d", prefix, i/2) || r.GetSkuVersion() != int64(2+i%2) || r.GetStores()[0].GetOnHand() != int64(3-2*(i%2)) {
+			t.Fatalf("outcome %d: %v; want %s-%d at version %d", i, o, prefix, i/2, 2+i%2)
+		}
+	}
+
+	// The owner's errors are relayed with their details: a third sale of
+	// 2 finds 1 left, wherever it is sent.
+	for i := range 6 {
+		_, err := ins[i%3].client().RecordSale(ctx, connect.NewRequest(&inventoryv1.RecordSaleRequest{
+			CommandId: fmt.Sprintf("%s-x%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 2,
+		}))
+		var ce *connect.Error
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !errors.As(err, &ce) || len(ce.Details()) == 0 {
+			t.Fatalf("oversell through instance %d: %v; want FAILED_PRECONDITION with InsufficientStock", i%3, err)
+		}
+	}
+
+	// A forwarded call is never forwarded again: marked as forwarded, a
+	// command for another instance's partition is UNAVAILABLE, naming it.
+	refused := 0
+	for i := range skus {
+		req := connect.NewRequest(&inventoryv1.RecordReturnRequest{
+			CommandId: fmt.Sprintf("%s-h%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1,
+		})
+		req.Header().Set("Tally-Forwarded-By", "127.0.0.1:1")
+		_, err := ins[0].client().RecordReturn(ctx, req)
+		switch {
+		case err == nil:
+		case connect.CodeOf(err) == connect.CodeUnavailable && (strings.Contains(err.Error(), ins[1].addr) || strings.Contains(err.Error(), ins[2].addr)):
+			refused++
+		default:
+			t.Fatalf("forwarded-marked return %d: %v", i, err)
+		}
+	}
+	if refused == 0 || refused == skus {
+		t.Fatalf("%d of %d forwarded-marked commands refused by instance 0; want those of the other instances' partitions", refused, skus)
+	}
+
+	evs := map[string]int{}
+	for _, e := range readAllEvents(t, k.Addrs(), prefix) {
+		evs[e.GetCommandId()]++
+	}
+	if want := skus + 2*skus + skus - refused; len(evs) != want {
+		t.Fatalf("%d commands in the log, want %d", len(evs), want)
+	}
+	for id, n := range evs {
+		if n != 1 {
+			t.Fatalf("command %s in the log %d times", id, n)
+		}
+	}
+}
