@@ -26,7 +26,9 @@ type deps struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	brokers []string
-	pool    *pgxpool.Pool // nil unless the projector or the query side runs
+	// embeddedKafka: brokers is this process's own broker.
+	embeddedKafka bool
+	pool          *pgxpool.Pool // nil unless the projector or the query side runs
 	// srv is the one listener: every process serves health and /metrics
 	// on it, the API parts their services.
 	srv *server.Server
@@ -65,6 +67,7 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		d.closers = append(d.closers, func() { _ = lock.Release() })
 	}
 	if embeddedKafka {
+		d.embeddedKafka = true
 		if d.brokers, err = d.startKafka(f.embedded); err != nil {
 			return nil, err
 		}

@@ -147,20 +147,37 @@ func (d *databaseFlags) validate(embedded bool) error {
 
 // commandFlags configure the write side.
 type commandFlags struct {
-	Partitions int
-	Advertise  string
+	Partitions     int
+	Advertise      string
+	SessionTimeout time.Duration
 }
 
 func (c *commandFlags) register(fs *flag.FlagSet) {
 	config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
-	config.String(fs, &c.Advertise, "advertise", "", "address other instances tell clients for partitions this one writes (default --addr)")
+	config.String(fs, &c.Advertise, "advertise", "", "host:port other command instances forward this instance's partitions' commands to; unique per instance (default --addr)")
+	config.Duration(fs, &c.SessionTimeout, "group-session-timeout", 0, "how long the writers' group waits for a silent instance (killed, paused) before moving its partitions: the bound of a takeover. 0: 2s on the embedded broker, 6s otherwise (the least a Kafka broker accepts by default, group.min.session.timeout.ms; lower that to go lower)")
 }
 
 func (c *commandFlags) validate() error {
+	var errs []error
 	if c.Partitions < 1 || c.Partitions > 10000 {
-		return fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions)
+		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions))
 	}
-	return nil
+	if c.SessionTimeout != 0 && (c.SessionTimeout < time.Second || c.SessionTimeout > 5*time.Minute) {
+		errs = append(errs, fmt.Errorf("--group-session-timeout must be 1s to 5m, got %v", c.SessionTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// sessionTimeout is --group-session-timeout, its default chosen by broker.
+func (c *commandFlags) sessionTimeout(embedded bool) time.Duration {
+	switch {
+	case c.SessionTimeout != 0:
+		return c.SessionTimeout
+	case embedded:
+		return 2 * time.Second
+	}
+	return 6 * time.Second
 }
 
 // projectorFlags configure the projections: Postgres always, BigQuery when

@@ -33,9 +33,10 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 		advertise = d.srv.Addr()
 	}
 	cmds, err := command.NewService(ctx, command.ServiceConfig{
-		WriterConfig: command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg)},
-		Partitions:   int32(f.Partitions),
-		Advertise:    advertise,
+		WriterConfig:   command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg)},
+		Partitions:     int32(f.Partitions),
+		Advertise:      advertise,
+		SessionTimeout: f.sessionTimeout(d.embeddedKafka),
 	})
 	if err != nil {
 		return part{}, err
