@@ -88,6 +88,14 @@ func StartChild(tb testing.TB, name string, env ...string) *Child {
 // Pid is the child's process id.
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
+// Signal sends sig to the child (SIGSTOP, SIGCONT, …).
+func (c *Child) Signal(tb testing.TB, sig syscall.Signal) {
+	tb.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		tb.Fatalf("signal %v to child %d: %v", sig, c.Pid(), err)
+	}
+}
+
 // Kill SIGKILLs the child and waits for it to be gone.
 func (c *Child) Kill(tb testing.TB) {
 	tb.Helper()
