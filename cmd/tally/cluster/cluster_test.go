@@ -383,3 +383,96 @@ func TestSIGKILLOfACommandInstanceLosesNothing(t *testing.T) {
 		t.Errorf("%d commands were never acknowledged in 30 s of retries", len(l.failed))
 	}
 }
+
+// zombieCommits reads the raw log (uncommitted records and transaction
+// markers included) and returns the commit markers written by a producer
+// epoch older than one already seen for the same producer id: a writer
+// committing after a newer owner fenced it.
+func zombieCommits(t *testing.T, brokers string) []string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(kafka.EventsTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(t.Context(), kafka.EventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	newest := map[int64]int16{} // producer id → newest epoch seen
+	var out []string
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("reading the raw log: %v (left %v)", ctx.Err(), left)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.ProducerEpoch > newest[r.ProducerID] {
+				newest[r.ProducerID] = r.ProducerEpoch
+			}
+			// A commit marker's key is version 0, type 1.
+			if r.Attrs.IsControl() && len(r.Key) >= 4 && r.Key[3] == 1 && r.ProducerEpoch < newest[r.ProducerID] {
+				out = append(out, fmt.Sprintf("partition %d offset %d: commit by producer %d epoch %d after epoch %d", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, newest[r.ProducerID]))
+			}
+			if r.Offset+1 >= left[r.Partition] {
+				delete(left, r.Partition)
+			}
+		})
+	}
+	return out
+}
+
+// A command instance paused (SIGSTOP) while it holds partitions, past the
+// group's session timeout, then resumed: its partitions have moved and
+// their new owner fenced it, so it commits nothing after it wakes; clients
+// lose and double nothing.
+func TestPausedCommandInstanceCommitsNothingAfterItWakes(t *testing.T) {
+	c := startCluster(t, 3)
+	prefix := fmt.Sprintf("zombie%d", time.Now().UnixNano())
+	c.waitAllWritable(t, prefix)
+	l := &load{c: c, prefix: prefix}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
+	}
+	time.Sleep(2 * time.Second)
+	victim := 2
+	c.instances[victim].Signal(t, syscall.SIGSTOP)
+	pausedAt := time.Now()
+	time.Sleep(6 * time.Second) // the session timeout (2 s) and a takeover
+	c.instances[victim].Signal(t, syscall.SIGCONT)
+	time.Sleep(6 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	afterPause := 0
+	for _, a := range l.acks {
+		if a.at.After(pausedAt) {
+			afterPause++
+		}
+	}
+	if afterPause == 0 {
+		t.Fatal("no command acknowledged after the pause")
+	}
+	events := l.audit(t)
+	l.replayed(t, 50)
+	if z := zombieCommits(t, c.kafka); len(z) > 0 {
+		t.Errorf("a fenced writer committed:\n%s", strings.Join(z, "\n"))
+	}
+	t.Logf("SIGSTOP 6 s then SIGCONT of 1 of 3 command instances: %d commands acknowledged (%d after the pause), %d retries, %d never acknowledged; %d events; no commit by a fenced epoch",
+		len(l.acks), afterPause, l.retries, len(l.failed), events)
+	if len(l.failed) > 0 {
+		t.Errorf("%d commands were never acknowledged in 30 s of retries", len(l.failed))
+	}
+}
