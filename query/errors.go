@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
@@ -73,13 +76,30 @@ func (s *Service) connectError(err error) *connect.Error {
 	case errors.Is(err, errLogUnavailable):
 		s.log.Warn("query: log unavailable", "error", err)
 		return connect.NewError(connect.CodeUnavailable, errors.New("the log is unavailable"))
+	case unreachable(err):
+		s.log.Warn("query: database unreachable", "error", err)
+		return connect.NewError(connect.CodeUnavailable, errors.New("the read model is unavailable; retry"))
 	case errors.As(err, &pgErr):
 		s.log.Error("query: database error", "error", err, "sqlstate", pgErr.Code)
 		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
-	case pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgx.ErrTxClosed):
-		s.log.Warn("query: database unreachable", "error", err)
-		return connect.NewError(connect.CodeUnavailable, errors.New("the read model is unavailable; retry"))
 	}
 	s.log.Error("query failed", "error", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+// unreachable: the read model's server could not be reached or went away
+// (down, restarting, out of connections), as opposed to refusing the query.
+func unreachable(err error) bool {
+	var (
+		pgErr   *pgconn.PgError
+		connErr *pgconn.ConnectError
+		netErr  net.Error
+	)
+	if errors.As(err, &pgErr) {
+		// 08: connection exception, 53: insufficient resources (too many
+		// connections), 57: operator intervention (shutting down).
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "53") || strings.HasPrefix(pgErr.Code, "57")
+	}
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgx.ErrTxClosed)
 }

@@ -33,7 +33,7 @@ import (
 const partitions = 6
 
 func TestMain(m *testing.M) {
-	testenv.RunChild(map[string]func() error{"kafka": runKafka, "command": runCommand})
+	testenv.RunChild(map[string]func() error{"kafka": runKafka, "command": runCommand, "projector": runProjector, "query": runQuery})
 	os.Exit(m.Run())
 }
 
@@ -57,13 +57,32 @@ func runKafka() error {
 // runCommand is `tally command` in a child process.
 func runCommand() error {
 	addr := os.Getenv("ADDR")
-	return runUntilReady(serve.RunCommand, addr, func(ctx context.Context) error {
+	return runUntilReady(serve.RunCommand, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"), "--group-session-timeout", "2s", "--log-level", "warn")
+}
+
+// runProjector is `tally projector` in a child process.
+func runProjector() error {
+	addr := os.Getenv("ADDR")
+	return runUntilReady(serve.RunProjector, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"),
+		"--database-url", os.Getenv("DATABASE_URL"), "--log-level", "warn")
+}
+
+// runQuery is `tally query` in a child process.
+func runQuery() error {
+	addr := os.Getenv("ADDR")
+	return runUntilReady(serve.RunQuery, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"),
+		"--database-url", os.Getenv("DATABASE_URL"), "--log-level", "warn")
+}
+
+// dialable: something listens on addr.
+func dialable(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			conn.Close()
 		}
 		return err
-	}, "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"), "--group-session-timeout", "2s", "--log-level", "warn")
+	}
 }
 
 // runUntilReady runs a subcommand, says READY once ready succeeds, and
@@ -217,6 +236,13 @@ func (l *load) run(ctx context.Context, worker int, stop <-chan struct{}) {
 			break
 		}
 	}
+}
+
+// snapshot copies the acknowledgements so far.
+func (l *load) snapshot() []ack {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.acks)
 }
 
 // audit reads the log from outside (a CommittedReader resolving

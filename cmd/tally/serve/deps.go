@@ -135,6 +135,11 @@ func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, er
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// An unreachable server (not one refusing) must not hold a query
+		// until its caller gives up; connect_timeout in the URL overrides.
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, err
