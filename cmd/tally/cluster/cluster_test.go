@@ -121,7 +121,9 @@ func freeAddr(t testing.TB) string {
 
 // cluster is `tally kafka` and command instances, each its own process.
 type cluster struct {
-	kafka     string
+	kafka      string
+	kafkaDir   string
+	kafkaChild *testenv.Child
 	addrs     []string
 	instances []*testenv.Child
 	clients   []inventoryv1connect.CommandServiceClient
@@ -129,8 +131,8 @@ type cluster struct {
 
 func startCluster(t *testing.T, instances int) *cluster {
 	t.Helper()
-	c := &cluster{kafka: freeAddr(t)}
-	testenv.StartChild(t, "kafka", "LISTEN="+c.kafka, "DATA_DIR="+t.TempDir())
+	c := &cluster{kafka: freeAddr(t), kafkaDir: t.TempDir()}
+	c.startKafka(t)
 	for range instances {
 		addr := freeAddr(t)
 		c.addrs = append(c.addrs, addr)
@@ -138,6 +140,13 @@ func startCluster(t *testing.T, instances int) *cluster {
 		c.clients = append(c.clients, inventoryv1connect.NewCommandServiceClient(http.DefaultClient, "http://"+addr))
 	}
 	return c
+}
+
+// startKafka starts (or restarts) `tally kafka` on the cluster's address
+// and data directory.
+func (c *cluster) startKafka(t *testing.T) {
+	t.Helper()
+	c.kafkaChild = testenv.StartChild(t, "kafka", "LISTEN="+c.kafka, "DATA_DIR="+c.kafkaDir)
 }
 
 // owners asks the writers' group which instance writes each partition.

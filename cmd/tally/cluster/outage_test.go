@@ -134,3 +134,65 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	t.Logf("PostgreSQL down for %v under load: %d commands acknowledged while it was down (%d in all), queries UNAVAILABLE in at most %v; read model equal to the fold of the log (%d levels) %v after it returned",
 		upAt.Sub(downAt).Round(time.Millisecond), ackedDuring, len(l.acks), slowest.Round(time.Millisecond), rep.ReadModel.Rows, caughtUp.Round(time.Millisecond))
 }
+
+// Kafka killed (SIGKILL) under load and restarted on its data directory:
+// while it is down commands answer within their deadline, UNAVAILABLE or
+// DEADLINE_EXCEEDED, never a success; the writers recover by themselves
+// when it is back, and every acknowledged command is in the log once.
+func TestKafkaOutageUnderLoad(t *testing.T) {
+	c := startCluster(t, 2)
+	prefix := fmt.Sprintf("kdown%d", time.Now().UnixNano())
+	c.waitAllWritable(t, prefix)
+	l := &load{c: c, prefix: prefix}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
+	}
+	time.Sleep(2 * time.Second)
+	c.kafkaChild.Kill(t)
+	downAt := time.Now()
+	// A command sent now is answered within its deadline, and not with a
+	// success.
+	var slowest time.Duration
+	for i := range 4 {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		start := time.Now()
+		_, err := c.clients[i%2].ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-down-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1}))
+		cancel()
+		slowest = max(slowest, time.Since(start))
+		if code := connect.CodeOf(err); code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded {
+			t.Fatalf("a command with Kafka down answered %v; want UNAVAILABLE or DEADLINE_EXCEEDED", err)
+		}
+	}
+	if slowest > 2500*time.Millisecond {
+		t.Errorf("a command with a 2 s deadline answered after %v with Kafka down", slowest)
+	}
+	time.Sleep(time.Second)
+	c.startKafka(t)
+	upAt := time.Now()
+	time.Sleep(8 * time.Second)
+	close(stop)
+	wg.Wait()
+	after := 0
+	var first time.Duration
+	for _, a := range l.acks {
+		if a.sentAt.After(upAt) {
+			after++
+			if first == 0 || a.at.Sub(upAt) < first {
+				first = a.at.Sub(upAt)
+			}
+		}
+	}
+	if after == 0 {
+		t.Fatal("no command acknowledged in the 8 s after Kafka returned")
+	}
+	events := l.audit(t)
+	l.replayed(t, 50)
+	t.Logf("Kafka SIGKILLed under load, down %v: commands answered within their deadline (slowest %v), never a success; %d acknowledged after it returned (first %v after), %d in all, %d events, each acknowledged command once",
+		upAt.Sub(downAt).Round(time.Millisecond), slowest.Round(time.Millisecond), after, first.Round(time.Millisecond), len(l.acks), events)
+	if len(l.failed) > 0 {
+		t.Errorf("%d commands were never acknowledged in 30 s of retries", len(l.failed))
+	}
+}
