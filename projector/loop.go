@@ -184,6 +184,11 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 	cl, err := kgo.NewClient(append(append(kafka.Options(cfg.Brokers, cfg.Logger),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
+		// A killed or paused projector's partitions move to the others
+		// after this, not the client's default 45 s: the projection's lag
+		// while they wait. 6 s is the least Kafka brokers accept by default.
+		kgo.SessionTimeout(6*time.Second),
+		kgo.HeartbeatInterval(time.Second),
 		kgo.DisableAutoCommit(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records advance the stored offset past commit markers,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tally-oss/tally/bench"
+	"github.com/tally-oss/tally/cmd/tally/chaos"
 	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
 )
@@ -32,6 +33,7 @@ var subcommands = []subcommand{
 	{"replay", "rebuild the read model into a fresh schema, or re-feed a range of the log into BigQuery", serve.RunReplay},
 	{"check", "verify the log (versions, levels, transactions) and compare the read model with its fold", check.Run},
 	{"bench", "drive a Tally (or --embedded) with an open-loop workload and audit it", runBench},
+	{"chaos", "run every role as its own process, kill and pause them at random under load, then audit", chaos.RunCLI},
 }
 
 func runBench(ctx context.Context, args []string) error {

@@ -33,7 +33,7 @@ import (
 const partitions = 6
 
 func TestMain(m *testing.M) {
-	testenv.RunChild(map[string]func() error{"kafka": runKafka, "command": runCommand, "projector": runProjector, "query": runQuery})
+	testenv.RunChild(map[string]func() error{"kafka": runKafka, "command": runCommand, "projector": runProjector, "query": runQuery, "tally": runTally})
 	os.Exit(m.Run())
 }
 
