@@ -124,9 +124,9 @@ type cluster struct {
 	kafka      string
 	kafkaDir   string
 	kafkaChild *testenv.Child
-	addrs     []string
-	instances []*testenv.Child
-	clients   []inventoryv1connect.CommandServiceClient
+	addrs      []string
+	instances  []*testenv.Child
+	clients    []inventoryv1connect.CommandServiceClient
 }
 
 func startCluster(t *testing.T, instances int) *cluster {
