@@ -51,6 +51,7 @@ type Deps struct {
 type Config struct {
 	Target       string
 	Addr         string
+	QueryAddr    string
 	KafkaBrokers string
 	DatabaseURL  string
 	Embedded     bool
@@ -79,7 +80,8 @@ type Config struct {
 
 func (c *Config) flags(fs *flag.FlagSet) {
 	config.String(fs, &c.Target, "target", "tally", "tally, noop (a handler that returns at once: the RPC ceiling) or naive-postgres (one Postgres transaction per command)")
-	config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "address of a running Tally")
+	config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "address of a running Tally; a comma-separated list sends the commands round-robin over several command instances")
+	config.String(fs, &c.QueryAddr, "query-addr", "", "address of the QueryService, for visibility probes and the audit (default the first --addr)")
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "the Tally's Kafka, for the audit")
 	config.String(fs, &c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL for the naive-postgres peer and replay")
 	config.Bool(fs, &c.Embedded, "embedded", false, "start a Tally in this process (fresh data under --data-dir) instead of using --addr")
@@ -244,7 +246,7 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 		}
 	}
 	if slicesContains(targets, "tally") && !c.NoAudit {
-		q, closeQ, err := queryClient(c.Addr)
+		q, closeQ, err := queryClient(c.queryAddr())
 		if err != nil {
 			return err
 		}
@@ -286,6 +288,15 @@ func slicesContains(s []string, v string) bool {
 	return false
 }
 
+// queryAddr is where the QueryService is: --query-addr, else the first
+// --addr.
+func (c *Config) queryAddr() string {
+	if c.QueryAddr != "" {
+		return c.QueryAddr
+	}
+	return config.List(c.Addr)[0]
+}
+
 func queryClient(addr string) (inventoryv1.QueryServiceClient, func(), error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
@@ -310,13 +321,13 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 		addr = a
 		fallthrough
 	case "tally":
-		g, err := dialGRPC(addr)
+		g, err := dialGRPC(config.List(addr))
 		if err != nil {
 			return nil, err
 		}
 		t = g
 		if name == "tally" {
-			q, closeQ, err := queryClient(addr)
+			q, closeQ, err := queryClient(c.queryAddr())
 			if err != nil {
 				return nil, err
 			}
@@ -358,7 +369,7 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 	if name == "tally" {
 		// Let the projection take in the seed first, so its backlog does
 		// not count as the run's visibility.
-		if err := waitCaughtUp(ctx, addr, time.Minute); err != nil {
+		if err := waitCaughtUp(ctx, c.queryAddr(), time.Minute); err != nil {
 			return nil, err
 		}
 		before, _ = scrapeHistogram(ctx, addr, "tally_projector_visibility_seconds")
@@ -372,9 +383,9 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 		return nil, ctx.Err()
 	}
 	if name == "tally" {
-		after, _ := scrapeHistogram(ctx, addr, "tally_projector_visibility_seconds")
+		after, _ := scrapeHistogram(ctx, c.queryAddr(), "tally_projector_visibility_seconds")
 		r.Projector = quantilesSince(before, after)
-		q, closeQ, err := queryClient(addr)
+		q, closeQ, err := queryClient(c.queryAddr())
 		if err == nil {
 			if st, err := q.GetProjectionStatus(ctx, &inventoryv1.GetProjectionStatusRequest{}); err == nil {
 				lag := st.GetTotalLag()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,22 +40,38 @@ type target interface {
 }
 
 // grpcTarget drives a CommandService (Tally's or the no-op one) through
-// the generated grpc-go client.
+// the generated grpc-go client: round-robin over one or more instances.
 type grpcTarget struct {
-	conn *grpc.ClientConn
-	cmd  inventoryv1.CommandServiceClient
+	conns []*grpc.ClientConn
+	cmds  []inventoryv1.CommandServiceClient
+	next  atomic.Uint64
 }
 
-func dialGRPC(addr string) (*grpcTarget, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
-	if err != nil {
-		return nil, err
+func dialGRPC(addrs []string) (*grpcTarget, error) {
+	t := &grpcTarget{}
+	for _, addr := range addrs {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+		if err != nil {
+			t.close()
+			return nil, err
+		}
+		t.conns = append(t.conns, conn)
+		t.cmds = append(t.cmds, inventoryv1.NewCommandServiceClient(conn))
 	}
-	return &grpcTarget{conn: conn, cmd: inventoryv1.NewCommandServiceClient(conn)}, nil
+	return t, nil
 }
 
-func (t *grpcTarget) close() { t.conn.Close() }
+func (t *grpcTarget) close() {
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+// cmd is the client of the next instance.
+func (t *grpcTarget) cmd() inventoryv1.CommandServiceClient {
+	return t.cmds[t.next.Add(1)%uint64(len(t.cmds))]
+}
 
 // reasonOf names a rejected call's reason from its status code.
 func reasonOf(err error) string { return reasonOfCode(codes.Code(status.Code(err))) }
@@ -80,7 +97,7 @@ func reasonOfCode(c codes.Code) string {
 
 func (t *grpcTarget) do(ctx context.Context, cmds []*inventoryv1.Command) ([]outcome, error) {
 	if len(cmds) > 1 {
-		resp, err := t.cmd.Apply(ctx, &inventoryv1.ApplyRequest{Commands: cmds})
+		resp, err := t.cmd().Apply(ctx, &inventoryv1.ApplyRequest{Commands: cmds})
 		if err != nil {
 			return nil, err
 		}
@@ -104,13 +121,13 @@ func (t *grpcTarget) do(ctx context.Context, cmds []*inventoryv1.Command) ([]out
 	var err error
 	switch k := cmds[0].GetKind().(type) {
 	case *inventoryv1.Command_Sale:
-		res, err = t.cmd.RecordSale(ctx, k.Sale)
+		res, err = t.cmd().RecordSale(ctx, k.Sale)
 	case *inventoryv1.Command_Return:
-		res, err = t.cmd.RecordReturn(ctx, k.Return)
+		res, err = t.cmd().RecordReturn(ctx, k.Return)
 	case *inventoryv1.Command_Receipt:
-		res, err = t.cmd.ReceiveStock(ctx, k.Receipt)
+		res, err = t.cmd().ReceiveStock(ctx, k.Receipt)
 	case *inventoryv1.Command_Transfer:
-		res, err = t.cmd.TransferStock(ctx, k.Transfer)
+		res, err = t.cmd().TransferStock(ctx, k.Transfer)
 	default:
 		return nil, errors.New("unsupported command")
 	}
