@@ -2,11 +2,14 @@ package command_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -117,5 +120,69 @@ func TestCrashWithAnOpenTransactionLeavesThePartitionWritable(t *testing.T) {
 	}
 	if len(events) != 5 {
 		t.Errorf("read_committed consumer reads %d events, want 5", len(events))
+	}
+}
+
+// dieInCommit runs in a child process: a persistent broker and a command
+// service whose writers stop forever between producing a transaction's
+// records and committing it, once armed. It receives stock (committed),
+// arms the hook, and sends $SKU's sale "sale-in-flight": the parent
+// SIGKILLs the process while that sale's transaction is open.
+func dieInCommit() error {
+	ctx := context.Background()
+	sku := os.Getenv("SKU")
+	k, err := broker.Start(os.Getenv("KAFKA_DIR"), 0, nil)
+	if err != nil {
+		return err
+	}
+	var armed atomic.Bool
+	svc, err := command.NewService(ctx, command.ServiceConfig{
+		WriterConfig: command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger(), BeforeCommit: func(int32) {
+			if armed.Load() {
+				testenv.ChildReady()
+				select {}
+			}
+		}},
+		Partitions: crashPartitions,
+	})
+	if err != nil {
+		return err
+	}
+	h := command.NewHandler(svc, quietLogger())
+	if _, err := h.ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: "rcv", SkuId: sku, StoreId: "S1", Quantity: 10})); err != nil {
+		return err
+	}
+	armed.Store(true)
+	_, err = h.RecordSale(ctx, connect.NewRequest(&inventoryv1.RecordSaleRequest{CommandId: "sale-in-flight", SkuId: sku, StoreId: "S1", Quantity: 4}))
+	return fmt.Errorf("the sale returned (%v) although its commit never ran", err)
+}
+
+// A process SIGKILLed inside a commit (records produced, transaction not
+// ended) answered nothing; the client's retry with the same command_id
+// after the restart is applied once, as new: the open transaction was
+// aborted and its records never count.
+func TestKillInsideACommitThenRetryAppliesOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kafka")
+	sku := uniq("incommit")
+	testenv.StartChild(t, "die-in-commit", "KAFKA_DIR="+dir, "SKU="+sku).Kill(t)
+
+	st, _ := startOnDir(t, dir)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	sale, err := st.grpcClient(t).RecordSale(ctx, &inventoryv1.RecordSaleRequest{CommandId: "sale-in-flight", SkuId: sku, StoreId: "S1", Quantity: 4})
+	if err != nil {
+		t.Fatalf("retry after the restart: %v", err)
+	}
+	if got := sale.GetResult(); got.GetReplayed() || got.GetSkuVersion() != 2 || got.GetStores()[0].GetOnHand() != 6 {
+		t.Fatalf("retry after the restart: %v; want applied (not replayed) at version 2, on_hand 6", got)
+	}
+	var sales int
+	for _, e := range readEvents(t, st.brokers, sku) {
+		if e.GetCommandId() == "sale-in-flight" {
+			sales++
+		}
+	}
+	if sales != 1 {
+		t.Fatalf("the sale is in the log %d times, want once", sales)
 	}
 }

@@ -46,7 +46,7 @@ type stack struct {
 var shared *stack
 
 func TestMain(m *testing.M) {
-	testenv.RunChild(map[string]func() error{"open-writer-transaction": leaveWriterTransactionOpen})
+	testenv.RunChild(map[string]func() error{"open-writer-transaction": leaveWriterTransactionOpen, "die-in-commit": dieInCommit})
 	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -45,6 +45,10 @@ type WriterConfig struct {
 	// RebuildStall is how long a rebuild may make no progress towards the
 	// end of the log before it fails (and the writer retries). Default 30s.
 	RebuildStall time.Duration
+	// BeforeCommit, for tests only, runs in every transaction after its
+	// records are produced and before it is committed: where a crash
+	// leaves a transaction open with its records in the log.
+	BeforeCommit func(partition int32)
 }
 
 func (c *WriterConfig) defaults() {
@@ -596,6 +600,9 @@ func (w *Writer) transact(recs []*kgo.Record) error {
 			return errors.Join(err, aerr)
 		}
 		return err
+	}
+	if w.cfg.BeforeCommit != nil {
+		w.cfg.BeforeCommit(w.partition)
 	}
 	return w.producer.EndTransaction(ctx, kgo.TryCommit)
 }
