@@ -46,6 +46,10 @@ func newForwarder(self string, m *Metrics) *forwarder {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 256
 	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	// HTTP/2 without TLS (the instances serve h2c): calls to one owner
+	// share a connection instead of one connection per call in flight.
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
 	return &forwarder{self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}}
 }
 

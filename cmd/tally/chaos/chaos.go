@@ -47,7 +47,7 @@ type Spawn func(args ...string) *exec.Cmd
 // Config is a chaos run.
 type Config struct {
 	Dir        string        // where the processes keep their data
-	Faults     int           // faults to inject
+	Faults     int           // faults to inject (0: a plain run, for throughput)
 	Rate       float64       // commands per second offered
 	Every      time.Duration // mean time between faults
 	Partitions int
@@ -60,9 +60,6 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Faults <= 0 {
-		c.Faults = 20
-	}
 	if c.Rate <= 0 {
 		c.Rate = 200
 	}
@@ -684,7 +681,10 @@ func RunCLI(ctx context.Context, args []string) error {
 	config.Int(fs, &cfg.Faults, "faults", 20, "faults to inject (kill, pause of a random instance; PostgreSQL stopped and started)")
 	rate := 200
 	config.Int(fs, &rate, "rate", 200, "commands per second offered")
-	config.Duration(fs, &cfg.Every, "every", 4*time.Second, "mean time between faults")
+	config.Duration(fs, &cfg.Every, "every", 4*time.Second, "mean time between faults (with --faults 0: how long the load runs, twice this)")
+	config.Int(fs, &cfg.Commands, "commands", 3, "command instances")
+	config.Int(fs, &cfg.Projectors, "projectors", 2, "projector instances")
+	config.Int(fs, &cfg.Queries, "queries", 2, "query instances")
 	config.String(fs, &dir, "data-dir", "", "where the processes keep their data (default: a temporary directory, removed after)")
 	if err := fs.Parse(args); err != nil {
 		return err
