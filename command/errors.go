@@ -12,6 +12,15 @@ import (
 // command was applied unless a retry with the same command_id says so.
 var ErrUnavailable = errors.New("inventory log unavailable")
 
+// UnavailableError is an ErrUnavailable whose reason the client is told:
+// something about the cluster it or an operator can act on.
+type UnavailableError struct{ Reason string }
+
+func (e *UnavailableError) Error() string { return e.Reason }
+
+// Unwrap makes it an ErrUnavailable.
+func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
+
 // ErrShuttingDown means the writer is draining and takes no new commands.
 var ErrShuttingDown = fmt.Errorf("%w: shutting down", ErrUnavailable)
 

@@ -93,12 +93,17 @@ func call[Req, Resp any](ctx context.Context, f *forwarder, owner, procedure, rp
 	return resp, err
 }
 
-// withForwardDeadline bounds a call without a deadline.
+// withForwardDeadline bounds the forwarding of a call: by forwardWait when
+// the call has no deadline, else a little before its deadline, so the
+// caller still hears why it failed (UNAVAILABLE and the reason) rather
+// than only that its deadline passed.
 func withForwardDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithTimeout(ctx, forwardWait)
 	}
-	return context.WithTimeout(ctx, forwardWait)
+	margin := min(time.Until(d)/10, 250*time.Millisecond)
+	return context.WithDeadline(ctx, d.Add(-margin))
 }
 
 // unavailableAfter is the error of a call whose forwarding did not succeed

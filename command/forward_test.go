@@ -194,3 +194,82 @@ func TestAnyInstanceTakesAnyCommand(t *testing.T) {
 		}
 	}
 }
+
+// An owner that cannot be reached (its advertised address takes no
+// connections) is retried until the caller's deadline, then the caller
+// gets UNAVAILABLE naming the owner and why; nothing is applied twice.
+func TestUnreachableOwnerIsUnavailableWithTheReason(t *testing.T) {
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	log := quietLogger()
+	// The other instance advertises a port nothing listens on.
+	dead := "127.0.0.1:1"
+	other, err := command.NewService(t.Context(), command.ServiceConfig{
+		WriterConfig: command.WriterConfig{Brokers: k.Addrs(), Logger: log}, Partitions: 6, Advertise: dead, SessionTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
+	in := startInstance(t, k.Addrs())
+	c := in.client()
+	prefix := uniq("unreach")
+	var refused int
+	for i := range 12 {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		_, err := c.ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1}))
+		cancel()
+		if err == nil {
+			continue
+		}
+		if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), dead) {
+			t.Fatalf("command %d: %v; want UNAVAILABLE naming %s", i, err, dead)
+		}
+		refused++
+	}
+	if refused == 0 {
+		t.Fatal("no command was for the unreachable instance's partitions")
+	}
+	t.Logf("%d of 12 commands were for the unreachable instance: UNAVAILABLE naming it", refused)
+}
+
+// Two instances advertising the same address cannot forward to each
+// other: a command for the other's partitions is UNAVAILABLE saying so.
+func TestTwoInstancesOnOneAdvertiseAddressAreNamed(t *testing.T) {
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	in := startInstance(t, k.Addrs())
+	log := quietLogger()
+	twin, err := command.NewService(t.Context(), command.ServiceConfig{
+		WriterConfig: command.WriterConfig{Brokers: k.Addrs(), Logger: log}, Partitions: 6, Advertise: in.addr, SessionTimeout: 2 * time.Second,
+		AssignWait: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = twin.Close(context.Background()) })
+	c := in.client()
+	prefix := uniq("twin")
+	// Until the group has given the twin its partitions.
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := c.ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1}))
+		cancel()
+		if err != nil {
+			if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "advertises this instance's address") {
+				t.Fatalf("command %d: %v; want UNAVAILABLE naming the shared --advertise", i, err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no command was refused for the twin's partitions in 20 s")
+		}
+	}
+}

@@ -171,6 +171,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		rn      *ReservationNotActiveError
 		cr      *CommandIDReusedError
 		relayed *connect.Error
+		un      *UnavailableError
 	)
 	ce = &inventoryv1.CommandError{}
 	code, msg = connect.CodeInternal, "internal error"
@@ -199,6 +200,8 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		if no.Owner != "" {
 			msg = no.Error() + "; send the command there"
 		}
+	case errors.As(err, &un):
+		code, msg = connect.CodeUnavailable, un.Reason+"; retry with the same command_id"
 	case errors.Is(err, ErrUnavailable):
 		code, msg = connect.CodeUnavailable, "the inventory log is unavailable; nothing was applied unless a retry with the same command_id says so"
 		report = true

@@ -273,7 +273,13 @@ func (s *Service) notify() {
 // (re)assigned (opening here, or no owner known yet) it waits, up to ctx's
 // deadline or AssignWait.
 func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
-	deadline := time.NewTimer(s.cfg.AssignWait)
+	// Give up a little before the caller does, so it hears why.
+	wait := s.cfg.AssignWait
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		wait = min(wait, left-min(left/10, 250*time.Millisecond))
+	}
+	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	// How often to ask the group again while no owner is known.
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -311,10 +317,10 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 				// Ours, but it cannot open: say why, not "ask another".
 				return nil, fmt.Errorf("%w: partition %d: %w", ErrUnavailable, p, openErr)
 			case mine:
-				return nil, fmt.Errorf("%w: partition %d is being rebuilt from the log here; retry", ErrUnavailable, p)
+				return nil, &UnavailableError{Reason: fmt.Sprintf("partition %d is being rebuilt from the log here", p)}
 			case sameAddress:
 				s.owners.warnSameAddress(s.log, p, s.cfg.Advertise)
-				return nil, fmt.Errorf("%w: partition %d is written by another instance that advertises this instance's address %s: give each instance its own --advertise", ErrUnavailable, p, s.cfg.Advertise)
+				return nil, &UnavailableError{Reason: fmt.Sprintf("partition %d is written by another instance that advertises this instance's address %s: give each instance its own --advertise", p, s.cfg.Advertise)}
 			}
 			return nil, &NotOwnerError{Partition: p}
 		}
