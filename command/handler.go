@@ -220,7 +220,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 }
 
 func (h *Handler) connectError(err error) *connect.Error {
-	code, msg, ce, report := h.classify(err)
+	code, _, ce, report := h.classify(err)
 	switch {
 	case !report:
 	case code == connect.CodeInternal:
@@ -228,7 +228,18 @@ func (h *Handler) connectError(err error) *connect.Error {
 	default:
 		h.log.Warn("command unavailable", "error", err)
 	}
-	out := connect.NewError(code, errors.New(msg))
+	return errorOf(ce)
+}
+
+// errorOf is the RPC error of a command's error outcome: a unary call's
+// answer is errorOf(classify(err)), so an outcome relayed from another
+// instance's Apply answers as that instance would have answered the call.
+func errorOf(ce *inventoryv1.CommandError) *connect.Error {
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(ce.GetCode())); err != nil {
+		code = connect.CodeUnknown
+	}
+	out := connect.NewError(code, errors.New(ce.GetMessage()))
 	if len(ce.FieldViolations) > 0 {
 		vs := make([]apierr.Violation, len(ce.FieldViolations))
 		for i, v := range ce.FieldViolations {
