@@ -165,6 +165,16 @@ type ack struct {
 	at      time.Time
 }
 
+// h2c is the clients' HTTP: HTTP/2 without TLS, as the instances serve
+// it, so the load shares a connection per instance instead of opening one
+// per call in flight.
+var h2c = func() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: t}
+}()
+
 func freeAddr() (string, error) {
 	port, err := pg.FreePort()
 	if err != nil {
@@ -201,7 +211,7 @@ func (h *harness) start(ctx context.Context) error {
 		p := &proc{name: fmt.Sprintf("command-%d", i), role: "command", addr: addr, args: []string{"command", "--addr", addr,
 			"--kafka-brokers", kaddr, "--group-session-timeout", "2s", "--log-level", "error"}}
 		h.cmds = append(h.cmds, p)
-		h.clients = append(h.clients, inventoryv1connect.NewCommandServiceClient(http.DefaultClient, "http://"+addr))
+		h.clients = append(h.clients, inventoryv1connect.NewCommandServiceClient(h2c, "http://"+addr))
 	}
 	for i := range h.cfg.Projectors + h.cfg.Queries {
 		addr, err := freeAddr()
