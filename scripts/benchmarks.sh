@@ -79,6 +79,34 @@ echo "## Replay (rebuild the read model from the log into a fresh schema)"
 run --embedded --batch 100 --rate 20000 --duration 10s --replay
 
 echo
+echo "## Faults: every part its own process, killed and paused under load (tally chaos)"
+echo
+echo "tally kafka, PostgreSQL, 3 command, 2 projector and 2 query instances as OS processes; 300"
+echo "commands/s offered round-robin over the command instances by clients that retry UNAVAILABLE"
+echo "and deadlines with the same command_id; 20 faults (SIGKILL then restart, SIGSTOP 1-5 s then"
+echo "SIGCONT, PostgreSQL stopped and started) at random; then the audit from outside."
+echo
+echo '```'
+echo '$ tally chaos --faults 20 --rate 300'
+"$bin" chaos --faults 20 --rate 300 2>/dev/null
+echo '```'
+
+echo
+echo "## Scale-out: 1 or 3 command instances (forwarding), no faults"
+for n in 1 3; do
+  echo
+  echo '```'
+  echo "\$ tally chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate 3000 --every 10s"
+  "$bin" chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate 3000 --every 10s 2>/dev/null | grep -E '^(commands|throughput|audit)'
+  echo '```'
+done
+echo
+echo '```'
+echo '$ go test -run xxx -bench BenchmarkInstances -benchtime 20000x ./command'
+go test -run xxx -bench BenchmarkInstances -benchtime 20000x ./command 2>/dev/null | grep '^Benchmark'
+echo '```'
+
+echo
 echo "## BigQuery projection (into the BigQuery emulator, which is not BigQuery)"
 gobench() {
   echo
