@@ -347,7 +347,15 @@ func (h *Handler) applyRemote(ctx context.Context, in []*inventoryv1.Command, cm
 				switch {
 				case err == nil:
 					for j, i := range idx {
-						forwardedOut[i], outcomes[i] = resp.Msg.GetOutcomes()[j], Outcome{}
+						o := resp.Msg.GetOutcomes()[j]
+						if e := o.GetError(); e != nil && e.GetCode() == connect.CodeUnavailable.String() {
+							// The owner could not take it (no longer the
+							// owner, its log unavailable): decide it again.
+							outcomes[i].Err = fmt.Errorf("%w: forwarded to %s: %s", ErrUnavailable, owner, e.GetMessage())
+							retry = append(retry, i)
+							continue
+						}
+						forwardedOut[i], outcomes[i] = o, Outcome{}
 					}
 				case retryable(err):
 					for _, i := range idx {

@@ -317,20 +317,15 @@ func (l *load) replayed(t *testing.T, n int) {
 		if i%max(1, len(l.acks)/n) != 0 {
 			continue
 		}
-		c := l.c.clients[i%len(l.c.clients)]
-		// The kind does not matter for the answer of a replay, but the
-		// request must be the same: try both shapes, only one matches.
-		resp, err := c.ReceiveStock(t.Context(), connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: a.id, SkuId: a.sku, StoreId: "S1", Quantity: 2}))
+		// At the next instance while one is down, as a client would.
 		var res *inventoryv1.CommandResult
-		if err == nil {
-			res = resp.Msg.GetResult()
-		} else if connect.CodeOf(err) == connect.CodeAlreadyExists {
-			sresp, serr := c.RecordSale(t.Context(), connect.NewRequest(&inventoryv1.RecordSaleRequest{CommandId: a.id, SkuId: a.sku, StoreId: "S1", Quantity: 1}))
-			if serr != nil {
-				t.Fatalf("retry of %s: %v", a.id, serr)
+		var err error
+		for j := range len(l.c.clients) {
+			if res, err = l.retry(t, l.c.clients[(i+j)%len(l.c.clients)], a); connect.CodeOf(err) != connect.CodeUnavailable {
+				break
 			}
-			res = sresp.Msg.GetResult()
-		} else {
+		}
+		if err != nil {
 			t.Fatalf("retry of %s: %v", a.id, err)
 		}
 		if !res.GetReplayed() || res.GetSkuVersion() != a.version {
@@ -339,9 +334,41 @@ func (l *load) replayed(t *testing.T, n int) {
 	}
 }
 
-// waitAllWritable waits until a command for every partition succeeds.
+// retry re-sends an acknowledged command to c. The kind does not matter
+// for the answer of a replay, but the request must be the same: it tries
+// both shapes, only one matches.
+func (l *load) retry(t *testing.T, c inventoryv1connect.CommandServiceClient, a ack) (*inventoryv1.CommandResult, error) {
+	resp, err := c.ReceiveStock(t.Context(), connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: a.id, SkuId: a.sku, StoreId: "S1", Quantity: 2}))
+	if err == nil {
+		return resp.Msg.GetResult(), nil
+	}
+	if connect.CodeOf(err) != connect.CodeAlreadyExists {
+		return nil, err
+	}
+	sresp, err := c.RecordSale(t.Context(), connect.NewRequest(&inventoryv1.RecordSaleRequest{CommandId: a.id, SkuId: a.sku, StoreId: "S1", Quantity: 1}))
+	if err != nil {
+		return nil, err
+	}
+	return sresp.Msg.GetResult(), nil
+}
+
+// waitAllWritable waits until every instance writes some partition and
+// a command for every partition succeeds.
 func (c *cluster) waitAllWritable(t *testing.T, prefix string) {
 	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		writers := map[string]bool{}
+		for _, addr := range c.owners(t) {
+			writers[addr] = true
+		}
+		if len(writers) == len(c.addrs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d command instances write partitions after 60 s", len(writers), len(c.addrs))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	deadline := time.Now().Add(60 * time.Second)
 	for p := int32(0); p < partitions; {
 		sku := ""
