@@ -54,6 +54,9 @@ func newForwarder(self string, m *Metrics) *forwarder {
 	// share a connection instead of one connection per call in flight.
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetUnencryptedHTTP2(true)
+	// An owner whose host vanished without a reset is found out in
+	// seconds, not when TCP gives up.
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second}
 	return &forwarder{self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
 }
 
@@ -79,8 +82,19 @@ func forwarded(h http.Header) bool { return h.Get(forwardedHeader) != "" }
 // or not the owner any more); asking the group again may find the right
 // one. Any other answer is the owner's and is relayed.
 func retryable(err error) bool {
-	return connect.CodeOf(err) == connect.CodeUnavailable
+	var oa ownerAnswer
+	if errors.As(err, &oa) {
+		return oa.err.Code() == connect.CodeUnavailable
+	}
+	return connect.CodeOf(err) == connect.CodeUnavailable || !connect.IsWireError(err)
 }
+
+// ownerAnswer is an owner's error outcome for a forwarded command, as the
+// error it would have answered the call with.
+type ownerAnswer struct{ err *connect.Error }
+
+func (a ownerAnswer) Error() string { return a.err.Error() }
+func (a ownerAnswer) Unwrap() error { return a.err }
 
 // call sends req to owner's procedure, once.
 func call[Req, Resp any](ctx context.Context, f *forwarder, owner, procedure, rpc string, req *Req) (*connect.Response[Resp], error) {
@@ -115,6 +129,9 @@ func withForwardDeadline(ctx context.Context) (context.Context, context.CancelFu
 // unavailableAfter is the error of a call whose forwarding did not succeed
 // by its deadline: the last reason, and that nothing is known to be applied.
 func unavailableAfter(ctx context.Context, last error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return connect.NewError(connect.CodeCanceled, errors.New("canceled"))
+	}
 	if last == nil {
 		last = ctx.Err()
 	}
@@ -132,6 +149,7 @@ func unavailableAfter(ctx context.Context, last error) error {
 const (
 	pipeBatch   = 256
 	pipeSenders = 4
+	pipeQueue   = 16384 // calls waiting for an owner, at most
 )
 
 // pipe is the forwarded calls queued for one owner.
@@ -145,6 +163,7 @@ type pipe struct {
 
 // piped is one forwarded call waiting in a pipe.
 type piped struct {
+	ctx      context.Context // the caller's: once done, the call is not sent
 	cmd      *inventoryv1.Command
 	rpc      string
 	deadline time.Time
@@ -174,8 +193,12 @@ func (p *pipe) call(ctx context.Context, rpc string, cmd *inventoryv1.Command) (
 	if !ok {
 		d = time.Now().Add(forwardWait)
 	}
-	c := &piped{cmd: cmd, rpc: rpc, deadline: d, queued: time.Now(), done: make(chan pipedReply, 1)}
+	c := &piped{ctx: ctx, cmd: cmd, rpc: rpc, deadline: d, queued: time.Now(), done: make(chan pipedReply, 1)}
 	p.mu.Lock()
+	if len(p.queue) >= pipeQueue {
+		p.mu.Unlock()
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("%d calls already wait to be forwarded to %s", pipeQueue, p.owner))
+	}
 	p.queue = append(p.queue, c)
 	start := p.senders < pipeSenders
 	if start {
@@ -189,7 +212,7 @@ func (p *pipe) call(ctx context.Context, rpc string, cmd *inventoryv1.Command) (
 	case r := <-c.done:
 		return r.outcome, r.err
 	case <-ctx.Done():
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("forwarding to %s: %w", p.owner, ctx.Err()))
+		return nil, ctx.Err()
 	}
 }
 
@@ -206,7 +229,11 @@ func (p *pipe) send() {
 		batch := slices.Clone(p.queue[:n])
 		p.queue = slices.Delete(p.queue, 0, n)
 		p.mu.Unlock()
-		p.sendBatch(batch)
+		// Calls whose callers gave up are not sent: they were answered.
+		batch = slices.DeleteFunc(batch, func(c *piped) bool { return c.ctx.Err() != nil })
+		if len(batch) > 0 {
+			p.sendBatch(batch)
+		}
 	}
 }
 
@@ -246,7 +273,9 @@ func (p *pipe) sendBatch(batch []*piped) {
 }
 
 // forwardCommand sends one command to owner through its pipe and returns
-// the answer as the owner would have given it to the unary call.
+// the answer as the owner would have given it to the unary call. The
+// owner's error answers are wire errors like those of a forwarded call:
+// only UNAVAILABLE among them is retried.
 func forwardCommand[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, Resp], owner string, req *Req) (*connect.Response[Resp], error) {
 	bc := &inventoryv1.Command{}
 	bc.ProtoReflect().Set(registry[r.k].field, protoreflect.ValueOfMessage(any(req).(proto.Message).ProtoReflect()))
@@ -255,7 +284,10 @@ func forwardCommand[Req, Resp any](ctx context.Context, h *Handler, r registered
 		return nil, err
 	}
 	if e := o.GetError(); e != nil {
-		return nil, errorOf(e)
+		return nil, ownerAnswer{errorOf(e)}
+	}
+	if o.GetResult() == nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("%s answered neither a result nor an error", owner))
 	}
 	out := new(Resp)
 	any(out).(proto.Message).ProtoReflect().Set(r.result, protoreflect.ValueOfMessage(o.GetResult().ProtoReflect()))
@@ -278,7 +310,8 @@ func doUnary[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, R
 		res, err := h.svc.Do(ctx, cmd)
 		var no *NotOwnerError
 		if !errors.As(err, &no) || no.Owner == "" {
-			if ctx.Err() != nil && last != nil {
+			// A give-up here after failed forwards says why they failed.
+			if err != nil && last != nil && (errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)) {
 				return nil, nil, unavailableAfter(ctx, last)
 			}
 			return res, nil, err
@@ -292,6 +325,10 @@ func doUnary[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, R
 			resp, ferr = forwardCommand(ctx, h, r, no.Owner, req.Msg)
 		}
 		if ferr == nil || !retryable(ferr) {
+			var oa ownerAnswer
+			if errors.As(ferr, &oa) {
+				ferr = oa.err
+			}
 			return nil, resp, ferr
 		}
 		last = fmt.Errorf("forwarding to %s: %w", no.Owner, ferr)

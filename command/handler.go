@@ -206,8 +206,9 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		code, msg = connect.CodeUnavailable, "the inventory log is unavailable; nothing was applied unless a retry with the same command_id says so"
 		report = true
 	case errors.As(err, &relayed):
-		// Another instance's answer to a forwarded batch.
-		code, msg = relayed.Code(), err.Error()
+		// Another instance's answer to a forwarded batch, in its words.
+		code, msg = relayed.Code(), relayed.Message()
+		report = code == connect.CodeInternal || code == connect.CodeUnknown
 	case errors.Is(err, context.Canceled):
 		code, msg = connect.CodeCanceled, "canceled"
 	case errors.Is(err, context.DeadlineExceeded):

@@ -304,7 +304,7 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 			// The group names this instance's address for a partition it
 			// does not hold: a view from before a rebalance, or two
 			// instances sharing --advertise (then it lasts).
-			sameAddress = sameAddress || owner != ""
+			sameAddress = owner != ""
 		}
 		select {
 		case <-changed:
@@ -331,10 +331,11 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 // last said, for a short while: a command for another instance's partition
 // must not cost a group lookup.
 type ownerCache struct {
-	mu       sync.Mutex
-	at       time.Time
-	owners   map[int32]string
-	warnedAt time.Time
+	mu         sync.Mutex
+	at         time.Time
+	owners     map[int32]string
+	refreshing chan struct{} // closed when the lookup under way ends
+	warnedAt   time.Time
 }
 
 // ownersTTL is how long a lookup is trusted; a rebalance here, or a
@@ -343,12 +344,34 @@ const ownersTTL = 2 * time.Second
 
 func (c *ownerCache) lookup(ctx context.Context, s *Service, p int32) string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.owners == nil || time.Since(c.at) > ownersTTL || c.owners[p] == "" && time.Since(c.at) > 100*time.Millisecond {
-		if owners, err := s.describeOwners(ctx); err == nil {
-			c.owners, c.at = owners, time.Now()
-		}
+	fresh := c.owners != nil && time.Since(c.at) <= ownersTTL && (c.owners[p] != "" || time.Since(c.at) <= 100*time.Millisecond)
+	if fresh {
+		defer c.mu.Unlock()
+		return c.owners[p]
 	}
+	// One lookup at a time, outside the lock; the others wait for it.
+	if wait := c.refreshing; wait != nil {
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ""
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.owners[p]
+	}
+	done := make(chan struct{})
+	c.refreshing = done
+	c.mu.Unlock()
+	owners, err := s.describeOwners(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.owners, c.at = owners, time.Now()
+	}
+	c.refreshing = nil
+	close(done)
 	return c.owners[p]
 }
 
@@ -381,8 +404,16 @@ func (s *Service) describeOwners(ctx context.Context) (map[int32]string, error) 
 	if err != nil {
 		return nil, err
 	}
+	g := groups[s.cfg.Group]
+	if g.Err != nil {
+		return nil, g.Err
+	}
+	if g.State != "Stable" {
+		// Assignments of a rebalance under way are not the owners yet.
+		return nil, fmt.Errorf("writers' group %s is %s", s.cfg.Group, g.State)
+	}
 	owners := map[int32]string{}
-	for _, m := range groups[s.cfg.Group].Members {
+	for _, m := range g.Members {
 		ca, ok := m.Assigned.AsConsumer()
 		if !ok {
 			continue
