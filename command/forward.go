@@ -222,6 +222,16 @@ func (p *pipe) send() {
 		p.mu.Lock()
 		if len(p.queue) == 0 {
 			p.senders--
+			if p.senders == 0 {
+				// Idle: forget it, so owners that come and go (new
+				// addresses) leave nothing behind. A caller holding it
+				// still gets a sender.
+				p.f.mu.Lock()
+				if p.f.pipes[p.owner] == p {
+					delete(p.f.pipes, p.owner)
+				}
+				p.f.mu.Unlock()
+			}
 			p.mu.Unlock()
 			return
 		}

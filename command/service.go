@@ -460,20 +460,33 @@ func (s *Service) DoBatch(ctx context.Context, cmds []*Command) []Outcome {
 		p := kafka.PartitionFor(c.SKU, s.partitions)
 		byPartition[p] = append(byPartition[p], &request{ctx: ctx, cmd: c, done: ch, idx: i})
 	}
-	waiting := 0
+	// Each partition's writer is looked for at once: one being rebuilt
+	// (a takeover) must not hold up the others' commands.
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		waiting int
+	)
 	for p, reqs := range byPartition {
-		w, err := s.writer(ctx, p)
-		if err == nil {
-			err = w.submit(reqs)
-		}
-		if err != nil {
-			for _, r := range reqs {
-				out[r.idx].Err = err
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := s.writer(ctx, p)
+			if err == nil {
+				err = w.submit(reqs)
 			}
-			continue
-		}
-		waiting += len(reqs)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				for _, r := range reqs {
+					out[r.idx].Err = err
+				}
+				return
+			}
+			waiting += len(reqs)
+		}()
 	}
+	wg.Wait()
 	for ; waiting > 0; waiting-- {
 		select {
 		case r := <-ch:
