@@ -247,6 +247,24 @@ func (l *load) run(ctx context.Context, worker int, stop <-chan struct{}) {
 	}
 }
 
+// startLoad waits until c takes commands for every partition, then runs
+// workers clients of a load on SKUs named after prefix for 2 s before it
+// returns; stop ends the load and waits for its clients.
+func startLoad(t *testing.T, c *cluster, prefix string, workers int) (l *load, stop func()) {
+	t.Helper()
+	prefix = fmt.Sprintf("%s%d", prefix, time.Now().UnixNano())
+	c.waitAllWritable(t, prefix)
+	l = &load{c: c, prefix: prefix}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(t.Context(), w, done) }()
+	}
+	time.Sleep(2 * time.Second)
+	return l, func() { close(done); wg.Wait() }
+}
+
 // snapshot copies the acknowledgements so far.
 func (l *load) snapshot() []ack {
 	l.mu.Lock()
@@ -394,16 +412,7 @@ func (c *cluster) waitAllWritable(t *testing.T, prefix string) {
 // the same command_id lose nothing and double nothing.
 func TestSIGKILLOfACommandInstanceLosesNothing(t *testing.T) {
 	c := startCluster(t, 3)
-	prefix := fmt.Sprintf("kill%d", time.Now().UnixNano())
-	c.waitAllWritable(t, prefix)
-	l := &load{c: c, prefix: prefix}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
-	}
-	time.Sleep(2 * time.Second)
+	l, stopLoad := startLoad(t, c, "kill", 8)
 
 	owners := c.owners(t)
 	victim := 1
@@ -419,8 +428,7 @@ func TestSIGKILLOfACommandInstanceLosesNothing(t *testing.T) {
 	killedAt := time.Now()
 	c.instances[victim].Kill(t)
 	time.Sleep(6 * time.Second)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 
 	// Takeover: the first command of a moved partition acknowledged after
 	// the kill, sent after it.
@@ -499,24 +507,14 @@ func zombieCommits(t *testing.T, brokers string) []string {
 // lose and double nothing.
 func TestPausedCommandInstanceCommitsNothingAfterItWakes(t *testing.T) {
 	c := startCluster(t, 3)
-	prefix := fmt.Sprintf("zombie%d", time.Now().UnixNano())
-	c.waitAllWritable(t, prefix)
-	l := &load{c: c, prefix: prefix}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
-	}
-	time.Sleep(2 * time.Second)
+	l, stopLoad := startLoad(t, c, "zombie", 8)
 	victim := 2
 	c.instances[victim].Signal(t, syscall.SIGSTOP)
 	pausedAt := time.Now()
 	time.Sleep(6 * time.Second) // the session timeout (2 s) and a takeover
 	c.instances[victim].Signal(t, syscall.SIGCONT)
 	time.Sleep(6 * time.Second)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 
 	afterPause := 0
 	for _, a := range l.acks {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,16 +53,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	testenv.StartChild(t, "query", "ADDR="+queryAddr, "KAFKA="+c.kafka, "DATABASE_URL="+dsn)
 	qry := inventoryv1connect.NewQueryServiceClient(http.DefaultClient, "http://"+queryAddr)
 
-	prefix := fmt.Sprintf("pgdown%d", time.Now().UnixNano())
-	c.waitAllWritable(t, prefix)
-	l := &load{c: c, prefix: prefix}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
-	}
-	time.Sleep(2 * time.Second)
+	l, stopLoad := startLoad(t, c, "pgdown", 4)
 	sku := l.snapshot()[0].sku
 
 	db.Stop()
@@ -103,8 +93,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	stopped = false
 	upAt := time.Now()
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if ackedDuring == 0 {
 		t.Fatal("no command acknowledged while PostgreSQL was down")
 	}
@@ -141,16 +130,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 // when it is back, and every acknowledged command is in the log once.
 func TestKafkaOutageUnderLoad(t *testing.T) {
 	c := startCluster(t, 2)
-	prefix := fmt.Sprintf("kdown%d", time.Now().UnixNano())
-	c.waitAllWritable(t, prefix)
-	l := &load{c: c, prefix: prefix}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() { defer wg.Done(); l.run(t.Context(), w, stop) }()
-	}
-	time.Sleep(2 * time.Second)
+	l, stopLoad := startLoad(t, c, "kdown", 4)
 	c.kafkaChild.Kill(t)
 	downAt := time.Now()
 	// A command sent now is answered within its deadline, and not with a
@@ -159,7 +139,7 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	for i := range 4 {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		start := time.Now()
-		_, err := c.clients[i%2].ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-down-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1}))
+		_, err := c.clients[i%2].ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-down-%d", l.prefix, i), SkuId: fmt.Sprintf("%s-%d", l.prefix, i), StoreId: "S1", Quantity: 1}))
 		cancel()
 		slowest = max(slowest, time.Since(start))
 		if code := connect.CodeOf(err); code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded {
@@ -173,8 +153,7 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	c.startKafka(t)
 	upAt := time.Now()
 	time.Sleep(8 * time.Second)
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	after := 0
 	var first time.Duration
 	for _, a := range l.acks {
