@@ -72,51 +72,68 @@ func BenchmarkApplyBatched(b *testing.B) {
 	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "events/s")
 }
 
-// BenchmarkInstances sends one receipt per gRPC call from parallel clients
-// round-robin over 1 or 3 command instances (in this process, one broker):
-// with 3, two calls in three are forwarded to the partition's owner. One
-// op is one command.
+// BenchmarkInstances sends receipts from parallel clients round-robin over
+// 1 or 3 command instances (in this process, one broker): with 3, two
+// calls in three are forwarded to the partition's owner ("batch": Apply
+// batches of 100, split by owner). One op is one command.
 func BenchmarkInstances(b *testing.B) {
-	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			k, err := broker.Start("", 0, nil)
-			if err != nil {
-				b.Fatal(err)
+	for _, batch := range []int{1, 100} {
+		for _, n := range []int{1, 3} {
+			name := fmt.Sprint(n)
+			if batch > 1 {
+				name = fmt.Sprintf("batch/%d", n)
 			}
-			b.Cleanup(k.Close) // after the instances' cleanups
-			var clients []inventoryv1.CommandServiceClient
-			for range n {
-				in := startInstance(b, k.Addrs())
-				st := &stack{addr: in.addr}
-				clients = append(clients, st.grpcClient(b))
-			}
-			prefix := uniq("inst")
-			// Every partition writable, wherever it is.
-			for i := range 60 {
-				if _, err := clients[i%n].ReceiveStock(b.Context(), &inventoryv1.ReceiveStockRequest{
-					CommandId: fmt.Sprintf("%s-warm-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1,
-				}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			var seq atomic.Int64
-			b.SetParallelism(32)
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				r := rand.New(rand.NewPCG(uint64(seq.Add(1)), 3))
-				for pb.Next() {
-					i := seq.Add(1)
-					_, err := clients[i%int64(n)].ReceiveStock(b.Context(), &inventoryv1.ReceiveStockRequest{
-						CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, r.IntN(10000)), StoreId: "S1", Quantity: 1,
-					})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "commands/s")
-		})
+			b.Run(name, func(b *testing.B) { benchmarkInstances(b, n, batch) })
+		}
 	}
+}
+
+func benchmarkInstances(b *testing.B, n, batch int) {
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(k.Close) // after the instances' cleanups
+	var clients []inventoryv1.CommandServiceClient
+	for range n {
+		in := startInstance(b, k.Addrs())
+		st := &stack{addr: in.addr}
+		clients = append(clients, st.grpcClient(b))
+	}
+	prefix := uniq("inst")
+	// Every partition writable, wherever it is.
+	for i := range 60 {
+		if _, err := clients[i%n].ReceiveStock(b.Context(), &inventoryv1.ReceiveStockRequest{
+			CommandId: fmt.Sprintf("%s-warm-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1,
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var seq atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(uint64(seq.Add(1)), 3))
+		var cmds []*inventoryv1.Command
+		for pb.Next() {
+			i := seq.Add(1)
+			req := &inventoryv1.ReceiveStockRequest{
+				CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, r.IntN(10000)), StoreId: "S1", Quantity: 1,
+			}
+			c := clients[i%int64(n)]
+			var err error
+			if batch == 1 {
+				_, err = c.ReceiveStock(b.Context(), req)
+			} else if cmds = append(cmds, &inventoryv1.Command{Kind: &inventoryv1.Command_Receipt{Receipt: req}}); len(cmds) == batch {
+				_, err = c.Apply(b.Context(), &inventoryv1.ApplyRequest{Commands: cmds})
+				cmds = nil
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "commands/s")
 }
