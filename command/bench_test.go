@@ -9,6 +9,7 @@ import (
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/broker"
+	"github.com/tally-oss/tally/internal/kafka"
 )
 
 // BenchmarkApplyUnary sends one receipt per gRPC call from parallel
@@ -83,22 +84,32 @@ func BenchmarkInstances(b *testing.B) {
 			if batch > 1 {
 				name = fmt.Sprintf("batch/%d", n)
 			}
-			b.Run(name, func(b *testing.B) { benchmarkInstances(b, n, batch) })
+			b.Run(name, func(b *testing.B) { benchmarkInstances(b, n, batch, false) })
 		}
 	}
+	// The clients send each command to its partition's owner: no
+	// forwarding, the ceiling of three instances here.
+	b.Run("direct/3", func(b *testing.B) { benchmarkInstances(b, 3, 1, true) })
 }
 
-func benchmarkInstances(b *testing.B, n, batch int) {
+func benchmarkInstances(b *testing.B, n, batch int, direct bool) {
 	k, err := broker.Start("", 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(k.Close) // after the instances' cleanups
 	var clients []inventoryv1.CommandServiceClient
+	byAddr := map[string]inventoryv1.CommandServiceClient{}
 	for range n {
 		in := startInstance(b, k.Addrs())
 		st := &stack{addr: in.addr}
 		clients = append(clients, st.grpcClient(b))
+		byAddr[in.addr] = clients[len(clients)-1]
+	}
+	waitBalanced(b, k.Addrs(), n)
+	owner := map[int32]inventoryv1.CommandServiceClient{}
+	for p, addr := range writersOf(b, k.Addrs()) {
+		owner[p] = byAddr[addr]
 	}
 	prefix := uniq("inst")
 	// Every partition writable, wherever it is.
@@ -122,6 +133,9 @@ func benchmarkInstances(b *testing.B, n, batch int) {
 				CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, r.IntN(10000)), StoreId: "S1", Quantity: 1,
 			}
 			c := clients[i%int64(n)]
+			if direct {
+				c = owner[kafka.PartitionFor(req.GetSkuId(), 6)]
+			}
 			var err error
 			if batch == 1 {
 				_, err = c.ReceiveStock(b.Context(), req)

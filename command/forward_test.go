@@ -306,3 +306,29 @@ func waitBalanced(t testing.TB, brokers []string, n int) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// writersOf asks the writers' group which instance (by address) writes
+// each partition.
+func writersOf(t testing.TB, brokers []string) map[int32]string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	groups, err := kadm.NewClient(cl).DescribeGroups(t.Context(), "tally-writers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]string{}
+	for _, m := range groups["tally-writers"].Members {
+		ca, _ := m.Assigned.AsConsumer()
+		_, addr, _ := strings.Cut(m.ClientID, "@")
+		for _, tp := range ca.Topics {
+			for _, p := range tp.Partitions {
+				out[p] = addr
+			}
+		}
+	}
+	return out
+}

@@ -103,7 +103,7 @@ done
 echo
 echo '```'
 echo '$ go test -run xxx -bench BenchmarkInstances -benchtime 20000x ./command'
-go test -run xxx -bench 'BenchmarkInstances/[13]$' -benchtime 20000x ./command 2>/dev/null | grep '^Benchmark'
+go test -run xxx -bench 'BenchmarkInstances/(1|3|direct)' -benchtime 20000x ./command 2>/dev/null | grep '^Benchmark'
 go test -run xxx -bench 'BenchmarkInstances/batch' -benchtime 100000x ./command 2>/dev/null | grep '^Benchmark'
 echo '```'
 
