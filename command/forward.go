@@ -139,16 +139,16 @@ func unavailableAfter(ctx context.Context, last error) error {
 }
 
 // Forwarded unary calls travel in Apply batches: each owner has a pipe
-// whose senders take every call queued for it into one Apply (at most
-// pipeBatch commands), up to pipeSenders batches in flight. A call that
-// finds a sender free leaves at once; under load, calls queue while the
-// batches ahead are in flight and share the next one. An Apply costs about
-// what one call does, so a forwarded command costs a fraction of a second
-// RPC. Each command's outcome is its call's answer: errorOf of an error
-// outcome is the error the owner would have answered the call with.
+// with one batch in flight at a time; the calls queued meanwhile go in the
+// next (at most pipeBatch), as the writer's group commit does with its
+// transactions. A call that finds the pipe idle leaves at once. An Apply
+// costs about what one call does, so a forwarded command costs a fraction
+// of a second RPC (BenchmarkInstances/3: one batch in flight did better
+// than four or sixty-four). Each command's outcome is its call's answer: errorOf of an
+// error outcome is the error the owner would have answered the call with.
 const (
-	pipeBatch   = 256
-	pipeSenders = 4
+	pipeBatch   = MaxBatchCommands
+	pipeSenders = 1
 	pipeQueue   = 16384 // calls waiting for an owner, at most
 )
 
