@@ -144,8 +144,9 @@ func unavailableAfter(ctx context.Context, last error) error {
 // transactions. A call that finds the pipe idle leaves at once. An Apply
 // costs about what one call does, so a forwarded command costs a fraction
 // of a second RPC (BenchmarkInstances/3: one batch in flight did better
-// than four or sixty-four). Each command's outcome is its call's answer: errorOf of an
-// error outcome is the error the owner would have answered the call with.
+// than four or sixty-four). Each command's outcome is its call's answer:
+// errorOf of an error outcome is the error the owner would have answered
+// the call with.
 const (
 	pipeBatch   = MaxBatchCommands
 	pipeSenders = 1
