@@ -38,6 +38,7 @@ const forwardWait = 15 * time.Second
 
 // forwarder holds the clients of the other instances.
 type forwarder struct {
+	root    context.Context // ends when the service closes: batches in flight stop
 	self    string
 	http    *http.Client
 	metrics *Metrics
@@ -46,7 +47,7 @@ type forwarder struct {
 	pipes   map[string]*pipe
 }
 
-func newForwarder(self string, m *Metrics) *forwarder {
+func newForwarder(root context.Context, self string, m *Metrics) *forwarder {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 256
 	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -57,7 +58,7 @@ func newForwarder(self string, m *Metrics) *forwarder {
 	// An owner whose host vanished without a reset is found out in
 	// seconds, not when TCP gives up.
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second}
-	return &forwarder{self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
+	return &forwarder{root: root, self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
 }
 
 // client returns the connect client of procedure at owner.
@@ -257,7 +258,7 @@ func (p *pipe) sendBatch(batch []*piped) {
 			latest = c.deadline
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), latest)
+	ctx, cancel := context.WithDeadline(p.f.root, latest)
 	defer cancel()
 	r := connect.NewRequest(req)
 	r.Header().Set(forwardedHeader, p.f.self)
