@@ -18,6 +18,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/broker"
+	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/server"
 )
 
@@ -281,27 +282,17 @@ func TestTwoInstancesOnOneAdvertiseAddressAreNamed(t *testing.T) {
 // at least one partition.
 func waitBalanced(t testing.TB, brokers []string, n int) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		groups, err := kadm.NewClient(cl).DescribeGroups(t.Context(), "tally-writers")
-		members := 0
-		if err == nil {
-			for _, m := range groups["tally-writers"].Members {
-				if ca, ok := m.Assigned.AsConsumer(); ok && len(ca.Topics) > 0 && len(ca.Topics[0].Partitions) > 0 {
-					members++
-				}
-			}
+		writers := map[string]bool{}
+		for _, addr := range writersOf(t, brokers) {
+			writers[addr] = true
 		}
-		if members == n {
+		if len(writers) == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the writers' group has %d members with partitions after 30 s, want %d (%v)", members, n, err)
+			t.Fatalf("the writers' group has %d members with partitions after 30 s, want %d", len(writers), n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -316,19 +307,9 @@ func writersOf(t testing.TB, brokers []string) map[int32]string {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	groups, err := kadm.NewClient(cl).DescribeGroups(t.Context(), "tally-writers")
+	owners, _, err := command.Writers(t.Context(), kadm.NewClient(cl), command.WritersGroup, kafka.EventsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int32]string{}
-	for _, m := range groups["tally-writers"].Members {
-		ca, _ := m.Assigned.AsConsumer()
-		_, addr, _ := strings.Cut(m.ClientID, "@")
-		for _, tp := range ca.Topics {
-			for _, p := range tp.Partitions {
-				out[p] = addr
-			}
-		}
-	}
-	return out
+	return owners
 }

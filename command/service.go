@@ -16,6 +16,9 @@ import (
 	"github.com/tally-oss/tally/internal/kafka"
 )
 
+// WritersGroup is the default consumer group of the command instances.
+const WritersGroup = "tally-writers"
+
 // ServiceConfig configures the write side of one instance.
 type ServiceConfig struct {
 	WriterConfig
@@ -44,7 +47,7 @@ type ServiceConfig struct {
 func (c *ServiceConfig) defaults() {
 	c.WriterConfig.defaults()
 	if c.Group == "" {
-		c.Group = "tally-writers"
+		c.Group = WritersGroup
 	}
 	if c.Partitions <= 0 {
 		c.Partitions = 6
@@ -396,23 +399,31 @@ func (c *ownerCache) warnSameAddress(log *slog.Logger, p int32, addr string) {
 func (s *Service) ForgetOwners() { s.owners.forget() }
 
 // describeOwners asks the group which member writes each partition, by the
-// address it advertises (in its client id).
+// address it advertises.
 func (s *Service) describeOwners(ctx context.Context) (map[int32]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	groups, err := kadm.NewClient(s.group).DescribeGroups(ctx, s.cfg.Group)
-	if err != nil {
-		return nil, err
-	}
-	g := groups[s.cfg.Group]
-	if g.Err != nil {
-		return nil, g.Err
-	}
-	if g.State != "Stable" {
+	owners, stable, err := Writers(ctx, kadm.NewClient(s.group), s.cfg.Group, s.cfg.Topic)
+	if err == nil && !stable {
 		// Assignments of a rebalance under way are not the owners yet.
-		return nil, fmt.Errorf("writers' group %s is %s", s.cfg.Group, g.State)
+		err = fmt.Errorf("writers' group %s is rebalancing", s.cfg.Group)
 	}
-	owners := map[int32]string{}
+	return owners, err
+}
+
+// Writers asks the writers' group which instance writes each partition of
+// topic, by the address it advertises (in its client id), and whether the
+// group is stable (while it rebalances, the assignments are not final).
+func Writers(ctx context.Context, adm *kadm.Client, group, topic string) (owners map[int32]string, stable bool, err error) {
+	groups, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return nil, false, err
+	}
+	g := groups[group]
+	if g.Err != nil {
+		return nil, false, g.Err
+	}
+	owners = map[int32]string{}
 	for _, m := range g.Members {
 		ca, ok := m.Assigned.AsConsumer()
 		if !ok {
@@ -420,14 +431,14 @@ func (s *Service) describeOwners(ctx context.Context) (map[int32]string, error) 
 		}
 		_, addr, _ := strings.Cut(m.ClientID, "@")
 		for _, t := range ca.Topics {
-			if t.Topic == s.cfg.Topic {
+			if t.Topic == topic {
 				for _, q := range t.Partitions {
 					owners[q] = addr
 				}
 			}
 		}
 	}
-	return owners, nil
+	return owners, g.State == "Stable", nil
 }
 
 // Do decides and commits one command.

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tally-oss/tally/cmd/tally/check"
+	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/config"
@@ -401,18 +402,14 @@ func (h *harness) partitionsOf(ctx context.Context, addr string) []int32 {
 	defer cl.Close()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	groups, err := kadm.NewClient(cl).DescribeGroups(cctx, "tally-writers")
+	owners, _, err := command.Writers(cctx, kadm.NewClient(cl), command.WritersGroup, kafka.EventsTopic)
 	if err != nil {
 		return nil
 	}
 	var out []int32
-	for _, m := range groups["tally-writers"].Members {
-		if _, a, _ := strings.Cut(m.ClientID, "@"); a != addr {
-			continue
-		}
-		ca, _ := m.Assigned.AsConsumer()
-		for _, t := range ca.Topics {
-			out = append(out, t.Partitions...)
+	for p, a := range owners {
+		if a == addr {
+			out = append(out, p)
 		}
 	}
 	return out

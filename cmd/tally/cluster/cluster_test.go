@@ -23,6 +23,7 @@ import (
 
 	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
+	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/kafka"
@@ -157,20 +158,11 @@ func (c *cluster) owners(t *testing.T) map[int32]string {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	groups, err := kadm.NewClient(cl).DescribeGroups(t.Context(), "tally-writers")
+	owners, _, err := command.Writers(t.Context(), kadm.NewClient(cl), command.WritersGroup, kafka.EventsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[int32]string{}
-	for _, m := range groups["tally-writers"].Members {
-		ca, _ := m.Assigned.AsConsumer()
-		for _, tp := range ca.Topics {
-			for _, p := range tp.Partitions {
-				_, out[p], _ = strings.Cut(m.ClientID, "@")
-			}
-		}
-	}
-	return out
+	return owners
 }
 
 // ack is a command a client was told succeeded.
