@@ -93,12 +93,14 @@ echo '```'
 
 echo
 echo "## Scale-out: 1 or 3 command instances (forwarding), no faults"
-for n in 1 3; do
-  echo
-  echo '```'
-  echo "\$ tally chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate 3000 --every 10s"
-  "$bin" chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate 3000 --every 10s 2>/dev/null | grep -E '^(commands|throughput|audit)'
-  echo '```'
+for rate in 3000 4500 5500; do
+  for n in 1 3; do
+    echo
+    echo '```'
+    echo "\$ tally chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate $rate --every 10s"
+    "$bin" chaos --faults 0 --commands $n --projectors 1 --queries 1 --rate $rate --every 10s 2>/dev/null | grep -E '^(commands|throughput|latency|audit)'
+    echo '```'
+  done
 done
 echo
 echo '```'
