@@ -3,6 +3,7 @@ package command
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tally-oss/tally/command/domain"
 	"github.com/tally-oss/tally/internal/apierr"
@@ -74,4 +75,21 @@ type CommandIDReusedError struct {
 
 func (e *CommandIDReusedError) Error() string {
 	return fmt.Sprintf("command_id %q was already used for sku %q by a different request; a retry must resend the original request, a new command needs a new command_id", e.CommandID, e.SKU)
+}
+
+// CommandTooOldError means a command_id the dedupe window does not hold
+// came with an occurred_at from before the window's horizon: it may be a
+// retry of a command accepted so long ago that the window no longer
+// remembers it, and applying it could count it twice.
+type CommandTooOldError struct {
+	SKU, CommandID string
+	OccurredAt     time.Time
+	// RememberedSince is the horizon: every command recorded after it is
+	// remembered.
+	RememberedSince time.Time
+}
+
+func (e *CommandTooOldError) Error() string {
+	return fmt.Sprintf("command_id %q too old to verify: sku %q remembers the command ids it accepted since %s, and this command occurred at %s, so it cannot be told from a retry of one accepted before; if it is new, send it with a current occurred_at (the original time in reason or metadata), or raise --dedupe-window",
+		e.CommandID, e.SKU, e.RememberedSince.UTC().Format(time.RFC3339), e.OccurredAt.UTC().Format(time.RFC3339))
 }

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
@@ -22,6 +23,11 @@ import (
 // ReasonCommandIDReused is the google.rpc.ErrorInfo reason of an
 // ALREADY_EXISTS answer to a command_id reused for a different request.
 const ReasonCommandIDReused = "COMMAND_ID_REUSED"
+
+// ReasonCommandIDTooOld is the google.rpc.ErrorInfo reason of a
+// FAILED_PRECONDITION answer to a command too old for the dedupe window to
+// tell from a retry (CommandTooOldError).
+const ReasonCommandIDTooOld = "COMMAND_ID_TOO_OLD"
 
 // Handler serves CommandService over Connect, gRPC and gRPC-Web.
 type Handler struct {
@@ -170,6 +176,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		rx      *ReservationExistsError
 		rn      *ReservationNotActiveError
 		cr      *CommandIDReusedError
+		co      *CommandTooOldError
 		relayed *connect.Error
 		un      *UnavailableError
 	)
@@ -190,6 +197,9 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	case errors.As(err, &cr):
 		code, msg = connect.CodeAlreadyExists, cr.Error()
 		ce.CommandIdReused = &inventoryv1.CommandIdReused{SkuId: cr.SKU, CommandId: cr.CommandID}
+	case errors.As(err, &co):
+		code, msg = connect.CodeFailedPrecondition, co.Error()
+		ce.CommandIdTooOld = &inventoryv1.CommandIdTooOld{SkuId: co.SKU, CommandId: co.CommandID, OccurredAt: timestamppb.New(co.OccurredAt), RememberedSince: timestamppb.New(co.RememberedSince)}
 	case errors.As(err, &rx):
 		code, msg = connect.CodeAlreadyExists, rx.Error()
 	case errors.As(err, &rn):
@@ -256,6 +266,14 @@ func errorOf(ce *inventoryv1.CommandError) *connect.Error {
 	}
 	if ce.ReservationNotActive != nil {
 		addDetail(out, ce.ReservationNotActive)
+	}
+	if r := ce.CommandIdTooOld; r != nil {
+		addDetail(out, &errdetails.ErrorInfo{
+			Reason: ReasonCommandIDTooOld,
+			Domain: inventoryv1connect.CommandServiceName,
+			Metadata: map[string]string{"sku_id": r.GetSkuId(), "command_id": r.GetCommandId(),
+				"occurred_at": r.GetOccurredAt().AsTime().Format(time.RFC3339Nano), "remembered_since": r.GetRememberedSince().AsTime().Format(time.RFC3339Nano)},
+		})
 	}
 	if r := ce.CommandIdReused; r != nil {
 		addDetail(out, &errdetails.ErrorInfo{

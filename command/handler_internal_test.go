@@ -10,8 +10,10 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
 func TestBatchFailuresLogOneLineForTheWorstKind(t *testing.T) {
@@ -66,4 +68,23 @@ func TestBatchFailuresLogOneLineForTheWorstKind(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestTooOldCommandIsFailedPreconditionWithItsHorizon(t *testing.T) {
+	since := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	h := &Handler{log: slog.New(slog.DiscardHandler)}
+	err := h.connectError(&CommandTooOldError{SKU: "A", CommandID: "c1", OccurredAt: since.Add(-time.Hour), RememberedSince: since})
+	if err.Code() != connect.CodeFailedPrecondition || !strings.Contains(err.Message(), "too old to verify") {
+		t.Fatalf("%v, want failed_precondition saying too old to verify", err)
+	}
+	for _, d := range err.Details() {
+		v, _ := d.Value()
+		if ei, ok := v.(*errdetails.ErrorInfo); ok && ei.GetReason() == ReasonCommandIDTooOld {
+			if ei.GetMetadata()["remembered_since"] != since.Format(time.RFC3339Nano) || ei.GetMetadata()["command_id"] != "c1" {
+				t.Fatalf("ErrorInfo metadata %v", ei.GetMetadata())
+			}
+			return
+		}
+	}
+	t.Fatalf("no %s ErrorInfo in %v", ReasonCommandIDTooOld, err.Details())
 }

@@ -3,9 +3,13 @@ package command_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -220,4 +224,90 @@ func TestCommandsLoggedWithoutFingerprintStillReplay(t *testing.T) {
 	if err != nil || !res.Replayed || res.Version != 1 {
 		t.Fatalf("retry of a command logged without fingerprint: %+v %v, want version 1 replayed", res, err)
 	}
+}
+
+// A retry inside the window is answered replayed, after a restart too (from
+// the log: a restarted writer keeps no whole results); one whose command
+// fell out of the window and whose occurred_at is older than what the
+// window remembers is refused as too old to verify, never applied again.
+func TestRetryBeyondTheDedupeWindowIsRefusedAsTooOld(t *testing.T) {
+	k := singlePartition(t)
+	t0 := time.Now().Add(-3 * time.Hour).UTC()
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	reg := prometheus.NewRegistry()
+	cfg := command.WriterConfig{Brokers: k.Addrs(), Logger: quietLogger(), DedupeWindow: time.Hour, Now: clock, Metrics: command.NewMetrics(reg)}
+	w, err := command.OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &command.Command{ID: "pos-old", Kind: command.KindReceipt, SKU: "A", Store: "S1", Quantity: 5, OccurredAt: t0}
+	first, err := w.Do(t.Context(), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set(t0.Add(50 * time.Minute))
+	recent := &command.Command{ID: "pos-recent", Kind: command.KindReceipt, SKU: "A", Store: "S1", Quantity: 1, OccurredAt: t0.Add(50 * time.Minute)}
+	if _, err := w.Do(t.Context(), recent); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restarted 90 minutes after the first command: it is out of the window,
+	// the second is in it.
+	set(t0.Add(90 * time.Minute))
+	w, err = command.OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	res, err := w.Do(t.Context(), recent)
+	if err != nil || !res.Replayed || res.Version != 2 || res.Stores[0].OnHand != 6 {
+		t.Fatalf("retry inside the window after a restart: %+v %v, want version 2 (on hand 6) replayed", res, err)
+	}
+	if got := counterValue(t, reg, "tally_writer_replays_read_total"); got != 1 {
+		t.Fatalf("%v retries answered from the log, want 1", got)
+	}
+	_, err = w.Do(t.Context(), old)
+	var too *command.CommandTooOldError
+	if !errors.As(err, &too) || !too.RememberedSince.Equal(t0) || too.CommandID != "pos-old" {
+		t.Fatalf("retry beyond the window: %v, want CommandTooOldError remembering since %v", err, t0)
+	}
+	if !strings.Contains(err.Error(), "too old to verify") {
+		t.Fatalf("message %q does not say too old to verify", err)
+	}
+	// A new command that occurred after the horizon (beyond the skew) is
+	// taken: had it been accepted before, the window would hold it.
+	fresh := &command.Command{ID: "pos-fresh", Kind: command.KindReceipt, SKU: "A", Store: "S1", Quantity: 1, OccurredAt: t0.Add(90 * time.Minute)}
+	if res, err := w.Do(t.Context(), fresh); err != nil || res.Replayed || res.Version != 3 {
+		t.Fatalf("new command: %+v %v, want version 3", res, err)
+	}
+	if first.Version != 1 {
+		t.Fatalf("first version %d", first.Version)
+	}
+	if ev := readEvents(t, k.Addrs(), "A"); len(ev) != 3 {
+		t.Fatalf("%d events, want 3", len(ev))
+	}
+}
+
+// counterValue is the sum of a counter's series in reg.
+func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

@@ -19,6 +19,11 @@ type Metrics struct {
 	rebalances     *prometheus.CounterVec
 	forwarded      *prometheus.CounterVec
 	forwardSeconds *prometheus.HistogramVec
+	replayReads    prometheus.Counter
+	dedupe         *prometheus.GaugeVec
+	snapshots      *prometheus.CounterVec
+	snapshotSecs   prometheus.Histogram
+	opens          *prometheus.HistogramVec
 }
 
 // NewMetrics registers the write side's metrics with reg.
@@ -58,8 +63,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time of one forwarded call, from sending it to the owner to its answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"rpc"}),
+		replayReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tally_writer_replays_read_total",
+			Help: "Retries of commands accepted earlier answered by reading the original events back from the log (older than the latest results the writers keep).",
+		}),
+		dedupe: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tally_writer_dedupe_commands",
+			Help: "Command ids a partition's writer remembers (the dedupe window), by partition.",
+		}, []string{"partition"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tally_writer_snapshots_total",
+			Help: "Writer snapshots written to the snapshots topic, by partition, kind (full, increment) and result.",
+		}, []string{"partition", "kind", "result"}),
+		snapshotSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tally_writer_snapshot_duration_seconds",
+			Help:    "Time to encode and commit one writer snapshot (in the background: the group commit goes on meanwhile).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		opens: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tally_writer_open_duration_seconds",
+			Help:    "Time for a partition writer to take over a partition and rebuild its state, by where it started: snapshot, or log (from offset 0).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}, []string{"from"}),
 	}
-	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes, m.rebuildFails, m.rebalances, m.forwarded, m.forwardSeconds)
+	reg.MustRegister(m.commits, m.commitSeconds, m.eventsAppended, m.outcomes, m.rebuildFails, m.rebalances, m.forwarded, m.forwardSeconds,
+		m.replayReads, m.dedupe, m.snapshots, m.snapshotSecs, m.opens)
 	return m
 }
 
@@ -122,4 +150,43 @@ func (m *Metrics) forward(rpc, result string, d time.Duration) {
 	}
 	m.forwarded.WithLabelValues(rpc, result).Inc()
 	m.forwardSeconds.WithLabelValues(rpc).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeReplayRead() {
+	if m != nil {
+		m.replayReads.Inc()
+	}
+}
+
+func (m *Metrics) observeDedupe(partition int32, n int) {
+	if m != nil {
+		m.dedupe.WithLabelValues(strconv.Itoa(int(partition))).Set(float64(n))
+	}
+}
+
+func (m *Metrics) observeSnapshot(partition int32, full bool, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	kind, result := "increment", "committed"
+	if full {
+		kind = "full"
+	}
+	if err != nil {
+		result = "failed"
+	} else {
+		m.snapshotSecs.Observe(d.Seconds())
+	}
+	m.snapshots.WithLabelValues(strconv.Itoa(int(partition)), kind, result).Inc()
+}
+
+func (m *Metrics) observeOpen(fromSnapshot bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	from := "log"
+	if fromSnapshot {
+		from = "snapshot"
+	}
+	m.opens.WithLabelValues(from).Observe(d.Seconds())
 }

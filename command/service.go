@@ -498,10 +498,25 @@ func (s *Service) DoBatch(ctx context.Context, cmds []*Command) []Outcome {
 		}()
 	}
 	wg.Wait()
+	var replays []reply // retries of commands accepted before, answered from the log
+	defer func() {
+		for _, r := range replays {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := s.cfg.WriterConfig.readResult(ctx, r.from)
+				out[r.idx] = Outcome{Result: res, Err: err}
+			}()
+		}
+		wg.Wait()
+	}()
 	for ; waiting > 0; waiting-- {
 		select {
 		case r := <-ch:
 			out[r.idx] = Outcome{Result: r.res, Err: r.err}
+			if r.from != nil {
+				replays = append(replays, r)
+			}
 		case <-ctx.Done():
 			for i := range out {
 				if cmds[i] != nil && out[i].Result == nil && out[i].Err == nil {

@@ -30,9 +30,10 @@ type WriterConfig struct {
 	// MaxBatch is the most commands group-committed in one transaction.
 	// Default 4096.
 	MaxBatch int
-	// DedupeWindow is how many recent command ids per partition are
-	// remembered for idempotent retries. Default 262144.
-	DedupeWindow int
+	// DedupeWindow is how long (by recorded time) a partition remembers
+	// the command ids it accepted, so a retry is answered "replayed"; see
+	// window.go for the guarantee beyond it. Default 72h.
+	DedupeWindow time.Duration
 	// Logger receives writer events. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, is updated by every writer.
@@ -62,7 +63,7 @@ func (c *WriterConfig) defaults() {
 		c.MaxBatch = 4096
 	}
 	if c.DedupeWindow <= 0 {
-		c.DedupeWindow = 1 << 18
+		c.DedupeWindow = DefaultDedupeWindow
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -74,6 +75,9 @@ func (c *WriterConfig) defaults() {
 		c.Now = time.Now
 	}
 }
+
+// DefaultDedupeWindow is how long command ids are remembered by default.
+const DefaultDedupeWindow = 72 * time.Hour
 
 // TransactionalID is the transactional.id of a partition's writer. Every
 // instance uses the same id for the same partition, so a new owner's
@@ -139,6 +143,16 @@ type reply struct {
 	idx int
 	res *Result
 	err error
+	// from, when set instead of res, is a command accepted before whose
+	// result the caller reads from the log (readResult).
+	from *logRef
+}
+
+// logRef is where an accepted command's events are.
+type logRef struct {
+	partition int32
+	offset    int64
+	events    int
 }
 
 // Writer is the only writer of one partition: it holds the state of every
@@ -241,8 +255,12 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 	}
 	defer r.Close()
 	n := 0
-	var last *Result
-	lastKey := ""
+	var (
+		lastKey    windowKey
+		lastOffset int64
+		lastN      int
+		lastFP     domain.Fingerprint
+	)
 	for !r.Done() {
 		batches, err := r.Poll(ctx)
 		if err != nil {
@@ -273,19 +291,20 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 					return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d at offset %d: %w", ErrUnavailable, w.partition, rec.Offset, err)
 				}
 				n++
-				key := dedupeKey(e.GetSkuId(), e.GetCommandId())
-				if key == lastKey {
-					last.addEvent(e) // the second event of a transfer
-					continue
+				key := keyOf(e.GetSkuId(), e.GetCommandId())
+				if key == lastKey && rec.Offset == lastOffset+int64(lastN) {
+					lastN++ // the second event of a transfer
+				} else {
+					lastKey, lastOffset, lastN, lastFP = key, rec.Offset, 1, domain.FingerprintOfEvent(e.GetCommandFingerprint())
 				}
-				last, lastKey = resultOf([]*inventoryv1.InventoryEvent{e}), key
-				dedupe.put(key, last)
+				dedupe.put(key, rememberedOf(lastFP, lastOffset, lastN), e.GetRecordedAt().AsTime(), nil)
 			}
 		}
 	}
 	if u := r.Unmarked(); u > 0 {
 		w.log.Warn("transactions without a marker read as aborted", "transactions", u)
 	}
+	dedupe.evict(w.cfg.Now())
 	return skus, dedupe, n, nil
 }
 
@@ -297,11 +316,55 @@ func (w *Writer) Do(ctx context.Context, cmd *Command) (*Result, error) {
 	}
 	select {
 	case r := <-ch:
+		if r.from != nil {
+			return w.cfg.readResult(ctx, r.from)
+		}
 		return r.res, r.err
 	case <-ctx.Done():
 		// The command may still commit; a retry with its id tells.
 		return nil, ctx.Err()
 	}
+}
+
+// readResult answers a retry of a command the window remembers but whose
+// result it no longer keeps: from the command's events, read back from the
+// log (read_committed: they are committed). It runs in the caller's
+// goroutine, never the writer's.
+func (c *WriterConfig) readResult(ctx context.Context, ref *logRef) (*Result, error) {
+	c.Metrics.observeReplayRead()
+	cl, err := kgo.NewClient(append(kafka.Options(c.Brokers, nil),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.Topic: {ref.partition: kgo.NewOffset().At(ref.offset)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var events []*inventoryv1.InventoryEvent
+	for len(events) < ref.events {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		for _, fe := range fs.Errors() {
+			return nil, fmt.Errorf("%w: read the original events of a retried command at offset %d of partition %d: %w", ErrUnavailable, ref.offset, ref.partition, fe.Err)
+		}
+		for it := fs.RecordIter(); !it.Done() && len(events) < ref.events; {
+			rec := it.Next()
+			if rec.Offset < ref.offset {
+				continue
+			}
+			e := &inventoryv1.InventoryEvent{}
+			if err := proto.Unmarshal(rec.Value, e); err != nil {
+				return nil, fmt.Errorf("the event of a retried command at offset %d of partition %d: %w", rec.Offset, ref.partition, err)
+			}
+			if len(events) > 0 && (e.GetCommandId() != events[0].GetCommandId() || e.GetSkuId() != events[0].GetSkuId()) {
+				return nil, fmt.Errorf("offset %d of partition %d is not the event of the retried command", rec.Offset, ref.partition)
+			}
+			events = append(events, e)
+		}
+	}
+	return resultOf(events).replayed(), nil
 }
 
 // submit queues requests in order; they reply on their done channels.
@@ -509,22 +572,41 @@ func (w *Writer) commit(batch []*request) error {
 	start := time.Now()
 	now := w.cfg.Now().UTC()
 	overlay := map[string]*SKU{}
-	pending := map[string]*Result{}
+	// pending are the batch's accepted commands: their results and the
+	// index of their first record.
+	type accepted struct {
+		res   *Result
+		first int
+	}
+	pending := map[windowKey]accepted{}
+	var order []windowKey // pending's keys in batch order
 	replies := make([]reply, len(batch))
 	var recs []*kgo.Record
+	w.dedupe.evict(now)
 	for i, r := range batch {
 		replies[i].idx = r.idx
 		if err := r.ctx.Err(); err != nil {
 			replies[i].err = err // gave up before we decided: never applied
 			continue
 		}
-		key := dedupeKey(r.cmd.SKU, r.cmd.ID)
-		if res := pending[key]; res != nil {
-			replies[i].res, replies[i].err = res.replay(r.cmd)
+		key := keyOf(r.cmd.SKU, r.cmd.ID)
+		if a, ok := pending[key]; ok {
+			replies[i].res, replies[i].err = a.res.replay(r.cmd)
 			continue
 		}
-		if res := w.dedupe.get(key); res != nil {
-			replies[i].res, replies[i].err = res.replay(r.cmd)
+		if rem, res, ok := w.dedupe.get(key); ok {
+			switch {
+			case !rem.matches(r.cmd):
+				replies[i].err = &CommandIDReusedError{SKU: r.cmd.SKU, CommandID: r.cmd.ID}
+			case res != nil:
+				replies[i].res = res.replayed()
+			default:
+				replies[i].from = &logRef{partition: w.partition, offset: rem.offset(), events: rem.events()}
+			}
+			continue
+		}
+		if w.dedupe.tooOld(r.cmd) {
+			replies[i].err = &CommandTooOldError{SKU: r.cmd.SKU, CommandID: r.cmd.ID, OccurredAt: r.cmd.OccurredAt, RememberedSince: w.dedupe.horizon}
 			continue
 		}
 		sku := overlay[r.cmd.SKU]
@@ -541,6 +623,7 @@ func (w *Writer) commit(batch []*request) error {
 			replies[i].err = err
 			continue
 		}
+		first := len(recs)
 		for _, e := range events {
 			if err := sku.Apply(e); err != nil {
 				panic(err) // decide and Apply disagree: a bug, not an input
@@ -561,7 +644,8 @@ func (w *Writer) commit(batch []*request) error {
 			})
 		}
 		res := resultOf(events)
-		pending[key] = res
+		pending[key] = accepted{res: res, first: first}
+		order = append(order, key)
 		replies[i].res = res
 	}
 	if len(recs) > 0 {
@@ -577,9 +661,11 @@ func (w *Writer) commit(batch []*request) error {
 			w.skus[id] = sku
 			w.track(id, sku)
 		}
-		for key, res := range pending {
-			w.dedupe.put(key, res)
+		for _, key := range order {
+			a := pending[key]
+			w.dedupe.put(key, rememberedOf(a.res.fingerprint, recs[a.first].Offset, len(a.res.EventIDs)), now, a.res)
 		}
+		w.cfg.Metrics.observeDedupe(w.partition, w.dedupe.len())
 	}
 	w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), nil)
 	for i, r := range batch {
@@ -614,29 +700,3 @@ func (r *Result) replayed() *Result {
 }
 
 func newEventID() string { return uuid.Must(uuid.NewV7()).String() }
-
-func dedupeKey(sku, commandID string) string { return sku + "\x00" + commandID }
-
-// window remembers the most recent n command results, oldest evicted first.
-type window struct {
-	m    map[string]*Result
-	ring []string
-	next int
-}
-
-func newWindow(n int) *window {
-	return &window{m: make(map[string]*Result), ring: make([]string, n)}
-}
-
-func (w *window) get(key string) *Result { return w.m[key] }
-
-func (w *window) put(key string, r *Result) {
-	if _, ok := w.m[key]; !ok {
-		if old := w.ring[w.next]; old != "" {
-			delete(w.m, old)
-		}
-		w.ring[w.next] = key
-		w.next = (w.next + 1) % len(w.ring)
-	}
-	w.m[key] = r
-}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/internal/config"
 )
 
@@ -150,18 +151,23 @@ type commandFlags struct {
 	Partitions     int
 	Advertise      string
 	SessionTimeout time.Duration
+	DedupeWindow   time.Duration
 }
 
 func (c *commandFlags) register(fs *flag.FlagSet) {
 	config.Int(fs, &c.Partitions, "partitions", 6, "partitions of the events topic when it is created")
 	config.String(fs, &c.Advertise, "advertise", "", "host:port other command instances forward this instance's partitions' commands to; unique per instance (default --addr)")
 	config.Duration(fs, &c.SessionTimeout, "group-session-timeout", 0, "how long the writers' group waits for a silent instance (killed, paused) before moving its partitions: the bound of a takeover. 0: 2s on the embedded broker, 6s otherwise (the least a Kafka broker accepts by default, group.min.session.timeout.ms; lower that to go lower)")
+	config.Duration(fs, &c.DedupeWindow, "dedupe-window", command.DefaultDedupeWindow, "how long each partition remembers the command ids it accepted, so a retry is answered replayed (about 70 bytes of memory per command); a retry older than this whose occurred_at is older too is refused as too old to verify")
 }
 
 func (c *commandFlags) validate() error {
 	var errs []error
 	if c.Partitions < 1 || c.Partitions > 10000 {
 		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions))
+	}
+	if c.DedupeWindow < time.Minute {
+		errs = append(errs, fmt.Errorf("--dedupe-window must be at least 1m, got %v", c.DedupeWindow))
 	}
 	if c.SessionTimeout != 0 && (c.SessionTimeout < time.Second || c.SessionTimeout > 5*time.Minute) {
 		errs = append(errs, fmt.Errorf("--group-session-timeout must be 1s to 5m, got %v", c.SessionTimeout))

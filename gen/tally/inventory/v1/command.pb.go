@@ -1958,6 +1958,7 @@ type CommandError struct {
 	InsufficientStock    *InsufficientStock    `protobuf:"bytes,5,opt,name=insufficient_stock,json=insufficientStock,proto3" json:"insufficient_stock,omitempty"`
 	ReservationNotActive *ReservationNotActive `protobuf:"bytes,6,opt,name=reservation_not_active,json=reservationNotActive,proto3" json:"reservation_not_active,omitempty"`
 	CommandIdReused      *CommandIdReused      `protobuf:"bytes,7,opt,name=command_id_reused,json=commandIdReused,proto3" json:"command_id_reused,omitempty"`
+	CommandIdTooOld      *CommandIdTooOld      `protobuf:"bytes,8,opt,name=command_id_too_old,json=commandIdTooOld,proto3" json:"command_id_too_old,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -2041,6 +2042,87 @@ func (x *CommandError) GetCommandIdReused() *CommandIdReused {
 	return nil
 }
 
+func (x *CommandError) GetCommandIdTooOld() *CommandIdTooOld {
+	if x != nil {
+		return x.CommandIdTooOld
+	}
+	return nil
+}
+
+// CommandIdTooOld is the detail of a FAILED_PRECONDITION error: the
+// command_id is not among those the SKU's partition remembers (those
+// recorded since remembered_since, the dedupe window) and the command's
+// occurred_at is older than that, so it cannot be told from a retry of a
+// command accepted before. (A unary call carries it as google.rpc.ErrorInfo,
+// reason "COMMAND_ID_TOO_OLD".)
+type CommandIdTooOld struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SkuId           string                 `protobuf:"bytes,1,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	CommandId       string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	OccurredAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	RememberedSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=remembered_since,json=rememberedSince,proto3" json:"remembered_since,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CommandIdTooOld) Reset() {
+	*x = CommandIdTooOld{}
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandIdTooOld) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandIdTooOld) ProtoMessage() {}
+
+func (x *CommandIdTooOld) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandIdTooOld.ProtoReflect.Descriptor instead.
+func (*CommandIdTooOld) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CommandIdTooOld) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *CommandIdTooOld) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommandIdTooOld) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *CommandIdTooOld) GetRememberedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RememberedSince
+	}
+	return nil
+}
+
 // CommandIdReused is the detail of an ALREADY_EXISTS error: the command_id
 // was accepted before for the SKU, with a different request. (A unary call
 // carries it as google.rpc.ErrorInfo, reason "COMMAND_ID_REUSED".)
@@ -2054,7 +2136,7 @@ type CommandIdReused struct {
 
 func (x *CommandIdReused) Reset() {
 	*x = CommandIdReused{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2148,7 @@ func (x *CommandIdReused) String() string {
 func (*CommandIdReused) ProtoMessage() {}
 
 func (x *CommandIdReused) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[25]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2161,7 @@ func (x *CommandIdReused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandIdReused.ProtoReflect.Descriptor instead.
 func (*CommandIdReused) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommandIdReused) GetSkuId() string {
@@ -2108,7 +2190,7 @@ type ReservationNotActive struct {
 
 func (x *ReservationNotActive) Reset() {
 	*x = ReservationNotActive{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2202,7 @@ func (x *ReservationNotActive) String() string {
 func (*ReservationNotActive) ProtoMessage() {}
 
 func (x *ReservationNotActive) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[26]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2215,7 @@ func (x *ReservationNotActive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReservationNotActive.ProtoReflect.Descriptor instead.
 func (*ReservationNotActive) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReservationNotActive) GetSkuId() string {
@@ -2162,7 +2244,7 @@ type FieldViolation struct {
 
 func (x *FieldViolation) Reset() {
 	*x = FieldViolation{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2256,7 @@ func (x *FieldViolation) String() string {
 func (*FieldViolation) ProtoMessage() {}
 
 func (x *FieldViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[27]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2269,7 @@ func (x *FieldViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldViolation.ProtoReflect.Descriptor instead.
 func (*FieldViolation) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FieldViolation) GetField() string {
@@ -2216,7 +2298,7 @@ type VersionConflict struct {
 
 func (x *VersionConflict) Reset() {
 	*x = VersionConflict{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2310,7 @@ func (x *VersionConflict) String() string {
 func (*VersionConflict) ProtoMessage() {}
 
 func (x *VersionConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[28]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2323,7 @@ func (x *VersionConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionConflict.ProtoReflect.Descriptor instead.
 func (*VersionConflict) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VersionConflict) GetSkuId() string {
@@ -2279,7 +2361,7 @@ type InsufficientStock struct {
 
 func (x *InsufficientStock) Reset() {
 	*x = InsufficientStock{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2373,7 @@ func (x *InsufficientStock) String() string {
 func (*InsufficientStock) ProtoMessage() {}
 
 func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[29]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2386,7 @@ func (x *InsufficientStock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsufficientStock.ProtoReflect.Descriptor instead.
 func (*InsufficientStock) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InsufficientStock) GetSkuId() string {
@@ -2362,7 +2444,7 @@ type CountStockRequest struct {
 
 func (x *CountStockRequest) Reset() {
 	*x = CountStockRequest{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2456,7 @@ func (x *CountStockRequest) String() string {
 func (*CountStockRequest) ProtoMessage() {}
 
 func (x *CountStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[30]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2469,7 @@ func (x *CountStockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountStockRequest.ProtoReflect.Descriptor instead.
 func (*CountStockRequest) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CountStockRequest) GetCommandId() string {
@@ -2474,7 +2556,7 @@ type CountStockResponse struct {
 
 func (x *CountStockResponse) Reset() {
 	*x = CountStockResponse{}
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2568,7 @@ func (x *CountStockResponse) String() string {
 func (*CountStockResponse) ProtoMessage() {}
 
 func (x *CountStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_command_proto_msgTypes[31]
+	mi := &file_tally_inventory_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2581,7 @@ func (x *CountStockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountStockResponse.ProtoReflect.Descriptor instead.
 func (*CountStockResponse) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_tally_inventory_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CountStockResponse) GetResult() *CommandResult {
@@ -2715,7 +2797,7 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x17\n" +
 	"\aon_hand\x18\x02 \x01(\x03R\x06onHand\x12\x1a\n" +
 	"\breserved\x18\x03 \x01(\x03R\breserved\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\xe2\x03\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable\"\xb4\x04\n" +
 	"\fCommandError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12M\n" +
@@ -2723,7 +2805,15 @@ const file_tally_inventory_v1_command_proto_rawDesc = "" +
 	"\x10version_conflict\x18\x04 \x01(\v2#.tally.inventory.v1.VersionConflictR\x0fversionConflict\x12T\n" +
 	"\x12insufficient_stock\x18\x05 \x01(\v2%.tally.inventory.v1.InsufficientStockR\x11insufficientStock\x12^\n" +
 	"\x16reservation_not_active\x18\x06 \x01(\v2(.tally.inventory.v1.ReservationNotActiveR\x14reservationNotActive\x12O\n" +
-	"\x11command_id_reused\x18\a \x01(\v2#.tally.inventory.v1.CommandIdReusedR\x0fcommandIdReused\"G\n" +
+	"\x11command_id_reused\x18\a \x01(\v2#.tally.inventory.v1.CommandIdReusedR\x0fcommandIdReused\x12P\n" +
+	"\x12command_id_too_old\x18\b \x01(\v2#.tally.inventory.v1.CommandIdTooOldR\x0fcommandIdTooOld\"\xcb\x01\n" +
+	"\x0fCommandIdTooOld\x12\x15\n" +
+	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x02 \x01(\tR\tcommandId\x12;\n" +
+	"\voccurred_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x12E\n" +
+	"\x10remembered_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0frememberedSince\"G\n" +
 	"\x0fCommandIdReused\x12\x15\n" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1d\n" +
 	"\n" +
@@ -2792,7 +2882,7 @@ func file_tally_inventory_v1_command_proto_rawDescGZIP() []byte {
 	return file_tally_inventory_v1_command_proto_rawDescData
 }
 
-var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_tally_inventory_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*ReserveRequest)(nil),             // 0: tally.inventory.v1.ReserveRequest
 	(*ReserveResponse)(nil),            // 1: tally.inventory.v1.ReserveResponse
@@ -2819,50 +2909,51 @@ var file_tally_inventory_v1_command_proto_goTypes = []any{
 	(*CommandResult)(nil),              // 22: tally.inventory.v1.CommandResult
 	(*StoreLevel)(nil),                 // 23: tally.inventory.v1.StoreLevel
 	(*CommandError)(nil),               // 24: tally.inventory.v1.CommandError
-	(*CommandIdReused)(nil),            // 25: tally.inventory.v1.CommandIdReused
-	(*ReservationNotActive)(nil),       // 26: tally.inventory.v1.ReservationNotActive
-	(*FieldViolation)(nil),             // 27: tally.inventory.v1.FieldViolation
-	(*VersionConflict)(nil),            // 28: tally.inventory.v1.VersionConflict
-	(*InsufficientStock)(nil),          // 29: tally.inventory.v1.InsufficientStock
-	(*CountStockRequest)(nil),          // 30: tally.inventory.v1.CountStockRequest
-	(*CountStockResponse)(nil),         // 31: tally.inventory.v1.CountStockResponse
-	nil,                                // 32: tally.inventory.v1.ReserveRequest.MetadataEntry
-	nil,                                // 33: tally.inventory.v1.CommitReservationRequest.MetadataEntry
-	nil,                                // 34: tally.inventory.v1.RecordSaleRequest.MetadataEntry
-	nil,                                // 35: tally.inventory.v1.RecordReturnRequest.MetadataEntry
-	nil,                                // 36: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
-	nil,                                // 37: tally.inventory.v1.AdjustStockRequest.MetadataEntry
-	nil,                                // 38: tally.inventory.v1.TransferStockRequest.MetadataEntry
-	nil,                                // 39: tally.inventory.v1.CountStockRequest.MetadataEntry
-	(*durationpb.Duration)(nil),        // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
-	(AdjustmentReason)(0),              // 42: tally.inventory.v1.AdjustmentReason
+	(*CommandIdTooOld)(nil),            // 25: tally.inventory.v1.CommandIdTooOld
+	(*CommandIdReused)(nil),            // 26: tally.inventory.v1.CommandIdReused
+	(*ReservationNotActive)(nil),       // 27: tally.inventory.v1.ReservationNotActive
+	(*FieldViolation)(nil),             // 28: tally.inventory.v1.FieldViolation
+	(*VersionConflict)(nil),            // 29: tally.inventory.v1.VersionConflict
+	(*InsufficientStock)(nil),          // 30: tally.inventory.v1.InsufficientStock
+	(*CountStockRequest)(nil),          // 31: tally.inventory.v1.CountStockRequest
+	(*CountStockResponse)(nil),         // 32: tally.inventory.v1.CountStockResponse
+	nil,                                // 33: tally.inventory.v1.ReserveRequest.MetadataEntry
+	nil,                                // 34: tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	nil,                                // 35: tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	nil,                                // 36: tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	nil,                                // 37: tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	nil,                                // 38: tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	nil,                                // 39: tally.inventory.v1.TransferStockRequest.MetadataEntry
+	nil,                                // 40: tally.inventory.v1.CountStockRequest.MetadataEntry
+	(*durationpb.Duration)(nil),        // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 42: google.protobuf.Timestamp
+	(AdjustmentReason)(0),              // 43: tally.inventory.v1.AdjustmentReason
 }
 var file_tally_inventory_v1_command_proto_depIdxs = []int32{
-	40, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
+	41, // 0: tally.inventory.v1.ReserveRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 1: tally.inventory.v1.ReserveRequest.metadata:type_name -> tally.inventory.v1.ReserveRequest.MetadataEntry
 	22, // 2: tally.inventory.v1.ReserveResponse.result:type_name -> tally.inventory.v1.CommandResult
-	41, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	33, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
+	42, // 3: tally.inventory.v1.ReserveResponse.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 4: tally.inventory.v1.CommitReservationRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	34, // 5: tally.inventory.v1.CommitReservationRequest.metadata:type_name -> tally.inventory.v1.CommitReservationRequest.MetadataEntry
 	22, // 6: tally.inventory.v1.CommitReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 7: tally.inventory.v1.ReleaseReservationResponse.result:type_name -> tally.inventory.v1.CommandResult
 	22, // 8: tally.inventory.v1.SetReorderPolicyResponse.result:type_name -> tally.inventory.v1.CommandResult
-	41, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	34, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
+	42, // 9: tally.inventory.v1.RecordSaleRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 10: tally.inventory.v1.RecordSaleRequest.metadata:type_name -> tally.inventory.v1.RecordSaleRequest.MetadataEntry
 	22, // 11: tally.inventory.v1.RecordSaleResponse.result:type_name -> tally.inventory.v1.CommandResult
-	41, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	35, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
+	42, // 12: tally.inventory.v1.RecordReturnRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	36, // 13: tally.inventory.v1.RecordReturnRequest.metadata:type_name -> tally.inventory.v1.RecordReturnRequest.MetadataEntry
 	22, // 14: tally.inventory.v1.RecordReturnResponse.result:type_name -> tally.inventory.v1.CommandResult
-	41, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	36, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
+	42, // 15: tally.inventory.v1.ReceiveStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	37, // 16: tally.inventory.v1.ReceiveStockRequest.metadata:type_name -> tally.inventory.v1.ReceiveStockRequest.MetadataEntry
 	22, // 17: tally.inventory.v1.ReceiveStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	42, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
-	41, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	37, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
+	43, // 18: tally.inventory.v1.AdjustStockRequest.adjustment_reason:type_name -> tally.inventory.v1.AdjustmentReason
+	42, // 19: tally.inventory.v1.AdjustStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	38, // 20: tally.inventory.v1.AdjustStockRequest.metadata:type_name -> tally.inventory.v1.AdjustStockRequest.MetadataEntry
 	22, // 21: tally.inventory.v1.AdjustStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	41, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	38, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
+	42, // 22: tally.inventory.v1.TransferStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	39, // 23: tally.inventory.v1.TransferStockRequest.metadata:type_name -> tally.inventory.v1.TransferStockRequest.MetadataEntry
 	22, // 24: tally.inventory.v1.TransferStockResponse.result:type_name -> tally.inventory.v1.CommandResult
 	19, // 25: tally.inventory.v1.ApplyRequest.commands:type_name -> tally.inventory.v1.Command
 	8,  // 26: tally.inventory.v1.Command.sale:type_name -> tally.inventory.v1.RecordSaleRequest
@@ -2874,46 +2965,49 @@ var file_tally_inventory_v1_command_proto_depIdxs = []int32{
 	2,  // 32: tally.inventory.v1.Command.commit_reservation:type_name -> tally.inventory.v1.CommitReservationRequest
 	4,  // 33: tally.inventory.v1.Command.release_reservation:type_name -> tally.inventory.v1.ReleaseReservationRequest
 	6,  // 34: tally.inventory.v1.Command.reorder_policy:type_name -> tally.inventory.v1.SetReorderPolicyRequest
-	30, // 35: tally.inventory.v1.Command.count:type_name -> tally.inventory.v1.CountStockRequest
+	31, // 35: tally.inventory.v1.Command.count:type_name -> tally.inventory.v1.CountStockRequest
 	21, // 36: tally.inventory.v1.ApplyResponse.outcomes:type_name -> tally.inventory.v1.CommandOutcome
 	22, // 37: tally.inventory.v1.CommandOutcome.result:type_name -> tally.inventory.v1.CommandResult
 	24, // 38: tally.inventory.v1.CommandOutcome.error:type_name -> tally.inventory.v1.CommandError
 	23, // 39: tally.inventory.v1.CommandResult.stores:type_name -> tally.inventory.v1.StoreLevel
-	27, // 40: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
-	28, // 41: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
-	29, // 42: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
-	26, // 43: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
-	25, // 44: tally.inventory.v1.CommandError.command_id_reused:type_name -> tally.inventory.v1.CommandIdReused
-	41, // 45: tally.inventory.v1.CountStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
-	39, // 46: tally.inventory.v1.CountStockRequest.metadata:type_name -> tally.inventory.v1.CountStockRequest.MetadataEntry
-	22, // 47: tally.inventory.v1.CountStockResponse.result:type_name -> tally.inventory.v1.CommandResult
-	8,  // 48: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
-	10, // 49: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
-	12, // 50: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
-	14, // 51: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
-	16, // 52: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
-	18, // 53: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
-	0,  // 54: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
-	2,  // 55: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
-	4,  // 56: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
-	6,  // 57: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
-	30, // 58: tally.inventory.v1.CommandService.CountStock:input_type -> tally.inventory.v1.CountStockRequest
-	9,  // 59: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
-	11, // 60: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
-	13, // 61: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
-	15, // 62: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
-	17, // 63: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
-	20, // 64: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
-	1,  // 65: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
-	3,  // 66: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
-	5,  // 67: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
-	7,  // 68: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
-	31, // 69: tally.inventory.v1.CommandService.CountStock:output_type -> tally.inventory.v1.CountStockResponse
-	59, // [59:70] is the sub-list for method output_type
-	48, // [48:59] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	28, // 40: tally.inventory.v1.CommandError.field_violations:type_name -> tally.inventory.v1.FieldViolation
+	29, // 41: tally.inventory.v1.CommandError.version_conflict:type_name -> tally.inventory.v1.VersionConflict
+	30, // 42: tally.inventory.v1.CommandError.insufficient_stock:type_name -> tally.inventory.v1.InsufficientStock
+	27, // 43: tally.inventory.v1.CommandError.reservation_not_active:type_name -> tally.inventory.v1.ReservationNotActive
+	26, // 44: tally.inventory.v1.CommandError.command_id_reused:type_name -> tally.inventory.v1.CommandIdReused
+	25, // 45: tally.inventory.v1.CommandError.command_id_too_old:type_name -> tally.inventory.v1.CommandIdTooOld
+	42, // 46: tally.inventory.v1.CommandIdTooOld.occurred_at:type_name -> google.protobuf.Timestamp
+	42, // 47: tally.inventory.v1.CommandIdTooOld.remembered_since:type_name -> google.protobuf.Timestamp
+	42, // 48: tally.inventory.v1.CountStockRequest.occurred_at:type_name -> google.protobuf.Timestamp
+	40, // 49: tally.inventory.v1.CountStockRequest.metadata:type_name -> tally.inventory.v1.CountStockRequest.MetadataEntry
+	22, // 50: tally.inventory.v1.CountStockResponse.result:type_name -> tally.inventory.v1.CommandResult
+	8,  // 51: tally.inventory.v1.CommandService.RecordSale:input_type -> tally.inventory.v1.RecordSaleRequest
+	10, // 52: tally.inventory.v1.CommandService.RecordReturn:input_type -> tally.inventory.v1.RecordReturnRequest
+	12, // 53: tally.inventory.v1.CommandService.ReceiveStock:input_type -> tally.inventory.v1.ReceiveStockRequest
+	14, // 54: tally.inventory.v1.CommandService.AdjustStock:input_type -> tally.inventory.v1.AdjustStockRequest
+	16, // 55: tally.inventory.v1.CommandService.TransferStock:input_type -> tally.inventory.v1.TransferStockRequest
+	18, // 56: tally.inventory.v1.CommandService.Apply:input_type -> tally.inventory.v1.ApplyRequest
+	0,  // 57: tally.inventory.v1.CommandService.Reserve:input_type -> tally.inventory.v1.ReserveRequest
+	2,  // 58: tally.inventory.v1.CommandService.CommitReservation:input_type -> tally.inventory.v1.CommitReservationRequest
+	4,  // 59: tally.inventory.v1.CommandService.ReleaseReservation:input_type -> tally.inventory.v1.ReleaseReservationRequest
+	6,  // 60: tally.inventory.v1.CommandService.SetReorderPolicy:input_type -> tally.inventory.v1.SetReorderPolicyRequest
+	31, // 61: tally.inventory.v1.CommandService.CountStock:input_type -> tally.inventory.v1.CountStockRequest
+	9,  // 62: tally.inventory.v1.CommandService.RecordSale:output_type -> tally.inventory.v1.RecordSaleResponse
+	11, // 63: tally.inventory.v1.CommandService.RecordReturn:output_type -> tally.inventory.v1.RecordReturnResponse
+	13, // 64: tally.inventory.v1.CommandService.ReceiveStock:output_type -> tally.inventory.v1.ReceiveStockResponse
+	15, // 65: tally.inventory.v1.CommandService.AdjustStock:output_type -> tally.inventory.v1.AdjustStockResponse
+	17, // 66: tally.inventory.v1.CommandService.TransferStock:output_type -> tally.inventory.v1.TransferStockResponse
+	20, // 67: tally.inventory.v1.CommandService.Apply:output_type -> tally.inventory.v1.ApplyResponse
+	1,  // 68: tally.inventory.v1.CommandService.Reserve:output_type -> tally.inventory.v1.ReserveResponse
+	3,  // 69: tally.inventory.v1.CommandService.CommitReservation:output_type -> tally.inventory.v1.CommitReservationResponse
+	5,  // 70: tally.inventory.v1.CommandService.ReleaseReservation:output_type -> tally.inventory.v1.ReleaseReservationResponse
+	7,  // 71: tally.inventory.v1.CommandService.SetReorderPolicy:output_type -> tally.inventory.v1.SetReorderPolicyResponse
+	32, // 72: tally.inventory.v1.CommandService.CountStock:output_type -> tally.inventory.v1.CountStockResponse
+	62, // [62:73] is the sub-list for method output_type
+	51, // [51:62] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_command_proto_init() }
@@ -2945,14 +3039,14 @@ func file_tally_inventory_v1_command_proto_init() {
 		(*CommandOutcome_Result)(nil),
 		(*CommandOutcome_Error)(nil),
 	}
-	file_tally_inventory_v1_command_proto_msgTypes[30].OneofWrappers = []any{}
+	file_tally_inventory_v1_command_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_command_proto_rawDesc), len(file_tally_inventory_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
