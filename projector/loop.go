@@ -450,14 +450,15 @@ func retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.D
 	})
 }
 
-// ensureDLQ creates the dead-letter topic if it is missing.
+// ensureDLQ creates the dead-letter topic if it is missing, with a finite
+// retention (kafka.DLQRetention).
 func ensureDLQ(ctx context.Context, brokers []string) error {
 	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	_, err = kafka.EnsureTopic(ctx, kadm.NewClient(cl), kafka.DLQTopic, 1, map[string]string{"retention.ms": "-1"})
+	_, err = kafka.EnsureTopic(ctx, kadm.NewClient(cl), kafka.DLQTopic, 1, kafka.DLQTopicConfigs())
 	return err
 }
 

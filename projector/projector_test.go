@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -400,6 +401,28 @@ func TestGarbageRecordIsDeadLetteredAndProjectionContinues(t *testing.T) {
 	value, h := f.deadLetter("pg")
 	if h["tally-source-partition"] != "0" || h["tally-source-offset"] != "11" || h["tally-dlq-error"] == "" || string(value) != "\xff\xfenot a protobuf" {
 		t.Fatalf("DLQ record %q headers %v", value, h)
+	}
+	// Dead letters are copies of events the log keeps: the DLQ forgets.
+	rc, err := f.adm.DescribeTopicConfigs(t.Context(), kafka.DLQTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := rc.On(kafka.DLQTopic, nil)
+	if err == nil {
+		err = cfg.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strconv.FormatInt(kafka.DLQRetention.Milliseconds(), 10)
+	got := "not reported"
+	for _, c := range cfg.Configs {
+		if c.Key == "retention.ms" {
+			got = c.MaybeValue()
+		}
+	}
+	if got != want {
+		t.Errorf("DLQ topic retention.ms=%s; want %s (kafka.DLQRetention)", got, want)
 	}
 }
 

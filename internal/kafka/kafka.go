@@ -57,9 +57,10 @@ func PartitionFor(sku string, n int32) int32 {
 	return int32(partitioner.Partition(&kgo.Record{Key: []byte(sku)}, int(n)))
 }
 
-// EnsureTopic creates topic with the given partition count when it is
-// missing, with infinite retention (the log is the store), and returns the
-// partition count the topic actually has.
+// EnsureTopic creates topic with the given partition count and configs
+// when it is missing, and returns the partition count the topic actually
+// has. An existing topic is left as it is: CheckEventTopic says whether
+// the events topic's configs will do.
 func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, configs map[string]string) (int32, error) {
 	cfg := map[string]*string{}
 	for k, v := range configs {
@@ -80,7 +81,9 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 	return int32(len(td.Partitions)), nil
 }
 
-// EventTopicConfigs are the events topic's settings: keep everything.
+// EventTopicConfigs are the events topic's settings: keep everything,
+// stated explicitly, since a cluster's defaults would delete events after
+// 7 days (log.retention.ms) and CheckEventTopic refuses the topic then.
 func EventTopicConfigs() map[string]string {
 	return map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 }

@@ -82,6 +82,9 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := checkEventTopic(ctx, brokers); err != nil {
+		return err
+	}
 	client, err := bq.client(ctx)
 	if err != nil {
 		return err
@@ -100,11 +103,14 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	return nil
 }
 
-// Replay rebuilds the read model into a new schema (projector.Rebuild) and
-// returns the events projected and the time it took, printing progress to w.
+// Replay rebuilds the read model into a new schema (projector.Rebuild),
+// once the events topic passes kafka.CheckEventTopic, and returns the events projected and the time it took, printing progress to w.
 func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
 	if schema == "" {
 		schema = fmt.Sprintf("replay_%d", time.Now().Unix())
+	}
+	if err := checkEventTopic(ctx, brokers); err != nil {
+		return 0, 0, err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{

@@ -90,3 +90,15 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 		close: func(context.Context) error { _ = bq.Close(); return nil },
 	}, nil
 }
+
+// checkEventTopic refuses an events topic Kafka would delete events from
+// (kafka.CheckEventTopic). A topic not there yet passes: the command role
+// creates it with kafka.EventTopicConfigs.
+func checkEventTopic(ctx context.Context, brokers []string) error {
+	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return kafka.CheckEventTopic(ctx, kadm.NewClient(cl), kafka.EventsTopic)
+}

@@ -55,17 +55,26 @@ func run(ctx context.Context, name string, args []string, f *processFlags) error
 	return start(ctx, f)
 }
 
-// start runs the parts f enables until ctx ends, then shuts down in
-// order: stop taking calls, drain the writers, stop the projector, close
-// the database and Kafka, unlock the data directory. Everything is built
-// before anything runs, and whatever was built is closed when a later step
-// fails: an early error leaks no writer, listener or goroutine.
+// start checks that the events topic keeps every event (when a part f
+// enables writes or projects it), then runs the parts until ctx ends and
+// shuts down in order: stop taking calls, drain the writers, stop the
+// projector, close the database and Kafka, unlock the data directory.
+// Everything is built before anything runs, and whatever was built is
+// closed when a later step fails: an early error leaks no writer, listener
+// or goroutine.
 func start(ctx context.Context, f *processFlags) error {
 	d, err := newDeps(ctx, f)
 	if err != nil {
 		return err
 	}
 	defer d.close()
+	if f.command != nil || f.projector != nil {
+		// The log is the source of truth: refuse to write or project a
+		// topic that forgets.
+		if err := checkEventTopic(ctx, d.brokers); err != nil {
+			return err
+		}
+	}
 	parts, err := newParts(ctx, f, d)
 	if err != nil {
 		return err
