@@ -80,6 +80,9 @@ type window struct {
 	// doubling slice): order[0][head] is the oldest.
 	order [][]windowSlot
 	head  int
+	// appended counts the commands ever put; base is the count before
+	// order[0][0].
+	appended, base uint64
 	// horizon is the newest recorded time evicted: every command recorded
 	// after it is in m.
 	horizon time.Time
@@ -108,6 +111,7 @@ func (w *window) put(key windowKey, r remembered, at time.Time, res *Result) {
 		}
 		last := &w.order[len(w.order)-1]
 		*last = append(*last, windowSlot{key: key, at: at.UnixNano()})
+		w.appended++
 	}
 	w.m[key] = r
 	if res != nil {
@@ -133,6 +137,7 @@ func (w *window) evict(now time.Time) {
 			}
 			w.order[0] = nil
 			w.order, w.head = w.order[1:], 0
+			w.base += windowChunk
 			continue
 		}
 		s := c[w.head]
@@ -145,6 +150,22 @@ func (w *window) evict(now time.Time) {
 		}
 		w.head++
 	}
+}
+
+// packedSince returns the commands still remembered among those put after
+// the first n, oldest first.
+func (w *window) packedSince(n uint64) []packed {
+	var out []packed
+	i := max(n, w.base+uint64(w.head)) - w.base // index from order[0][0]
+	for c := int(i / windowChunk); c < len(w.order); c++ {
+		for _, s := range w.order[c][i%windowChunk:] {
+			if r, ok := w.m[s.key]; ok {
+				out = append(out, packed{key: s.key, r: r, at: s.at})
+			}
+		}
+		i = 0
+	}
+	return out
 }
 
 // len is the number of commands remembered.

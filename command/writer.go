@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,15 @@ type WriterConfig struct {
 	ExpiryInterval time.Duration
 	// Now is the writer's clock. Default time.Now.
 	Now func() time.Time
+	// SnapshotTopic is the compacted topic of the writers' snapshots.
+	// Default kafka.SnapshotsTopic.
+	SnapshotTopic string
+	// SnapshotEvery is how many committed events make a snapshot
+	// increment due; SnapshotInterval how long, if any event was committed.
+	// SnapshotEvery < 0 turns snapshots off (every start folds the whole
+	// log). Defaults 100000 and 1m.
+	SnapshotEvery    int
+	SnapshotInterval time.Duration
 	// RebuildStall is how long a rebuild may make no progress towards the
 	// end of the log before it fails (and the writer retries). Default 30s.
 	RebuildStall time.Duration
@@ -55,6 +65,15 @@ type WriterConfig struct {
 func (c *WriterConfig) defaults() {
 	if c.Topic == "" {
 		c.Topic = kafka.EventsTopic
+	}
+	if c.SnapshotTopic == "" {
+		c.SnapshotTopic = kafka.SnapshotsTopic
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 100_000
+	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = time.Minute
 	}
 	if c.CommitTimeout <= 0 {
 		c.CommitTimeout = 10 * time.Second
@@ -176,6 +195,8 @@ type Writer struct {
 	producer *kgo.Client
 	skus     map[string]*SKU
 	dedupe   *window
+	next     int64        // the events offset after the last committed transaction's records
+	snap     *snapshotter // nil: snapshots off
 	// reserving are the SKUs with active reservations, which expiry scans.
 	reserving map[string]struct{}
 }
@@ -223,35 +244,115 @@ func (w *Writer) open(ctx context.Context) error {
 		producer.Close()
 		return fmt.Errorf("%w: fence partition %d: %w", ErrUnavailable, w.partition, err)
 	}
-	skus, dedupe, n, err := w.rebuild(ctx)
+	var snapProducer *kgo.Client
+	if w.cfg.SnapshotEvery > 0 {
+		if snapProducer, err = w.openSnapshotProducer(ctx); err != nil {
+			producer.Close()
+			return err
+		}
+	}
+	st, err := w.restore(ctx)
 	if err != nil {
 		producer.Close()
+		if snapProducer != nil {
+			snapProducer.Close()
+		}
 		return err
 	}
-	w.producer, w.skus, w.dedupe = producer, skus, dedupe
+	w.producer, w.skus, w.dedupe, w.next = producer, st.skus, st.window, st.next
 	w.reserving = map[string]struct{}{}
-	for id, sku := range skus {
+	for id, sku := range st.skus {
 		w.track(id, sku)
 	}
-	w.log.Info("partition writer ready", "skus", len(skus), "events_replayed", n, "took", time.Since(start).Round(time.Millisecond))
+	if snapProducer != nil {
+		epoch := 0
+		if w.snap != nil {
+			w.snap.producer.Close()
+			epoch = w.snap.epoch + 1
+		}
+		w.snap = &snapshotter{producer: snapProducer, dirty: map[string]struct{}{}, appended: st.window.appended, segments: st.segments,
+			nextSeq: st.nextSeq, full: st.full, stale: st.stale, last: time.Now(), done: make(chan snapshotDone, 1), epoch: epoch}
+	}
+	took := time.Since(start)
+	w.cfg.Metrics.observeOpen(st.fromSnapshot, took)
+	w.cfg.Metrics.observeDedupe(w.partition, st.window.len())
+	w.log.Info("partition writer ready", "skus", len(st.skus), "from_snapshot", st.fromSnapshot, "snapshot_offset", st.snapshotAt,
+		"events_replayed", st.events, "dedupe_commands", st.window.len(), "took", took.Round(time.Millisecond))
 	return nil
 }
 
-// rebuild folds the partition's committed events into fresh state. It
+// restored is the state a writer starts from.
+type restored struct {
+	loaded
+	fromSnapshot bool
+	snapshotAt   int64 // the snapshot's offset
+	events       int   // folded from the log
+	full         bool  // no snapshot to build on: the next one is full
+}
+
+// restore builds the partition's state: from its snapshot and the log
+// after it when there is one it can trust, else from the whole log.
+func (w *Writer) restore(ctx context.Context) (*restored, error) {
+	var keys [][]byte
+	if w.cfg.SnapshotEvery > 0 {
+		l, ks, err := w.loadSnapshot(ctx)
+		keys = ks
+		switch {
+		case err == nil:
+			n, next, err := w.fold(ctx, l.next, l.skus, l.window)
+			if err == nil {
+				return &restored{loaded: loaded{skus: l.skus, window: l.window, next: next, segments: l.segments, nextSeq: l.nextSeq, stale: l.stale},
+					fromSnapshot: true, snapshotAt: l.next, events: n}, nil
+			}
+			if !errors.Is(err, errVersionGap) {
+				return nil, err
+			}
+			w.log.Warn("the log after the partition's snapshot does not continue it; snapshot ignored, rebuilding from offset 0", "snapshot_offset", l.next, "error", err)
+		case errors.Is(err, errNoSnapshot):
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w: read partition %d's snapshot: %w", ErrUnavailable, w.partition, err)
+		default:
+			w.log.Warn("partition snapshot ignored; rebuilding from offset 0", "error", err)
+		}
+	}
+	st := &restored{loaded: loaded{skus: map[string]*SKU{}, window: newWindow(w.cfg.DedupeWindow)}, full: true}
+	n, next, err := w.fold(ctx, 0, st.skus, st.window)
+	if err != nil {
+		if errors.Is(err, errVersionGap) {
+			w.cfg.Metrics.observeRebuildFailure(w.partition, "version_gap")
+			w.log.Error("partition log is not a gap-free sequence of versions; the partition takes no commands until it is repaired", "error", err)
+		}
+		return nil, err
+	}
+	st.next, st.events = next, n
+	// The full snapshot that follows deletes whatever is there and is not
+	// rewritten by it.
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(string(k), prefixSKU); !ok || st.skus[id] == nil {
+			st.stale = append(st.stale, k)
+		}
+	}
+	return st, nil
+}
+
+// errVersionGap: the log does not continue the state's versions.
+var errVersionGap = errors.New("versions not gap-free")
+
+// fold folds the partition's committed events from offset from into skus
+// and dedupe, and returns how many it folded and the offset it reached. It
 // reads the raw log up to the last stable offset and resolves transactions
 // itself (kafka.CommittedReader), so a transaction the broker aborted
 // without a marker can neither hide the records after it nor stop the read.
-// A SKU whose versions do not follow 1, 2, 3 … fails the rebuild: a writer
-// must never append on a state it cannot trust.
-func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, error) {
-	skus := map[string]*SKU{}
-	dedupe := newWindow(w.cfg.DedupeWindow)
+// A SKU whose versions do not continue (1, 2, 3 … from the state's) fails
+// it with errVersionGap: a writer must never append on a state it cannot
+// trust.
+func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, dedupe *window) (int, int64, error) {
 	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{
-		Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: 0},
+		Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: from},
 		Stall: w.cfg.RebuildStall,
 	})
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
+		return 0, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
 	}
 	defer r.Close()
 	n := 0
@@ -268,7 +369,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 				w.cfg.Metrics.observeRebuildFailure(w.partition, "stalled")
 				w.log.Error("partition rebuild cannot reach the end of the log", "error", err)
 			}
-			return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
+			return 0, 0, fmt.Errorf("%w: rebuild partition %d: %w", ErrUnavailable, w.partition, err)
 		}
 		for _, b := range batches {
 			for _, rec := range b.Records {
@@ -285,10 +386,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 					skus[e.GetSkuId()] = sku
 				}
 				if err := sku.Apply(e); err != nil {
-					w.cfg.Metrics.observeRebuildFailure(w.partition, "version_gap")
-					w.log.Error("partition log is not a gap-free sequence of versions; the partition takes no commands until it is repaired",
-						"offset", rec.Offset, "sku", e.GetSkuId(), "event_id", e.GetEventId(), "error", err)
-					return nil, nil, 0, fmt.Errorf("%w: rebuild partition %d at offset %d: %w", ErrUnavailable, w.partition, rec.Offset, err)
+					return 0, 0, fmt.Errorf("%w: %w: rebuild partition %d at offset %d (event %s): %w", ErrUnavailable, errVersionGap, w.partition, rec.Offset, e.GetEventId(), err)
 				}
 				n++
 				key := keyOf(e.GetSkuId(), e.GetCommandId())
@@ -305,7 +403,7 @@ func (w *Writer) rebuild(ctx context.Context) (map[string]*SKU, *window, int, er
 		w.log.Warn("transactions without a marker read as aborted", "transactions", u)
 	}
 	dedupe.evict(w.cfg.Now())
-	return skus, dedupe, n, nil
+	return n, r.Ends()[w.partition], nil
 }
 
 // Do submits one command and waits for its outcome.
@@ -421,14 +519,24 @@ func (w *Writer) run() {
 	expiry := time.NewTicker(w.cfg.ExpiryInterval)
 	defer expiry.Stop()
 	for {
-		var reqs []*request
+		var (
+			reqs     []*request
+			snapDone <-chan snapshotDone
+		)
+		if w.snap != nil {
+			snapDone = w.snap.done
+		}
 		select {
 		case more, ok := <-w.reqs:
 			if !ok {
 				return
 			}
 			reqs = more
+		case d := <-snapDone:
+			w.snapshotAnswered(d)
+			continue
 		case <-expiry.C:
+			w.maybeSnapshot()
 			if reqs = w.expired(); len(reqs) == 0 {
 				continue
 			}
@@ -452,7 +560,9 @@ func (w *Writer) run() {
 			if w.recover(err) != nil {
 				return
 			}
+			continue
 		}
+		w.maybeSnapshot()
 	}
 }
 
@@ -478,6 +588,7 @@ func (w *Writer) stop() {
 		}
 	}
 	w.producer.Close()
+	w.closeSnapshots()
 	w.skus, w.dedupe, w.reserving = nil, nil, nil
 	close(w.done)
 }
@@ -660,6 +771,11 @@ func (w *Writer) commit(batch []*request) error {
 		for id, sku := range overlay {
 			w.skus[id] = sku
 			w.track(id, sku)
+			w.markDirty(id)
+		}
+		w.next = recs[len(recs)-1].Offset + 1
+		if w.snap != nil {
+			w.snap.events += len(recs)
 		}
 		for _, key := range order {
 			a := pending[key]

@@ -23,6 +23,8 @@ import (
 const (
 	EventsTopic = "tally.inventory.events"
 	DLQTopic    = "tally.inventory.dlq"
+	// SnapshotsTopic holds the partition writers' snapshots (compacted).
+	SnapshotsTopic = "tally.inventory.snapshots"
 )
 
 // Record headers every event carries, so any consumer can tell what the
@@ -86,6 +88,13 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 // 7 days (log.retention.ms) and CheckEventTopic refuses the topic then.
 func EventTopicConfigs() map[string]string {
 	return map[string]string{"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+}
+
+// SnapshotTopicConfigs are the snapshots topic's settings: compacted (the
+// newest record of each key is the state), tombstones kept a day so a
+// reader that started before one still sees it.
+func SnapshotTopicConfigs() map[string]string {
+	return map[string]string{"cleanup.policy": "compact", "delete.retention.ms": "86400000", "min.compaction.lag.ms": "0"}
 }
 
 // ParsePort returns the port of a host:port listen address ("" = 0).

@@ -152,6 +152,8 @@ type commandFlags struct {
 	Advertise      string
 	SessionTimeout time.Duration
 	DedupeWindow   time.Duration
+	SnapshotEvery  int
+	SnapshotEach   time.Duration
 }
 
 func (c *commandFlags) register(fs *flag.FlagSet) {
@@ -159,12 +161,20 @@ func (c *commandFlags) register(fs *flag.FlagSet) {
 	config.String(fs, &c.Advertise, "advertise", "", "host:port other command instances forward this instance's partitions' commands to; unique per instance (default --addr)")
 	config.Duration(fs, &c.SessionTimeout, "group-session-timeout", 0, "how long the writers' group waits for a silent instance (killed, paused) before moving its partitions: the bound of a takeover. 0: 2s on the embedded broker, 6s otherwise (the least a Kafka broker accepts by default, group.min.session.timeout.ms; lower that to go lower)")
 	config.Duration(fs, &c.DedupeWindow, "dedupe-window", command.DefaultDedupeWindow, "how long each partition remembers the command ids it accepted, so a retry is answered replayed (about 70 bytes of memory per command); a retry older than this whose occurred_at is older too is refused as too old to verify")
+	config.Int(fs, &c.SnapshotEvery, "snapshot-every", 100_000, "committed events after which a partition writer writes a snapshot increment (its changed SKUs and new command ids) to tally.inventory.snapshots, so a takeover folds only the log after it; -1 turns snapshots off (every start folds the whole log)")
+	config.Duration(fs, &c.SnapshotEach, "snapshot-interval", time.Minute, "the longest a partition writer goes without a snapshot increment while events are committed")
 }
 
 func (c *commandFlags) validate() error {
 	var errs []error
 	if c.Partitions < 1 || c.Partitions > 10000 {
 		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", c.Partitions))
+	}
+	if c.SnapshotEvery == 0 || c.SnapshotEvery < -1 {
+		errs = append(errs, fmt.Errorf("--snapshot-every must be a positive number of events or -1 (off), got %d", c.SnapshotEvery))
+	}
+	if c.SnapshotEach < time.Second {
+		errs = append(errs, fmt.Errorf("--snapshot-interval must be at least 1s, got %v", c.SnapshotEach))
 	}
 	if c.DedupeWindow < time.Minute {
 		errs = append(errs, fmt.Errorf("--dedupe-window must be at least 1m, got %v", c.DedupeWindow))

@@ -33,7 +33,8 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 		advertise = d.srv.Addr()
 	}
 	cmds, err := command.NewService(ctx, command.ServiceConfig{
-		WriterConfig:   command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg), DedupeWindow: f.DedupeWindow},
+		WriterConfig: command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg), DedupeWindow: f.DedupeWindow,
+			SnapshotEvery: f.SnapshotEvery, SnapshotInterval: f.SnapshotEach},
 		Partitions:     int32(f.Partitions),
 		Advertise:      advertise,
 		SessionTimeout: f.sessionTimeout(d.embeddedKafka),
