@@ -1107,7 +1107,8 @@ type GetStockAsOfResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	OnHand int64                  `protobuf:"varint,1,opt,name=on_hand,json=onHand,proto3" json:"on_hand,omitempty"`
 	// With TIME_BASIS_RECORDED, the SKU version that on_hand reflects (0 when
-	// nothing had happened yet).
+	// nothing had happened yet, or when the event that set it is older than
+	// the read model keeps).
 	SkuVersion    int64     `protobuf:"varint,2,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
 	Basis         TimeBasis `protobuf:"varint,3,opt,name=basis,proto3,enum=tally.inventory.v1.TimeBasis" json:"basis,omitempty"`
 	unknownFields protoimpl.UnknownFields
