@@ -144,6 +144,11 @@ func dropMonths(ctx context.Context, db DB, months []time.Time) error {
 		return err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
+	// Dropping a partition locks the whole ledger: rather than queue every
+	// read and write behind a long query, give up and try at the next run.
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		return err
+	}
 	for _, m := range months {
 		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{ledgerPartitionPrefix + m.Format("2006_01")}.Sanitize()); err != nil {
 			return fmt.Errorf("drop ledger partition %s: %w", m.Format("2006-01"), err)
