@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tally-oss/tally/internal/readmodel"
 )
 
 // loopMetrics are a projection's Prometheus metrics: the same six for
@@ -70,11 +72,29 @@ func (m *loopMetrics) batchDone(result string, offsets []offsetRow, d time.Durat
 
 // Metrics are the projector's Prometheus metrics. A nil *Metrics records
 // nothing.
-type Metrics struct{ loopMetrics }
+type Metrics struct {
+	loopMetrics
+	// The ledger's partitions (ledger.go).
+	created, dropped, maintainFailed prometheus.Counter
+	oldestMonth, retainedFrom        prometheus.Gauge
+}
 
 // NewMetrics registers the projector's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	return &Metrics{newLoopMetrics(reg, metricsSpec{
+	m := &Metrics{
+		created: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_projector_ledger_partitions_created_total",
+			Help: "Monthly ledger partitions created: ahead of their month, or for an event whose month had none."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_projector_ledger_partitions_dropped_total",
+			Help: "Monthly ledger partitions dropped for being older than --history-retention."}),
+		maintainFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_projector_ledger_maintenance_failures_total",
+			Help: "Ledger partition maintenance runs that failed (retried at the next run)."}),
+		oldestMonth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_projector_ledger_oldest_month_timestamp_seconds",
+			Help: "Start of the oldest month the ledger has a partition for (Unix time)."}),
+		retainedFrom: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_projector_ledger_retained_from_timestamp_seconds",
+			Help: "How far back history reads go: the end of the newest month retention dropped (Unix time); 0 when none was."}),
+	}
+	reg.MustRegister(m.created, m.dropped, m.maintainFailed, m.oldestMonth, m.retainedFrom)
+	m.loopMetrics = newLoopMetrics(reg, metricsSpec{
 		prefix:         "tally_projector",
 		eventsHelp:     "Events projected into the read model, by partition.",
 		batchesHelp:    "Projector transactions, by result.",
@@ -84,7 +104,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		offsetHelp:     "Next offset to project, by partition.",
 		eventLabels:    []string{"partition"},
 		batchStart:     0.0005, batchBuckets: 16, visibilityStart: 0.0005, visibilityBuckets: 18,
-	})}
+	})
+	return m
+}
+
+func (m *Metrics) partitionsCreated(n int) {
+	if m != nil {
+		m.created.Add(float64(n))
+	}
+}
+
+func (m *Metrics) partitionsDropped(n int) {
+	if m != nil {
+		m.dropped.Add(float64(n))
+	}
+}
+
+func (m *Metrics) maintenanceFailed() {
+	if m != nil {
+		m.maintainFailed.Inc()
+	}
+}
+
+func (m *Metrics) ledgerRetained(res readmodel.LedgerMaintenance) {
+	if m == nil {
+		return
+	}
+	if !res.Oldest.IsZero() {
+		m.oldestMonth.Set(float64(res.Oldest.Unix()))
+	}
+	if !res.RetainedFrom.IsZero() {
+		m.retainedFrom.Set(float64(res.RetainedFrom.Unix()))
+	}
 }
 
 func (m *Metrics) batchCommitted(offsets []offsetRow, dead int, d time.Duration, recorded []time.Time) {

@@ -41,6 +41,14 @@ type Config struct {
 	Silent bool
 	// Metrics, when set, is updated.
 	Metrics *Metrics
+	// HistoryRetention is how long the ledger keeps an event, by its
+	// recorded_at: whole months older than it are dropped (BigQuery keeps
+	// them). 0 keeps every event. Default 0; tally's flag defaults to 400
+	// days.
+	HistoryRetention time.Duration
+	// MaintainEvery is how often the ledger's partitions are created ahead
+	// and dropped past HistoryRetention, besides at start. Default 1h.
+	MaintainEvery time.Duration
 	// AfterStage, when set, runs inside each batch's transaction after the
 	// rows are written and before the commit: fault injection for tests
 	// (cancel the context there and the batch must leave no trace).
@@ -52,11 +60,18 @@ func (c *Config) defaults() {
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 20000
 	}
+	if c.MaintainEvery <= 0 {
+		c.MaintainEvery = time.Hour
+	}
 }
 
 // Validate reports every problem with the configuration.
 func (c *Config) Validate() error {
-	return c.Consume.validate("projector", required{c.Pool == nil, "database pool"})
+	err := c.Consume.validate("projector", required{c.Pool == nil, "database pool"})
+	if c.HistoryRetention < 0 {
+		err = errors.Join(err, fmt.Errorf("projector: history retention %v is negative", c.HistoryRetention))
+	}
+	return err
 }
 
 // Postgres projects the events topic into the Postgres read model.
@@ -64,6 +79,7 @@ type Postgres struct {
 	cfg      Config
 	log      *slog.Logger
 	policies *policies
+	months   *ledgerMonths
 }
 
 // NewPostgres prepares a projector; Run consumes.
@@ -72,15 +88,25 @@ func NewPostgres(cfg Config) (*Postgres, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Postgres{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer), policies: &policies{}}, nil
+	return &Postgres{cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer), policies: &policies{}, months: &ledgerMonths{}}, nil
 }
 
 // Run consumes until ctx ends. A batch whose transaction fails is retried
 // from the same records until it commits or ctx ends. Only records the read
 // model can never hold are skipped, each dead-lettered: those that do not
 // decode, and events Postgres refuses for their own data (refusedData).
+//
+// Beside the loop it maintains the ledger's partitions (ledger.go): at
+// start, then every MaintainEvery.
 func (p *Postgres) Run(ctx context.Context) error {
-	return runLoop(ctx, p, p.loopConfig())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); p.maintainLoop(ctx) }()
+	err := runLoop(ctx, p, p.loopConfig())
+	cancel()
+	<-done
+	return err
 }
 
 func (p *Postgres) loopConfig() loopConfig {
@@ -158,7 +184,15 @@ func (p *Postgres) project(ctx context.Context, b *batch) error {
 	for i, ev := range b.events {
 		evs[i] = ledgerRow(ev)
 	}
+	if err := p.ensureMonths(ctx, b.events); err != nil {
+		return err
+	}
 	c, err := p.commitBatch(ctx, b, evs, copyDirect)
+	if noPartition(err) {
+		// A month dropped since it was ensured (retention, maybe by
+		// another instance): ensure again on the retry.
+		p.months.forget()
+	}
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		// Some of these events are already in the ledger: a replay.
 		c, err = p.commitBatch(ctx, b, evs, copyStaged)

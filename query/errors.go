@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/apierr"
@@ -39,6 +41,22 @@ func (e *BehindError) Error() string {
 	return fmt.Sprintf("the read model has sku %q at version %d, not yet %d; retry", e.SKU, e.Projected, e.MinVersion)
 }
 
+// Archive is where the events older than the read model keeps are: the
+// analytical model's table (projector/bigquery.go).
+const Archive = "bigquery:inventory_events"
+
+// NotRetainedError means a read reaches before the oldest event the read
+// model keeps: the projector drops months older than its retention.
+type NotRetainedError struct {
+	// RetainedFrom is how far back the ledger goes.
+	RetainedFrom time.Time
+}
+
+func (e *NotRetainedError) Error() string {
+	return fmt.Sprintf("the read model keeps history recorded since %s; BigQuery (%s) holds the older events",
+		e.RetainedFrom.UTC().Format(time.RFC3339), Archive)
+}
+
 func notFound(err error, sku, store string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &NotFoundError{SKU: sku, Store: store}
@@ -53,6 +71,7 @@ func (s *Service) connectError(err error) *connect.Error {
 		inv    *InvalidError
 		nf     *NotFoundError
 		behind *BehindError
+		old    *NotRetainedError
 		pgErr  *pgconn.PgError
 	)
 	switch {
@@ -60,6 +79,12 @@ func (s *Service) connectError(err error) *connect.Error {
 		return apierr.InvalidArgument(inv)
 	case errors.As(err, &nf):
 		return connect.NewError(connect.CodeNotFound, errors.New(nf.Error()))
+	case errors.As(err, &old):
+		ce := connect.NewError(connect.CodeOutOfRange, errors.New(old.Error()))
+		if d, derr := connect.NewErrorDetail(&inventoryv1.HistoryNotRetained{RetainedFrom: timestamppb.New(old.RetainedFrom), Archive: Archive}); derr == nil {
+			ce.AddDetail(d)
+		}
+		return ce
 	case errors.As(err, &behind):
 		if errors.Is(behind.cause, context.Canceled) {
 			return connect.NewError(connect.CodeCanceled, errors.New("canceled"))

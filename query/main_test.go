@@ -89,7 +89,8 @@ type event struct {
 }
 
 // project seeds the read model as the projector would leave it after
-// events: one ledger row each, and each (sku, store)'s level at its newest.
+// events: one ledger row each (in its month's partition, made when
+// missing), and each (sku, store)'s level at its newest.
 func (f *fixture) project(events ...event) {
 	f.t.Helper()
 	for _, e := range events {
@@ -98,6 +99,9 @@ func (f *fixture) project(events ...event) {
 		}
 		if e.occurred.IsZero() {
 			e.occurred = e.recorded
+		}
+		if _, err := readmodel.EnsureLedgerMonths(f.t.Context(), f.pool, readmodel.Month(e.recorded)); err != nil {
+			f.t.Fatal(err)
 		}
 		id := fmt.Sprintf("00000000-0000-7000-8000-%012d", eventIDs.Add(1))
 		f.exec(`INSERT INTO `+readmodel.Ledger+` (sku_id, sku_version, event_id, event_type, store_id, quantity_delta,

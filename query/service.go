@@ -334,14 +334,54 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	if err := rows.Err(); err != nil {
 		return nil, s.connectError(err)
 	}
-	if len(resp.Events) == 0 && m.GetPageToken() == "" {
-		return nil, s.connectError(&NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()})
-	}
 	if len(resp.Events) > size {
 		resp.Events = resp.Events[:size]
 		resp.NextPageToken = encodeToken(pageToken{Filter: filter, V: resp.Events[size-1].GetSkuVersion()})
+		return connect.NewResponse(resp), nil
+	}
+	// The end of the ledger: of the pair's history, or of what retention
+	// left of it.
+	more, err := s.historyEnd(ctx, m, resp.Events)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	if more {
+		resp.NextPageToken = encodeToken(pageToken{Filter: filter, V: resp.Events[len(resp.Events)-1].GetSkuVersion()})
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// historyEnd finishes a history page that reached the end of the ledger's
+// rows of the pair. With nothing ever dropped that is the pair's whole
+// history: no next page, and no rows at all is NOT_FOUND. Once retention
+// has dropped months, older events may have been dropped, and which pairs
+// had any is not kept: a page that ends with events other than the SKU's
+// first gets a next page token, and the page after the last retained
+// event (or a first page of a pair the levels know but the ledger no
+// longer holds) answers OUT_OF_RANGE, saying how far back the read model
+// goes. more says the page, which holds events, gets a next page token.
+func (s *Service) historyEnd(ctx context.Context, m *inventoryv1.GetStockHistoryRequest, events []*inventoryv1.InventoryEvent) (more bool, err error) {
+	retained, err := readmodel.RetainedFrom(ctx, s.cfg.Pool)
+	switch {
+	case err != nil:
+		return false, err
+	case len(events) > 0:
+		return !retained.IsZero() && events[len(events)-1].GetSkuVersion() > 1, nil
+	case retained.IsZero() && m.GetPageToken() != "":
+		return false, nil
+	case retained.IsZero():
+		return false, &NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()}
+	case m.GetPageToken() == "":
+		var exists bool
+		if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+readmodel.Levels+" WHERE sku_id = $1 AND store_id = $2)",
+			m.GetSkuId(), m.GetStoreId()).Scan(&exists); err != nil {
+			return false, err
+		}
+		if !exists {
+			return false, &NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()}
+		}
+	}
+	return false, &NotRetainedError{RetainedFrom: retained}
 }
 
 // GetStockAsOf implements QueryService.
@@ -364,30 +404,64 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 		return nil, s.connectError(err)
 	}
 	at := m.GetAsOf().AsTime()
-	var exists bool
-	if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+readmodel.Levels+" WHERE sku_id = $1 AND store_id = $2)", m.GetSkuId(), m.GetStoreId()).Scan(&exists); err != nil {
+	var (
+		exists   bool
+		retained *time.Time
+	)
+	if err := s.cfg.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+readmodel.Levels+" WHERE sku_id = $1 AND store_id = $2), (SELECT retained_from FROM ledger_retention)",
+		m.GetSkuId(), m.GetStoreId()).Scan(&exists, &retained); err != nil {
 		return nil, s.connectError(err)
 	}
 	if !exists {
 		return nil, s.connectError(&NotFoundError{SKU: m.GetSkuId(), Store: m.GetStoreId()})
 	}
+	if retained != nil && at.Before(*retained) {
+		return nil, s.connectError(&NotRetainedError{RetainedFrom: *retained})
+	}
 	resp := &inventoryv1.GetStockAsOfResponse{Basis: basis}
 	var err error
-	if basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED {
+	switch {
+	case basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED:
 		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM `+readmodel.Ledger+`
 			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 ORDER BY sku_version DESC LIMIT 1`,
 			m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand, &resp.SkuVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = nil // nothing had happened yet: 0
+			if retained != nil {
+				// Or it had, in a month retention dropped.
+				resp.OnHand, resp.SkuVersion, err = s.beforeRetained(ctx, m.GetSkuId(), m.GetStoreId())
+			}
 		}
-	} else {
+	case retained == nil:
 		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM `+readmodel.Ledger+`
 			WHERE sku_id = $1 AND store_id = $2 AND occurred_at <= $3`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
+	default:
+		// The dropped events' deltas are not in the ledger but are in the
+		// level, and each of them occurred before at: it was recorded
+		// before the retained range, and an event occurs before it is
+		// recorded. So: the level less what occurred after at.
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT l.on_hand - COALESCE((SELECT sum(quantity_delta) FROM `+readmodel.Ledger+`
+			WHERE sku_id = $1 AND store_id = $2 AND occurred_at > $3), 0)
+			FROM `+readmodel.Levels+` l WHERE l.sku_id = $1 AND l.store_id = $2`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
 	}
 	if err != nil {
 		return nil, s.connectError(err)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// beforeRetained is a pair's on_hand just before its oldest event in the
+// ledger, when retention dropped the events before it: that event's
+// on_hand less its delta (the version that set it is not known: 0); with
+// no event left, the level and its version.
+func (s *Service) beforeRetained(ctx context.Context, sku, store string) (onHand, version int64, err error) {
+	err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after - quantity_delta, 0::bigint FROM `+readmodel.Ledger+`
+		WHERE sku_id = $1 AND store_id = $2 ORDER BY sku_version LIMIT 1`, sku, store).Scan(&onHand, &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand, sku_version FROM `+readmodel.Levels+`
+			WHERE sku_id = $1 AND store_id = $2`, sku, store).Scan(&onHand, &version)
+	}
+	return onHand, version, err
 }
 
 // GetProjectionStatus implements QueryService.

@@ -55,6 +55,9 @@ func TestLedgerRowsReadBackAsTheEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 27, 9, 30, 0, 123456000, time.UTC)
+	if _, err := readmodel.EnsureLedgerMonths(ctx, pool, readmodel.Month(at)); err != nil {
+		t.Fatal(err)
+	}
 	id := uuid.Must(uuid.NewV7())
 	full := &inventoryv1.InventoryEvent{
 		EventId: id.String(), EventType: inventoryv1.EventType_EVENT_TYPE_RESERVATION_CREATED,
@@ -139,6 +142,9 @@ func TestStockCountVariancesSelectsCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	if _, err := readmodel.EnsureLedgerMonths(ctx, pool, readmodel.Month(at)); err != nil {
+		t.Fatal(err)
+	}
 	var src [][]any
 	for v := range inventoryv1.EventType_name {
 		if v == 0 {

@@ -35,7 +35,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 
 // The read model's tables (see migrations/).
 const (
-	// Ledger holds every projected event once: unique (sku_id, sku_version).
+	// Ledger holds every projected event once, within the retention:
+	// unique (sku_id, store_id, sku_version, recorded_at), partitioned by
+	// month of recorded_at (ledger.go).
 	Ledger = "inventory_ledger"
 	// Levels holds one row per (sku_id, store_id): the newest event's levels.
 	Levels = "stock_levels"

@@ -35,3 +35,21 @@ func with(b BigQueryFlags, f func(*BigQueryFlags)) BigQueryFlags {
 	f(&b)
 	return b
 }
+
+func TestHistoryRetentionIsZeroOrAtLeastAMonth(t *testing.T) {
+	for _, c := range []struct {
+		retention time.Duration
+		ok        bool
+	}{
+		{0, true},
+		{400 * 24 * time.Hour, true},
+		{31 * 24 * time.Hour, true},
+		{30 * 24 * time.Hour, false},
+		{-time.Hour, false},
+	} {
+		f := projectorFlags{HistoryRetention: c.retention, BigQuery: BigQueryFlags{BatchRows: 500, BatchWait: time.Second}}
+		if err := f.validate(); (err == nil) != c.ok {
+			t.Errorf("--history-retention %v: %v, want valid %v", c.retention, err, c.ok)
+		}
+	}
+}

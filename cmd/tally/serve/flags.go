@@ -199,12 +199,26 @@ func (c *commandFlags) sessionTimeout(embedded bool) time.Duration {
 // projectorFlags configure the projections: Postgres always, BigQuery when
 // a project is given.
 type projectorFlags struct {
-	BigQuery BigQueryFlags
+	HistoryRetention time.Duration
+	BigQuery         BigQueryFlags
 }
 
-func (p *projectorFlags) register(fs *flag.FlagSet) { p.BigQuery.flags(fs, true) }
+// minHistoryRetention is the shortest --history-retention: the ledger drops
+// whole months, and low-stock watchers read a week of sales from it.
+const minHistoryRetention = 31 * 24 * time.Hour
 
-func (p *projectorFlags) validate() error { return p.BigQuery.validate(false) }
+func (p *projectorFlags) register(fs *flag.FlagSet) {
+	config.Duration(fs, &p.HistoryRetention, "history-retention", 400*24*time.Hour, "how long the read model's ledger keeps an event (by recorded_at): whole months older are dropped hourly, and history reads before them answer OUT_OF_RANGE (BigQuery keeps every event). 400 days by default; at least 744h (31 days); 0 keeps every event")
+	p.BigQuery.flags(fs, true)
+}
+
+func (p *projectorFlags) validate() error {
+	var err error
+	if p.HistoryRetention < 0 || (p.HistoryRetention > 0 && p.HistoryRetention < minHistoryRetention) {
+		err = fmt.Errorf("--history-retention must be 0 (keep every event) or at least %v, got %v", minHistoryRetention, p.HistoryRetention)
+	}
+	return errors.Join(err, p.BigQuery.validate(false))
+}
 
 // queryFlags configure the read side.
 type queryFlags struct {

@@ -64,6 +64,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, error) {
 	p, err := projector.NewPostgres(projector.Config{
 		Consume: projector.Consume{Brokers: d.brokers, Logger: d.log}, Pool: d.pool, Metrics: projector.NewMetrics(d.reg),
+		HistoryRetention: f.HistoryRetention,
 	})
 	if err != nil {
 		return part{}, err

@@ -1107,7 +1107,8 @@ type GetStockAsOfResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	OnHand int64                  `protobuf:"varint,1,opt,name=on_hand,json=onHand,proto3" json:"on_hand,omitempty"`
 	// With TIME_BASIS_RECORDED, the SKU version that on_hand reflects (0 when
-	// nothing had happened yet).
+	// nothing had happened yet, or when the event that set it is older than
+	// the read model keeps).
 	SkuVersion    int64     `protobuf:"varint,2,opt,name=sku_version,json=skuVersion,proto3" json:"sku_version,omitempty"`
 	Basis         TimeBasis `protobuf:"varint,3,opt,name=basis,proto3,enum=tally.inventory.v1.TimeBasis" json:"basis,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1536,6 +1537,64 @@ func (x *ProjectionBehind) GetProjectedVersion() int64 {
 	return 0
 }
 
+// HistoryNotRetained is the detail of OUT_OF_RANGE when a history or as-of
+// read reaches before the oldest event the read model keeps (the
+// projector's --history-retention drops whole months): the analytical
+// model, BigQuery's inventory_events, holds every event.
+type HistoryNotRetained struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The read model holds the events recorded at or after this instant.
+	RetainedFrom *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=retained_from,json=retainedFrom,proto3" json:"retained_from,omitempty"`
+	// Where the older events are: "bigquery:inventory_events".
+	Archive       string `protobuf:"bytes,2,opt,name=archive,proto3" json:"archive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryNotRetained) Reset() {
+	*x = HistoryNotRetained{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryNotRetained) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryNotRetained) ProtoMessage() {}
+
+func (x *HistoryNotRetained) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryNotRetained.ProtoReflect.Descriptor instead.
+func (*HistoryNotRetained) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *HistoryNotRetained) GetRetainedFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainedFrom
+	}
+	return nil
+}
+
+func (x *HistoryNotRetained) GetArchive() string {
+	if x != nil {
+		return x.Archive
+	}
+	return ""
+}
+
 var File_tally_inventory_v1_query_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_query_proto_rawDesc = "" +
@@ -1657,7 +1716,10 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\x03R\n" +
 	"minVersion\x12+\n" +
-	"\x11projected_version\x18\x03 \x01(\x03R\x10projectedVersion*\x8a\x01\n" +
+	"\x11projected_version\x18\x03 \x01(\x03R\x10projectedVersion\"o\n" +
+	"\x12HistoryNotRetained\x12?\n" +
+	"\rretained_from\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fretainedFrom\x12\x18\n" +
+	"\aarchive\x18\x02 \x01(\tR\aarchive*\x8a\x01\n" +
 	"\rLowStockState\x12\x1f\n" +
 	"\x1bLOW_STOCK_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LOW_STOCK_STATE_LOW\x10\x01\x12 \n" +
@@ -1689,7 +1751,7 @@ func file_tally_inventory_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_inventory_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(LowStockState)(0),                  // 0: tally.inventory.v1.LowStockState
 	(TimeBasis)(0),                      // 1: tally.inventory.v1.TimeBasis
@@ -1713,45 +1775,47 @@ var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(*PartitionStatus)(nil),             // 19: tally.inventory.v1.PartitionStatus
 	(*DeadLetter)(nil),                  // 20: tally.inventory.v1.DeadLetter
 	(*ProjectionBehind)(nil),            // 21: tally.inventory.v1.ProjectionBehind
-	(*timestamppb.Timestamp)(nil),       // 22: google.protobuf.Timestamp
-	(*InventoryEvent)(nil),              // 23: tally.inventory.v1.InventoryEvent
+	(*HistoryNotRetained)(nil),          // 22: tally.inventory.v1.HistoryNotRetained
+	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
+	(*InventoryEvent)(nil),              // 24: tally.inventory.v1.InventoryEvent
 }
 var file_tally_inventory_v1_query_proto_depIdxs = []int32{
 	0,  // 0: tally.inventory.v1.LowStockItem.state:type_name -> tally.inventory.v1.LowStockState
 	3,  // 1: tally.inventory.v1.WatchLowStockResponse.item:type_name -> tally.inventory.v1.LowStockItem
-	22, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: tally.inventory.v1.GetStockResponse.level:type_name -> tally.inventory.v1.StockLevel
 	8,  // 4: tally.inventory.v1.BatchGetStockRequest.keys:type_name -> tally.inventory.v1.StockKey
 	5,  // 5: tally.inventory.v1.BatchGetStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
 	8,  // 6: tally.inventory.v1.BatchGetStockResponse.missing:type_name -> tally.inventory.v1.StockKey
 	5,  // 7: tally.inventory.v1.ListStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
-	23, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
-	22, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
+	24, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
+	23, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
 	1,  // 10: tally.inventory.v1.GetStockAsOfRequest.basis:type_name -> tally.inventory.v1.TimeBasis
 	1,  // 11: tally.inventory.v1.GetStockAsOfResponse.basis:type_name -> tally.inventory.v1.TimeBasis
 	19, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
 	20, // 13: tally.inventory.v1.GetProjectionStatusResponse.recent_dead_letters:type_name -> tally.inventory.v1.DeadLetter
-	22, // 14: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
-	22, // 15: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
-	6,  // 16: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
-	9,  // 17: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
-	11, // 18: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
-	13, // 19: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
-	15, // 20: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
-	17, // 21: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
-	2,  // 22: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
-	7,  // 23: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
-	10, // 24: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
-	12, // 25: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
-	14, // 26: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
-	16, // 27: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
-	18, // 28: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
-	4,  // 29: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 14: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
+	23, // 15: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	23, // 16: tally.inventory.v1.HistoryNotRetained.retained_from:type_name -> google.protobuf.Timestamp
+	6,  // 17: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
+	9,  // 18: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
+	11, // 19: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
+	13, // 20: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
+	15, // 21: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
+	17, // 22: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
+	2,  // 23: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
+	7,  // 24: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
+	10, // 25: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
+	12, // 26: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
+	14, // 27: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
+	16, // 28: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
+	18, // 29: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
+	4,  // 30: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_query_proto_init() }
@@ -1768,7 +1832,7 @@ func file_tally_inventory_v1_query_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_query_proto_rawDesc), len(file_tally_inventory_v1_query_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

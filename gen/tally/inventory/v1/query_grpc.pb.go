@@ -50,8 +50,14 @@ type QueryServiceClient interface {
 	// optionally only those below a threshold.
 	ListStock(ctx context.Context, in *ListStockRequest, opts ...grpc.CallOption) (*ListStockResponse, error)
 	// GetStockHistory returns the ledger of a (sku, store), newest first.
+	// The read model keeps the months within the projector's
+	// --history-retention: once older months were dropped, paging past the
+	// oldest kept event answers OUT_OF_RANGE with a HistoryNotRetained
+	// detail (BigQuery holds the older events).
 	GetStockHistory(ctx context.Context, in *GetStockHistoryRequest, opts ...grpc.CallOption) (*GetStockHistoryResponse, error)
-	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
+	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant;
+	// OUT_OF_RANGE with a HistoryNotRetained detail for an instant before
+	// the oldest month the read model keeps.
 	GetStockAsOf(ctx context.Context, in *GetStockAsOfRequest, opts ...grpc.CallOption) (*GetStockAsOfResponse, error)
 	// GetProjectionStatus reports how far the read model trails the log, and
 	// the records the projection skipped (dead letters).
@@ -174,8 +180,14 @@ type QueryServiceServer interface {
 	// optionally only those below a threshold.
 	ListStock(context.Context, *ListStockRequest) (*ListStockResponse, error)
 	// GetStockHistory returns the ledger of a (sku, store), newest first.
+	// The read model keeps the months within the projector's
+	// --history-retention: once older months were dropped, paging past the
+	// oldest kept event answers OUT_OF_RANGE with a HistoryNotRetained
+	// detail (BigQuery holds the older events).
 	GetStockHistory(context.Context, *GetStockHistoryRequest) (*GetStockHistoryResponse, error)
-	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
+	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant;
+	// OUT_OF_RANGE with a HistoryNotRetained detail for an instant before
+	// the oldest month the read model keeps.
 	GetStockAsOf(context.Context, *GetStockAsOfRequest) (*GetStockAsOfResponse, error)
 	// GetProjectionStatus reports how far the read model trails the log, and
 	// the records the projection skipped (dead letters).

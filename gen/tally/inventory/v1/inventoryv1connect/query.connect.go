@@ -66,8 +66,14 @@ type QueryServiceClient interface {
 	// optionally only those below a threshold.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
 	// GetStockHistory returns the ledger of a (sku, store), newest first.
+	// The read model keeps the months within the projector's
+	// --history-retention: once older months were dropped, paging past the
+	// oldest kept event answers OUT_OF_RANGE with a HistoryNotRetained
+	// detail (BigQuery holds the older events).
 	GetStockHistory(context.Context, *connect.Request[v1.GetStockHistoryRequest]) (*connect.Response[v1.GetStockHistoryResponse], error)
-	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
+	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant;
+	// OUT_OF_RANGE with a HistoryNotRetained detail for an instant before
+	// the oldest month the read model keeps.
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
 	// GetProjectionStatus reports how far the read model trails the log, and
 	// the records the projection skipped (dead letters).
@@ -195,8 +201,14 @@ type QueryServiceHandler interface {
 	// optionally only those below a threshold.
 	ListStock(context.Context, *connect.Request[v1.ListStockRequest]) (*connect.Response[v1.ListStockResponse], error)
 	// GetStockHistory returns the ledger of a (sku, store), newest first.
+	// The read model keeps the months within the projector's
+	// --history-retention: once older months were dropped, paging past the
+	// oldest kept event answers OUT_OF_RANGE with a HistoryNotRetained
+	// detail (BigQuery holds the older events).
 	GetStockHistory(context.Context, *connect.Request[v1.GetStockHistoryRequest]) (*connect.Response[v1.GetStockHistoryResponse], error)
-	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant.
+	// GetStockAsOf returns the on-hand of a (sku, store) at a past instant;
+	// OUT_OF_RANGE with a HistoryNotRetained detail for an instant before
+	// the oldest month the read model keeps.
 	GetStockAsOf(context.Context, *connect.Request[v1.GetStockAsOfRequest]) (*connect.Response[v1.GetStockAsOfResponse], error)
 	// GetProjectionStatus reports how far the read model trails the log, and
 	// the records the projection skipped (dead letters).
