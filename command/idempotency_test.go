@@ -257,7 +257,7 @@ func TestRetryBeyondTheDedupeWindowIsRefusedAsTooOld(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Restarted 90 minutes after the first command: it is out of the window,
+	// Restarted (from the snapshot written at close) 90 minutes after the first command: it is out of the window,
 	// the second is in it.
 	set(t0.Add(90 * time.Minute))
 	w, err = command.OpenWriter(t.Context(), cfg, 0)
@@ -265,6 +265,9 @@ func TestRetryBeyondTheDedupeWindowIsRefusedAsTooOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close(context.Background())
+	if n := opensFrom(t, reg, "snapshot"); n != 1 {
+		t.Fatalf("%d writer opens from a snapshot, want the restart's", n)
+	}
 	res, err := w.Do(t.Context(), recent)
 	if err != nil || !res.Replayed || res.Version != 2 || res.Stores[0].OnHand != 6 {
 		t.Fatalf("retry inside the window after a restart: %+v %v, want version 2 (on hand 6) replayed", res, err)
@@ -310,4 +313,26 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// opensFrom is how many writer opens started from (snapshot or log).
+func opensFrom(t testing.TB, reg *prometheus.Registry, from string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "tally_writer_open_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "from" && l.GetValue() == from {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
 }

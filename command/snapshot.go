@@ -83,6 +83,7 @@ type snapshot struct {
 	stale          [][]byte
 	windowCommands int
 	totalSKUs      int
+	events         int64 // the sum of the SKUs' versions
 }
 
 // segment is a window segment written to the snapshot: its number and the
@@ -210,7 +211,7 @@ func (s *snapshot) records(partition int32) ([]*kgo.Record, error) {
 		}
 	}
 	cp := &inventoryv1.WriterCheckpoint{
-		NextOffset: s.next, Skus: int64(s.totalSKUs), WindowCommands: int64(s.windowCommands), WrittenAt: timestamppb.Now(),
+		NextOffset: s.next, Skus: int64(s.totalSKUs), WindowCommands: int64(s.windowCommands), WrittenAt: timestamppb.Now(), Events: s.events,
 	}
 	if !s.horizon.IsZero() {
 		cp.Horizon = timestamppb.New(s.horizon)
@@ -377,6 +378,13 @@ func (w *Writer) loadSnapshot(ctx context.Context) (*loaded, [][]byte, error) {
 	if int64(len(l.skus)) != cp.GetSkus() {
 		return nil, keys, fmt.Errorf("checkpoint says %d SKUs, the snapshot has %d", cp.GetSkus(), len(l.skus))
 	}
+	var events int64
+	for _, s := range l.skus {
+		events += s.Version
+	}
+	if events != cp.GetEvents() {
+		return nil, keys, fmt.Errorf("checkpoint says its state folds %d events, its SKUs' versions add up to %d", cp.GetEvents(), events)
+	}
 	// Keys not part of this snapshot (segments of another one) go with
 	// the next full snapshot.
 	live := map[string]bool{keyCheckpoint: true}
@@ -444,7 +452,7 @@ func (w *Writer) maybeSnapshot() {
 // takeSnapshot collects an increment (everything, when a full one is due).
 func (w *Writer) takeSnapshot() *snapshot {
 	sn := w.snap
-	s := &snapshot{full: sn.full, next: w.next, horizon: w.dedupe.horizon, totalSKUs: len(w.skus), windowCommands: w.dedupe.len()}
+	s := &snapshot{full: sn.full, next: w.next, horizon: w.dedupe.horizon, totalSKUs: len(w.skus), windowCommands: w.dedupe.len(), events: w.events}
 	if s.full {
 		s.skus = make([]*SKU, 0, len(w.skus))
 		for _, sku := range w.skus {

@@ -149,6 +149,18 @@ func TestRestartFromSnapshotEqualsFullRebuild(t *testing.T) {
 				t.Fatalf("restored from snapshot %v with %d events after it, want a snapshot and a tail", st.fromSnapshot, st.events)
 			}
 			sameState(t, "from the snapshot", st, restoredBy(t, cfg, false))
+
+			// A takeover: the next owner fences this writer (whose last
+			// increment then fails), starts from the snapshot and the
+			// tail, and its own increments must carry what the tail
+			// changed.
+			next, err := OpenWriter(t.Context(), cfg, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = w.Close(context.Background()) // fenced
+			w = next
+			randomHistory(t, w, rng, "c", 150)
 			if err := w.Close(context.Background()); err != nil {
 				t.Fatal(err)
 			}

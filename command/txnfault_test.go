@@ -56,8 +56,8 @@ func faultService(t testing.TB, c *kfake.Cluster, cfg command.WriterConfig) *com
 func failNextCommit(c *kfake.Cluster) {
 	c.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
 		req := kreq.(*kmsg.EndTxnRequest)
-		if !req.Commit {
-			return nil, nil, false // aborts pass; the control waits for a commit
+		if !req.Commit || !eventsTxn(req.TransactionalID) {
+			return nil, nil, false // aborts and snapshots pass; the control waits for an events commit
 		}
 		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 		resp.ErrorCode = kerr.UnknownServerError.Code
@@ -138,18 +138,23 @@ func TestCommitWhoseAnswerIsLostIsReplayedOnRetry(t *testing.T) {
 	committed := c.Fault(kfake.Fault{
 		Keys:    []kmsg.Key{kmsg.EndTxn},
 		Observe: true,
-		When:    func(r kmsg.Request) bool { return r.(*kmsg.EndTxnRequest).Commit },
+		When: func(r kmsg.Request) bool {
+			return r.(*kmsg.EndTxnRequest).Commit && eventsTxn(r.(*kmsg.EndTxnRequest).TransactionalID)
+		},
 	})
 	release := make(chan struct{})
 	c.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		if !kreq.(*kmsg.EndTxnRequest).Commit {
+		if r := kreq.(*kmsg.EndTxnRequest); !r.Commit || !eventsTxn(r.TransactionalID) {
 			return nil, nil, false
 		}
 		c.SleepControl(func() { <-release })
 		c.DropControl()
 		return nil, nil, false // now the broker commits
 	})
-	c.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+	c.ControlKey(int16(kmsg.InitProducerID), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		if id := kreq.(*kmsg.InitProducerIDRequest).TransactionalID; id == nil || !eventsTxn(*id) {
+			return nil, nil, false // the snapshot producer's
+		}
 		close(release)
 		c.SleepControl(func() { _ = committed.Wait(ctx, 1) })
 		c.DropControl()
@@ -187,3 +192,7 @@ func TestCommitWhoseAnswerIsLostIsReplayedOnRetry(t *testing.T) {
 		t.Fatalf("committed commands %v, want [r1 s1 s2]: s1 exactly once", ids)
 	}
 }
+
+// eventsTxn reports whether a transactional id is a partition writer's
+// events producer (not its snapshot producer).
+func eventsTxn(id string) bool { return strings.HasPrefix(id, "tally-writer-") }

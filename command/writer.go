@@ -196,6 +196,7 @@ type Writer struct {
 	skus     map[string]*SKU
 	dedupe   *window
 	next     int64        // the events offset after the last committed transaction's records
+	events   int64        // events folded into the state: the sum of the SKUs' versions
 	snap     *snapshotter // nil: snapshots off
 	// reserving are the SKUs with active reservations, which expiry scans.
 	reserving map[string]struct{}
@@ -260,9 +261,10 @@ func (w *Writer) open(ctx context.Context) error {
 		return err
 	}
 	w.producer, w.skus, w.dedupe, w.next = producer, st.skus, st.window, st.next
-	w.reserving = map[string]struct{}{}
+	w.reserving, w.events = map[string]struct{}{}, 0
 	for id, sku := range st.skus {
 		w.track(id, sku)
+		w.events += sku.Version
 	}
 	if snapProducer != nil {
 		epoch := 0
@@ -270,7 +272,10 @@ func (w *Writer) open(ctx context.Context) error {
 			w.snap.producer.Close()
 			epoch = w.snap.epoch + 1
 		}
-		w.snap = &snapshotter{producer: snapProducer, dirty: map[string]struct{}{}, appended: st.window.appended, segments: st.segments,
+		if st.dirty == nil {
+			st.dirty = map[string]struct{}{}
+		}
+		w.snap = &snapshotter{producer: snapProducer, dirty: st.dirty, appended: st.appended, segments: st.segments,
 			nextSeq: st.nextSeq, full: st.full, stale: st.stale, last: time.Now(), done: make(chan snapshotDone, 1), epoch: epoch}
 	}
 	took := time.Since(start)
@@ -288,6 +293,10 @@ type restored struct {
 	snapshotAt   int64 // the snapshot's offset
 	events       int   // folded from the log
 	full         bool  // no snapshot to build on: the next one is full
+	// dirty are the SKUs the log after the snapshot changed, appended the
+	// window's commands before it: what the next increment must add.
+	dirty    map[string]struct{}
+	appended uint64
 }
 
 // restore builds the partition's state: from its snapshot and the log
@@ -299,10 +308,13 @@ func (w *Writer) restore(ctx context.Context) (*restored, error) {
 		keys = ks
 		switch {
 		case err == nil:
-			n, next, err := w.fold(ctx, l.next, l.skus, l.window)
+			// What the log after the snapshot changes goes into the next
+			// increment: the SKUs it touches and the commands it adds.
+			appended, touched := l.window.appended, map[string]struct{}{}
+			n, next, err := w.fold(ctx, l.next, l.skus, l.window, touched)
 			if err == nil {
 				return &restored{loaded: loaded{skus: l.skus, window: l.window, next: next, segments: l.segments, nextSeq: l.nextSeq, stale: l.stale},
-					fromSnapshot: true, snapshotAt: l.next, events: n}, nil
+					fromSnapshot: true, snapshotAt: l.next, events: n, dirty: touched, appended: appended}, nil
 			}
 			if !errors.Is(err, errVersionGap) {
 				return nil, err
@@ -316,7 +328,7 @@ func (w *Writer) restore(ctx context.Context) (*restored, error) {
 		}
 	}
 	st := &restored{loaded: loaded{skus: map[string]*SKU{}, window: newWindow(w.cfg.DedupeWindow)}, full: true}
-	n, next, err := w.fold(ctx, 0, st.skus, st.window)
+	n, next, err := w.fold(ctx, 0, st.skus, st.window, nil)
 	if err != nil {
 		if errors.Is(err, errVersionGap) {
 			w.cfg.Metrics.observeRebuildFailure(w.partition, "version_gap")
@@ -346,7 +358,7 @@ var errVersionGap = errors.New("versions not gap-free")
 // A SKU whose versions do not continue (1, 2, 3 … from the state's) fails
 // it with errVersionGap: a writer must never append on a state it cannot
 // trust.
-func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, dedupe *window) (int, int64, error) {
+func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, dedupe *window, touched map[string]struct{}) (int, int64, error) {
 	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{
 		Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: from},
 		Stall: w.cfg.RebuildStall,
@@ -389,6 +401,9 @@ func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, ded
 					return 0, 0, fmt.Errorf("%w: %w: rebuild partition %d at offset %d (event %s): %w", ErrUnavailable, errVersionGap, w.partition, rec.Offset, e.GetEventId(), err)
 				}
 				n++
+				if touched != nil {
+					touched[e.GetSkuId()] = struct{}{}
+				}
 				key := keyOf(e.GetSkuId(), e.GetCommandId())
 				if key == lastKey && rec.Offset == lastOffset+int64(lastN) {
 					lastN++ // the second event of a transfer
@@ -774,6 +789,7 @@ func (w *Writer) commit(batch []*request) error {
 			w.markDirty(id)
 		}
 		w.next = recs[len(recs)-1].Offset + 1
+		w.events += int64(len(recs))
 		if w.snap != nil {
 			w.snap.events += len(recs)
 		}

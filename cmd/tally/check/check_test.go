@@ -255,6 +255,33 @@ func TestSIGKILLUnderLoadLosesNothing(t *testing.T) {
 	t.Logf("tally check:\n%s", out.String())
 	if r.ProblemCount() > 0 || r.Unmarked > 0 || r.ReadModel == nil || r.ReadModel.EventsBehind > 0 {
 		t.Errorf("tally check found problems")
+		dumpDoubledVersions(t, strings.TrimSpace(string(dsn)))
+	}
+}
+
+// dumpDoubledVersions logs the ledger rows of every (sku, version) the
+// ledger holds more than once, to tell a projection fault from a log fault.
+func dumpDoubledVersions(t *testing.T, dsn string) {
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	defer pool.Close()
+	rows, err := pool.Query(context.Background(), `SELECT sku_id, sku_version, store_id, event_id::text, event_type, quantity_delta, recorded_at, command_id, log_partition, log_offset
+		FROM inventory_ledger l WHERE (SELECT count(*) FROM inventory_ledger d WHERE d.sku_id = l.sku_id AND d.sku_version = l.sku_version) > 1 ORDER BY 1, 2, log_offset`)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		v, err := rows.Values()
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		t.Logf("doubled version: %v", v)
 	}
 }
 

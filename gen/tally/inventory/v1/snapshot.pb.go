@@ -298,8 +298,12 @@ type WriterCheckpoint struct {
 	Skus           int64                  `protobuf:"varint,4,opt,name=skus,proto3" json:"skus,omitempty"`
 	WindowCommands int64                  `protobuf:"varint,5,opt,name=window_commands,json=windowCommands,proto3" json:"window_commands,omitempty"`
 	WrittenAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=written_at,json=writtenAt,proto3" json:"written_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The sum of the SKUs' versions: the events the state folds (each event
+	// adds one to one SKU's version). A reader checks the SKU records add up
+	// to it, so a stale SKU record cannot pass for the state.
+	Events        int64 `protobuf:"varint,7,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WriterCheckpoint) Reset() {
@@ -374,6 +378,13 @@ func (x *WriterCheckpoint) GetWrittenAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WriterCheckpoint) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
 var File_tally_inventory_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_snapshot_proto_rawDesc = "" +
@@ -396,7 +407,7 @@ const file_tally_inventory_v1_snapshot_proto_rawDesc = "" +
 	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\"2\n" +
 	"\x14WriterWindowSnapshot\x12\x1a\n" +
-	"\bcommands\x18\x01 \x01(\fR\bcommands\"\x8a\x02\n" +
+	"\bcommands\x18\x01 \x01(\fR\bcommands\"\xa2\x02\n" +
 	"\x10WriterCheckpoint\x12\x1f\n" +
 	"\vnext_offset\x18\x01 \x01(\x03R\n" +
 	"nextOffset\x124\n" +
@@ -405,7 +416,8 @@ const file_tally_inventory_v1_snapshot_proto_rawDesc = "" +
 	"\x04skus\x18\x04 \x01(\x03R\x04skus\x12'\n" +
 	"\x0fwindow_commands\x18\x05 \x01(\x03R\x0ewindowCommands\x129\n" +
 	"\n" +
-	"written_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\twrittenAtB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
+	"written_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\twrittenAt\x12\x16\n" +
+	"\x06events\x18\a \x01(\x03R\x06eventsB?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_tally_inventory_v1_snapshot_proto_rawDescOnce sync.Once
