@@ -21,7 +21,7 @@ import (
 // writer's own command.Decide against the state the log so far folds to,
 // so every event is one a partition writer would have appended. Refused
 // commands (a sale beyond the stock) leave nothing, as in a writer. Event
-// i of total is recorded at start + span·i/total.
+// i of total is recorded at start + span·i/total, ending now.
 type generator struct {
 	rng    *rand.Rand
 	zipf   *rand.Zipf
@@ -91,7 +91,9 @@ func (g *generator) next() (int32, []*kgo.Record, error) {
 			s = domain.NewSKU(c.SKU)
 			g.state[i] = s
 		}
-		at := g.start.Add(time.Duration(float64(g.span) * float64(g.made) / float64(g.total))).UTC()
+		// Events past total (appended after the log, to restart on) are
+		// recorded at its end.
+		at := g.start.Add(time.Duration(float64(g.span) * min(float64(g.made)/float64(g.total), 1))).UTC()
 		events, err := command.Decide(s, c, at, newEventID)
 		if err != nil {
 			continue // refused, as a writer would: nothing in the log

@@ -38,15 +38,19 @@ func TestSoakOfASmallLog(t *testing.T) {
 	if rep.Produce <= 0 || rep.Projector <= 0 || rep.RSSPeak <= 0 {
 		t.Errorf("rates and memory not measured: %+v", rep)
 	}
-	if len(rep.Restarts) != 3 {
+	if len(rep.Restarts) != 4 {
 		t.Fatalf("restarts %+v", rep.Restarts)
 	}
-	full, again := rep.Restarts[0], rep.Restarts[2]
+	full, again, crash := rep.Restarts[0], rep.Restarts[2], rep.Restarts[3]
 	if full.FromSnapshot != 0 || full.EventsFolded < rep.Events {
 		t.Errorf("start without snapshots: %+v, want the whole log (%d events) folded", full, rep.Events)
 	}
 	if again.FromSnapshot != rep.Partitions || again.EventsFolded >= full.EventsFolded {
 		t.Errorf("restart from snapshots: %+v, want every partition from its snapshot and fewer events folded than %d", again, full.EventsFolded)
+	}
+	// 2,000 events were appended after the snapshots.
+	if crash.FromSnapshot != rep.Partitions || crash.EventsFolded < 2_000 || crash.EventsFolded >= full.EventsFolded {
+		t.Errorf("restart from snapshots with events after them: %+v, want every partition from its snapshot and 2,000 events folded", crash)
 	}
 	if rep.DropMonth == "" || rep.DropRows <= 0 {
 		t.Errorf("no ledger month dropped: %+v", rep)
