@@ -28,7 +28,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -139,7 +138,8 @@ func (s *soak) start(ctx context.Context) (func(), error) {
 	return closeAll, nil
 }
 
-// createTopic creates the events topic, refusing one that exists: the
+// createTopic creates the events topic, or takes an empty one as it is
+// (`tally kafka` creates it at start), refusing one with records: the
 // generated log must be the whole log.
 func (s *soak) createTopic(ctx context.Context) error {
 	cl, err := kgo.NewClient(kafka.Options(s.brokers, nil)...)
@@ -148,20 +148,21 @@ func (s *soak) createTopic(ctx context.Context) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	cfg := map[string]*string{}
-	for k, v := range kafka.EventTopicConfigs() {
-		cfg[k] = &v
-	}
-	_, err = adm.CreateTopic(ctx, int32(s.cfg.Partitions), -1, cfg, kafka.EventsTopic)
-	if errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("the soak writes the whole log itself: topic %s already exists on %v", kafka.EventsTopic, s.brokers)
-	}
+	n, err := kafka.EnsureTopic(ctx, adm, kafka.EventsTopic, int32(s.cfg.Partitions), kafka.EventTopicConfigs())
 	if err != nil {
 		return err
 	}
-	// Until the topic's metadata is there, the producers would fail.
-	_, err = kafka.EnsureTopic(ctx, adm, kafka.EventsTopic, int32(s.cfg.Partitions), kafka.EventTopicConfigs())
-	return err
+	ends, err := adm.ListEndOffsets(ctx, kafka.EventsTopic)
+	if err != nil {
+		return err
+	}
+	var records int64
+	ends.Each(func(o kadm.ListedOffset) { records += o.Offset })
+	if records > 0 {
+		return fmt.Errorf("the soak writes the whole log itself: topic %s on %v is not empty", kafka.EventsTopic, s.brokers)
+	}
+	s.cfg.Partitions, s.rep.Partitions, s.ends = int(n), int(n), make([]int64, n)
+	return nil
 }
 
 // freshDatabase creates database name on the server of dsn and returns its
@@ -329,7 +330,6 @@ func (s *soak) producer(ctx context.Context, p int32, batches <-chan []*kgo.Reco
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
 		kgo.MaxBufferedRecords(2*txnEvents+1024),
-		kgo.ProducerBatchMaxBytes(8<<20),
 	)...)
 	if err != nil {
 		return err
