@@ -57,7 +57,9 @@ type SoakReport struct {
 	// was produced, and its peak over the whole run.
 	RSSAfterProduce int64 `json:"rss_after_produce_bytes"`
 	RSSPeak         int64 `json:"rss_peak_bytes"`
-	LogBytes        int64 `json:"log_bytes,omitempty"`
+	// RSSByStage is the process's peak RSS in each stage, in order.
+	RSSByStage []SoakStage `json:"rss_peak_by_stage,omitempty"`
+	LogBytes   int64       `json:"log_bytes,omitempty"`
 
 	Projector float64 `json:"projector_events_per_s"`
 	// At are the query and storage figures at each ledger size.
@@ -76,6 +78,12 @@ type SoakReport struct {
 	// CheckProblems is set when the check ran: problems tally check found.
 	CheckProblems *int   `json:"check_problems,omitempty"`
 	CheckSummary  string `json:"check_summary,omitempty"`
+}
+
+// SoakStage is the peak RSS of one stage of the soak.
+type SoakStage struct {
+	Stage string `json:"stage"`
+	Peak  int64  `json:"peak_bytes"`
 }
 
 // SoakAt is the read side at one ledger size.
@@ -193,6 +201,13 @@ func (r *SoakReport) Print(out io.Writer) {
 		fmt.Fprintf(out, "; log on disk %.0f MiB", mib(r.LogBytes))
 	}
 	fmt.Fprintln(out)
+	if len(r.RSSByStage) > 0 {
+		fmt.Fprint(out, "peak RSS by stage, MiB:")
+		for _, st := range r.RSSByStage {
+			fmt.Fprintf(out, " %s %.0f;", st.Stage, mib(st.Peak))
+		}
+		fmt.Fprintln(out)
+	}
 	fmt.Fprintf(out, "projector catch-up: %.0f events/s\n", r.Projector)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "ledger rows\tledger MiB\tB/event\tstock_levels rows\tstock_levels MiB\tGetStock p50 ms\tp99 ms\tGetStockHistory p50 ms\tp99 ms\t")

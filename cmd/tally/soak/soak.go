@@ -198,15 +198,19 @@ func (s *soak) run(ctx context.Context) error {
 		if s.gen.made >= upto {
 			continue
 		}
+		done := s.stage(fmt.Sprintf("produce to %d", upto))
 		t, err := s.produce(ctx, upto)
+		done()
 		if err != nil {
 			return fmt.Errorf("produce: %w", err)
 		}
 		produceTime += t
 		s.rep.RSSAfterProduce, _ = rss()
+		done = s.stage(fmt.Sprintf("project to %d", upto))
 		if err := s.project(ctx); err != nil {
 			return fmt.Errorf("project: %w", err)
 		}
+		done()
 		if keys == nil {
 			keys = s.gen.queryKeys(1000)
 		}
@@ -226,7 +230,9 @@ func (s *soak) run(ctx context.Context) error {
 		name  string
 		every int
 	}{{"no snapshots", -1}, {"snapshots, first start", 0}, {"snapshots, clean restart", 0}} {
+		done := s.stage("writers: " + r.name)
 		x, err := s.restart(ctx, r.name, r.every)
+		done()
 		if err != nil {
 			return fmt.Errorf("writer start (%s): %w", r.name, err)
 		}
@@ -239,14 +245,18 @@ func (s *soak) run(ctx context.Context) error {
 		return fmt.Errorf("produce: %w", err)
 	}
 	name := fmt.Sprintf("snapshots, %d events after", tail)
+	done := s.stage("writers: " + name)
 	x, err := s.restart(ctx, name, 0)
+	done()
 	if err != nil {
 		return fmt.Errorf("writer start (%s): %w", name, err)
 	}
 	s.rep.Restarts = append(s.rep.Restarts, x)
 	if s.cfg.Check {
 		fmt.Fprintln(s.progress, "checking the read model against the fold of the log...")
+		done := s.stage("check")
 		cr, err := check.Check(ctx, check.Options{Brokers: s.brokers, DatabaseURL: s.dsn})
+		done()
 		if err != nil {
 			return fmt.Errorf("check: %w", err)
 		}
@@ -259,7 +269,6 @@ func (s *soak) run(ctx context.Context) error {
 	if err := s.dropOldestMonth(ctx, end); err != nil {
 		return fmt.Errorf("drop a ledger month: %w", err)
 	}
-	_, s.rep.RSSPeak = rss()
 	return nil
 }
 
@@ -575,6 +584,18 @@ func (s *soak) dropOldestMonth(ctx context.Context, now time.Time) error {
 	}
 	s.rep.DropMonth = oldest.Format("2006-01")
 	return nil
+}
+
+// stage resets the process's peak RSS and returns what records it at the
+// stage's end.
+func (s *soak) stage(name string) func() {
+	// Writing 5 to clear_refs resets VmHWM (Linux).
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	return func() {
+		_, peak := rss()
+		s.rep.RSSByStage = append(s.rep.RSSByStage, bench.SoakStage{Stage: name, Peak: peak})
+		s.rep.RSSPeak = max(s.rep.RSSPeak, peak)
+	}
 }
 
 // rss is the process's resident set now and at its peak (Linux).
