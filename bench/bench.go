@@ -140,7 +140,7 @@ func (c *Config) Validate() error {
 	if _, err := c.sweepRates(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.soak.validate(); err != nil {
+	if err := c.soak.validate(c); err != nil {
 		errs = append(errs, err)
 	}
 	if (c.Target == "naive-postgres" || c.Compare || c.Replay) && !c.Embedded && c.DatabaseURL == "" {

@@ -108,6 +108,9 @@ type SoakRestart struct {
 	EventsFolded int64   `json:"events_folded"`
 	FromSnapshot int     `json:"partitions_from_snapshot"`
 	OpenSeconds  float64 `json:"slowest_partition_open_seconds"`
+	// DedupeCommands are the command ids the writers remember (the dedupe
+	// window: the last 72h of the history).
+	DedupeCommands int64 `json:"dedupe_commands"`
 }
 
 // soakFlags are the flags only --soak reads.
@@ -131,11 +134,14 @@ func (s *soakFlags) flags(fs *flag.FlagSet) {
 	config.Bool(fs, &s.Check, "soak-check", false, "soak: compare the read model with the fold of the log at the end (tally check: holds the whole log in memory, for small runs)")
 }
 
-func (s *soakFlags) validate() error {
+func (s *soakFlags) validate(c *Config) error {
 	if !s.On {
 		return nil
 	}
 	var errs []error
+	if c.Compare || c.Sweep != "" || c.Replay || c.Target != "tally" || c.Embedded {
+		errs = append(errs, errors.New("--soak runs alone: not with --compare, --sweep, --replay, --target or --embedded (it starts its own broker and PostgreSQL)"))
+	}
 	if s.Events < 1 {
 		errs = append(errs, errors.New("--events must be at least 1"))
 	}
@@ -217,9 +223,9 @@ func (r *SoakReport) Print(out io.Writer) {
 	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "writer start\tseconds to writable\tevents folded\tpartitions from snapshot\tslowest partition open s\t")
+	fmt.Fprintln(tw, "writer start\tseconds to writable\tevents folded\tpartitions from snapshot\tslowest partition open s\tdedupe commands\t")
 	for _, x := range r.Restarts {
-		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.2f\t\n", x.Name, x.Seconds, x.EventsFolded, x.FromSnapshot, x.OpenSeconds)
+		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.2f\t%d\t\n", x.Name, x.Seconds, x.EventsFolded, x.FromSnapshot, x.OpenSeconds, x.DedupeCommands)
 	}
 	tw.Flush()
 	if r.DropMonth != "" {

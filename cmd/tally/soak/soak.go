@@ -472,7 +472,7 @@ func (s *soak) restart(ctx context.Context, name string, snapshotEvery int) (ben
 		err = cerr
 	}
 	opens.mu.Lock()
-	x.EventsFolded, x.FromSnapshot, x.OpenSeconds = opens.folded, opens.fromSnapshot, opens.slowest.Seconds()
+	x.EventsFolded, x.FromSnapshot, x.OpenSeconds, x.DedupeCommands = opens.folded, opens.fromSnapshot, opens.slowest.Seconds(), opens.dedupe
 	opens.mu.Unlock()
 	fmt.Fprintf(s.progress, "  writable in %.2fs, %d events folded, %d partitions from a snapshot\n", x.Seconds, x.EventsFolded, x.FromSnapshot)
 	return x, err
@@ -516,6 +516,7 @@ type opens struct {
 type opened struct {
 	mu           sync.Mutex
 	folded       int64
+	dedupe       int64
 	fromSnapshot int
 	slowest      time.Duration
 }
@@ -529,6 +530,8 @@ func (h *opens) Handle(ctx context.Context, r slog.Record) error {
 			switch a.Key {
 			case "events_replayed":
 				h.folded += a.Value.Int64()
+			case "dedupe_commands":
+				h.dedupe += a.Value.Int64()
 			case "from_snapshot":
 				if a.Value.Bool() {
 					h.fromSnapshot++
