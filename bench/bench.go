@@ -45,6 +45,8 @@ type Deps struct {
 	// Replay rebuilds the read model from the log into a fresh schema and
 	// returns how many events it projected and how long it took.
 	Replay func(ctx context.Context, brokers []string, databaseURL string) (int64, time.Duration, error)
+	// Soak runs `tally bench --soak`.
+	Soak func(ctx context.Context, cfg SoakConfig) (*SoakReport, error)
 }
 
 // Config is `tally bench`'s flags.
@@ -75,7 +77,8 @@ type Config struct {
 	NoAudit      bool
 	CPUProfile   string
 
-	mix Mix
+	soak soakFlags
+	mix  Mix
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -104,6 +107,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	config.Bool(fs, &c.JSON, "json", false, "print the report as JSON on stdout")
 	config.Bool(fs, &c.NoAudit, "no-audit", false, "skip the correctness audit")
 	config.String(fs, &c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (with --embedded: of Tally too) to this file")
+	c.soak.flags(fs)
 }
 
 // Validate reports every problem at once.
@@ -134,6 +138,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if _, err := c.sweepRates(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.soak.validate(c); err != nil {
 		errs = append(errs, err)
 	}
 	if (c.Target == "naive-postgres" || c.Compare || c.Replay) && !c.Embedded && c.DatabaseURL == "" {
@@ -191,6 +198,9 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if c.soak.On {
+		return c.runSoak(ctx, fs, deps)
 	}
 	brokers := config.List(c.KafkaBrokers)
 	if c.Embedded && c.Target != "noop" || c.Embedded && c.Compare {
@@ -265,9 +275,7 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 		rep.ReplayCount, rep.ReplayRate = n, float64(n)/d.Seconds()
 	}
 	if c.JSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(os.Stdout, rep); err != nil {
 			return err
 		}
 	} else {
@@ -277,6 +285,12 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 		return errors.New("the correctness audit failed")
 	}
 	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func slicesContains(s []string, v string) bool {

@@ -54,3 +54,12 @@ func decide(s *SKU, c *Command, recordedAt time.Time, newID func() string) ([]*i
 	}
 	return k.decide(d)
 }
+
+// Decide is what a partition writer does with a command it accepts: the
+// events c produces against s, stamped recordedAt and named by newID, or
+// the typed error that refuses it. It does not change s; apply the events
+// (s.Apply) to go on. Tools that build a log without a writer (the soak of
+// `tally bench --soak`) use it so that their events are the writer's.
+func Decide(s *SKU, c *Command, recordedAt time.Time, newID func() string) ([]*inventoryv1.InventoryEvent, error) {
+	return decide(s, c, recordedAt, newID)
+}

@@ -254,7 +254,11 @@ func (w *Writer) openSnapshotProducer(ctx context.Context) (*kgo.Client, error) 
 		kgo.TransactionTimeout(time.Minute),
 		kgo.DefaultProduceTopic(w.cfg.SnapshotTopic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerBatchMaxBytes(4<<20),
+		// A record batch must stay under the broker's message limit
+		// (max.message.bytes, 1 MB by default on Kafka and kfake), which
+		// bounds the whole compressed batch, not one record: franz-go's
+		// default batch size (1,000,012 bytes) keeps every batch of these
+		// records (a window segment is at most 640 KB) under it.
 		kgo.MaxBufferedRecords(1<<20),
 	)...)
 	if err != nil {

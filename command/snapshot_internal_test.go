@@ -16,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/tally-oss/tally/command/domain"
 	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 )
@@ -245,4 +247,59 @@ func (s *safeBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A window of more command ids than fit in one broker message (Kafka's and
+// kfake's max.message.bytes, 1 MB by default, bounds a whole record
+// batch) is still snapshotted: its segments must not be batched together
+// past the limit, or no snapshot of a busy partition is ever written.
+func TestSnapshotOfAWindowLargerThanOneMessage(t *testing.T) {
+	brokers := snapshotBroker(t)
+	const commands = 3 * segmentCommands
+	// The log is produced directly, as a writer would have appended it:
+	// tens of thousands of commands one by one would take too long here.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(kafka.EventsTopic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("test-large-window"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sku, now := domain.NewSKU("sku-1"), time.Now()
+	var recs []*kgo.Record
+	for i := range commands {
+		events, err := decide(sku, &Command{ID: fmt.Sprintf("command-%06d", i), Kind: KindReceipt, SKU: "sku-1", Store: "S1", Quantity: 1}, now, newEventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events {
+			if err := sku.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+			v, _ := proto.Marshal(e)
+			recs = append(recs, &kgo.Record{Key: []byte(e.GetSkuId()), Value: v})
+		}
+	}
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(t.Context(), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	var logged safeBuffer
+	cfg := WriterConfig{Brokers: brokers, Logger: slog.New(slog.NewTextHandler(&logged, nil)), SnapshotInterval: time.Hour}
+	w, err := OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := restoredBy(t, cfg, true)
+	if !st.fromSnapshot || st.events != 0 || st.window.len() != commands {
+		t.Fatalf("restored from snapshot %v, %d events after it, %d commands in the window; want the snapshot alone with %d commands\n%s",
+			st.fromSnapshot, st.events, st.window.len(), commands, logged.String())
+	}
 }

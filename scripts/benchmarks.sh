@@ -135,6 +135,54 @@ batch size: per-batch cost is a handful of jobs (stage, then two chains of two s
 by side, then the offsets MERGE).
 BQ
 
+cat <<'SOAK'
+
+## Soak: 20M events (issue #14, running for years)
+
+`tally bench --soak` writes a log of `--events` events straight into the embedded broker, as the
+partition writers would have written them over `--history-span` (720h) ending now: each command
+of the bench's workload (100,000 SKUs, Zipf 1.1, 50 stores, 70/10/15/5 sale/return/receipt/
+transfer, ~20-character command ids) is decided by the writer's own `command.Decide` against the
+state so far, refused sales leave nothing, and the records (key, headers, timestamp) are the
+writer's, committed in transactions of 20,000 events per partition. Then, on that log: the
+projector catches up into PostgreSQL (with GetStock and GetStockHistory timed through the
+generated gRPC client, 2,000 calls each, at `--query-at` 1M events and again at the end); the
+write side starts without snapshots, with snapshots (the first start folds the whole log and
+writes a full snapshot at close), again after a clean stop, and again with 50,000 events per
+partition after the snapshots (half of `--snapshot-every`: what a crash leaves on average),
+each timed until a command on every partition succeeds; last, the ledger's oldest month is
+dropped as `--history-retention` would. Run by `SOAK=1 bash scripts/benchmarks.sh` only (about 20 minutes more).
+SOAK
+if [ "${SOAK:-}" = 1 ]; then
+  run --soak --events 20000000
+else
+  cat <<'SOAKTODO'
+
+```
+$ tally bench --soak --events 20000000
+(figures to come: SOAK=1)
+```
+
+| | at 1M events | at 20M events |
+| --- | --- | --- |
+| ledger bytes/event (all partitions, indexes included) | | |
+| stock_levels rows / MiB | | |
+| GetStock p50 / p99 ms | | |
+| GetStockHistory p50 / p99 ms | | |
+
+| write side start | seconds to writable | events folded |
+| --- | --- | --- |
+| no snapshots | | |
+| snapshots, first start | | |
+| snapshots, clean restart | | |
+| snapshots, 300,000 events after | | |
+
+- produce: … events/s; projector catch-up: … events/s
+- dropping the oldest ledger month (… rows, … MiB): … s
+- peak RSS of the process (Tally's parts and the embedded broker): … MiB; log on disk … GiB
+SOAKTODO
+fi
+
 cat <<'PAPER'
 
 ## Beside the reference design's figures

@@ -16,6 +16,7 @@ import (
 	"github.com/tally-oss/tally/cmd/tally/chaos"
 	"github.com/tally-oss/tally/cmd/tally/check"
 	"github.com/tally-oss/tally/cmd/tally/serve"
+	"github.com/tally-oss/tally/cmd/tally/soak"
 )
 
 type subcommand struct {
@@ -42,6 +43,7 @@ func runBench(ctx context.Context, args []string) error {
 		Replay: func(ctx context.Context, brokers []string, dsn string) (int64, time.Duration, error) {
 			return serve.Replay(ctx, brokers, dsn, "", os.Stderr)
 		},
+		Soak: soak.Run,
 	})
 }
 
