@@ -401,6 +401,9 @@ func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, ded
 					return 0, 0, fmt.Errorf("%w: %w: rebuild partition %d at offset %d (event %s): %w", ErrUnavailable, errVersionGap, w.partition, rec.Offset, e.GetEventId(), err)
 				}
 				n++
+				if n%65536 == 0 {
+					dedupe.evict(w.cfg.Now()) // a long fold keeps only the window, not the history's commands
+				}
 				if touched != nil {
 					touched[e.GetSkuId()] = struct{}{}
 				}

@@ -153,35 +153,38 @@ partition after the snapshots (half of `--snapshot-every`: what a crash leaves o
 each timed until a command on every partition succeeds; last, the ledger's oldest month is
 dropped as `--history-retention` would. Run by `SOAK=1 bash scripts/benchmarks.sh` only (about 20 minutes more).
 SOAK
+# The 20M soak takes about 15 minutes: run with SOAK=1 to measure it again
+# (its output is kept in scripts/results/soak-20m.txt), else the last
+# recorded run is shown.
 if [ "${SOAK:-}" = 1 ]; then
-  run --soak --events 20000000
-else
-  cat <<'SOAKTODO'
-
-```
-$ tally bench --soak --events 20000000
-(figures to come: SOAK=1)
-```
-
-| | at 1M events | at 20M events |
-| --- | --- | --- |
-| ledger bytes/event (all partitions, indexes included) | | |
-| stock_levels rows / MiB | | |
-| GetStock p50 / p99 ms | | |
-| GetStockHistory p50 / p99 ms | | |
-
-| write side start | seconds to writable | events folded |
-| --- | --- | --- |
-| no snapshots | | |
-| snapshots, first start | | |
-| snapshots, clean restart | | |
-| snapshots, 300,000 events after | | |
-
-- produce: … events/s; projector catch-up: … events/s
-- dropping the oldest ledger month (… rows, … MiB): … s
-- peak RSS of the process (Tally's parts and the embedded broker): … MiB; log on disk … GiB
-SOAKTODO
+  "$bin" bench --soak --events 20000000 2>/dev/null | sed -n '/^log:/,$p' > scripts/results/soak-20m.txt
 fi
+echo
+echo '```'
+echo '$ tally bench --soak --events 20000000'
+cat scripts/results/soak-20m.txt
+echo '```'
+cat <<'SOAKREAD'
+
+- Restart: with snapshots every partition is writable 0.53 s after a clean stop and 1.15 s with
+  300,000 events after the snapshots (50,000 per partition, half of `--snapshot-every`: what a
+  crash leaves on average), against 46.7 s folding the 20M-event log (the target: at most 5 s).
+  The first start with snapshots folds the whole log once and writes a full snapshot.
+- The dedupe window holds the commands of the last 72 h of the 30-day history (1.9M of 20M);
+  peak RSS (Tally's parts and the embedded broker in one process) 3.7 GB while the writers start.
+- Reads: GetStock p50 0.49 → 0.55 ms and p99 1.46 → 1.77 ms (+21%) between 1M and 20M ledger rows,
+  while stock_levels itself grew eightfold (112k → 932k (sku, store) rows); GetStockHistory p99
+  2.7 → 4.1 ms, its newest page read from the (sku, store, version) key across the months' partitions.
+  2,000 calls each, one at a time, in one run: the p99 is the 20th slowest call, and GetStock's
+  p99 lands 1% past the issue's ±20%; a run with more calls would tell noise from growth (not
+  done: the soak takes 9 minutes of this box).
+- PostgreSQL: 299–304 bytes per event (ledger heap and its one index), not the 150 the issue asks
+  for: the row alone (its event id, command id, two timestamps, levels and the reservation, reorder
+  and count columns) is ~180 bytes plus a 28-byte tuple header, and the key index ~80 (DESIGN.md,
+  "Ledger partitions and retention", says what would take it further).
+- Dropping the oldest month (3M rows, 862 MiB) took 0.27 s: retention is a `DROP TABLE` of a
+  partition, never a `DELETE`.
+SOAKREAD
 
 cat <<'PAPER'
 
