@@ -303,3 +303,50 @@ func TestSnapshotOfAWindowLargerThanOneMessage(t *testing.T) {
 			st.fromSnapshot, st.events, st.window.len(), commands, logged.String())
 	}
 }
+
+// A snapshot of a log that is no longer there (the events topic deleted
+// and created again) is not trusted: the writer folds the log it finds.
+func TestSnapshotAheadOfTheLogIsIgnored(t *testing.T) {
+	brokers := snapshotBroker(t)
+	var logged safeBuffer
+	cfg := WriterConfig{Brokers: brokers, Logger: slog.New(slog.NewTextHandler(&logged, nil)), SnapshotEvery: 20, SnapshotInterval: time.Hour}
+	w, err := OpenWriter(t.Context(), cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	randomHistory(t, w, rand.New(rand.NewPCG(4, 4)), "e", 100)
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if _, err := adm.DeleteTopics(t.Context(), kafka.EventsTopic); err != nil {
+		t.Fatal(err)
+	}
+	// The delete completes in the background.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := kafka.EnsureTopic(t.Context(), adm, kafka.EventsTopic, 1, nil); err == nil {
+			if ends, err := adm.ListEndOffsets(t.Context(), kafka.EventsTopic); err == nil && ends.Error() == nil {
+				if o, ok := ends.Lookup(kafka.EventsTopic, 0); ok && o.Offset == 0 {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the events topic was not created again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := restoredBy(t, cfg, true)
+	if st.fromSnapshot || len(st.skus) != 0 || st.next != 0 {
+		t.Fatalf("restored from snapshot %v with %d SKUs up to offset %d, want the empty log's state", st.fromSnapshot, len(st.skus), st.next)
+	}
+	if !strings.Contains(logged.String(), "does not continue it") {
+		t.Fatalf("no warning in %q", logged.String())
+	}
+}

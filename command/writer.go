@@ -312,6 +312,11 @@ func (w *Writer) restore(ctx context.Context) (*restored, error) {
 			// increment: the SKUs it touches and the commands it adds.
 			appended, touched := l.window.appended, map[string]struct{}{}
 			n, next, err := w.fold(ctx, l.next, l.skus, l.window, touched)
+			if err == nil && next < l.next {
+				// The log ends before the snapshot's offset: not the log
+				// the snapshot was taken of (a recreated topic).
+				err = fmt.Errorf("%w: the snapshot reflects the log up to offset %d, the log ends at %d", errVersionGap, l.next, next)
+			}
 			if err == nil {
 				return &restored{loaded: loaded{skus: l.skus, window: l.window, next: next, segments: l.segments, nextSeq: l.nextSeq, stale: l.stale},
 					fromSnapshot: true, snapshotAt: l.next, events: n, dirty: touched, appended: appended}, nil
