@@ -33,6 +33,10 @@ import (
 // that instance's address.
 const forwardedHeader = "Tally-Forwarded-By"
 
+// authorizationHeader carries the caller's bearer token, which a forwarded
+// call passes on so the owner authenticates and authorizes it again.
+const authorizationHeader = "Authorization"
+
 // forwardWait bounds the forwarding of a call without a deadline.
 const forwardWait = 15 * time.Second
 
@@ -98,9 +102,12 @@ func (a ownerAnswer) Error() string { return a.err.Error() }
 func (a ownerAnswer) Unwrap() error { return a.err }
 
 // call sends req to owner's procedure, once.
-func call[Req, Resp any](ctx context.Context, f *forwarder, owner, procedure, rpc string, req *Req) (*connect.Response[Resp], error) {
+func call[Req, Resp any](ctx context.Context, f *forwarder, owner, procedure, rpc, authz string, req *Req) (*connect.Response[Resp], error) {
 	r := connect.NewRequest(req)
 	r.Header().Set(forwardedHeader, f.self)
+	if authz != "" {
+		r.Header().Set(authorizationHeader, authz) // the caller's credentials, passed on once
+	}
 	start := time.Now()
 	resp, err := client[Req, Resp](f, owner, procedure).CallUnary(ctx, r)
 	result := "ok"
@@ -158,6 +165,8 @@ const (
 type pipe struct {
 	f       *forwarder
 	owner   string
+	authz   string // the callers' Authorization header
+	key     string // in f.pipes
 	mu      sync.Mutex
 	queue   []*piped
 	senders int
@@ -178,13 +187,17 @@ type pipedReply struct {
 	err     error // the Apply failed as a whole
 }
 
-func (f *forwarder) pipe(owner string) *pipe {
+// pipe returns the pipe to owner of the calls made with the credentials
+// authz: a batch carries one caller's credentials, which the owner checks
+// again.
+func (f *forwarder) pipe(owner, authz string) *pipe {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	p := f.pipes[owner]
+	key := owner + "\x00" + authz
+	p := f.pipes[key]
 	if p == nil {
-		p = &pipe{f: f, owner: owner}
-		f.pipes[owner] = p
+		p = &pipe{f: f, owner: owner, authz: authz, key: key}
+		f.pipes[key] = p
 	}
 	return p
 }
@@ -229,8 +242,8 @@ func (p *pipe) send() {
 				// addresses) leave nothing behind. A caller holding it
 				// still gets a sender.
 				p.f.mu.Lock()
-				if p.f.pipes[p.owner] == p {
-					delete(p.f.pipes, p.owner)
+				if p.f.pipes[p.key] == p {
+					delete(p.f.pipes, p.key)
 				}
 				p.f.mu.Unlock()
 			}
@@ -262,6 +275,9 @@ func (p *pipe) sendBatch(batch []*piped) {
 	defer cancel()
 	r := connect.NewRequest(req)
 	r.Header().Set(forwardedHeader, p.f.self)
+	if p.authz != "" {
+		r.Header().Set(authorizationHeader, p.authz)
+	}
 	resp, err := client[inventoryv1.ApplyRequest, inventoryv1.ApplyResponse](p.f, p.owner, inventoryv1connect.CommandServiceApplyProcedure).CallUnary(ctx, r)
 	if err == nil && len(resp.Msg.GetOutcomes()) != len(batch) {
 		err = connect.NewError(connect.CodeInternal, fmt.Errorf("%s answered %d outcomes for %d commands", p.owner, len(resp.Msg.GetOutcomes()), len(batch)))
@@ -288,10 +304,10 @@ func (p *pipe) sendBatch(batch []*piped) {
 // the answer as the owner would have given it to the unary call. The
 // owner's error answers are wire errors like those of a forwarded call:
 // only UNAVAILABLE among them is retried.
-func forwardCommand[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, Resp], owner string, req *Req) (*connect.Response[Resp], error) {
+func forwardCommand[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, Resp], owner, authz string, req *Req) (*connect.Response[Resp], error) {
 	bc := &inventoryv1.Command{}
 	bc.ProtoReflect().Set(registry[r.k].field, protoreflect.ValueOfMessage(any(req).(proto.Message).ProtoReflect()))
-	o, err := h.fwd.pipe(owner).call(ctx, r.rpc, bc)
+	o, err := h.fwd.pipe(owner, authz).call(ctx, r.rpc, bc)
 	if err != nil {
 		return nil, err
 	}
@@ -332,9 +348,9 @@ func doUnary[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, R
 		var ferr error
 		if _, more := r.def.(responder[Resp]); more {
 			// Its response says more than an Apply outcome: its own RPC.
-			resp, ferr = call[Req, Resp](ctx, h.fwd, no.Owner, r.procedure, r.rpc, req.Msg)
+			resp, ferr = call[Req, Resp](ctx, h.fwd, no.Owner, r.procedure, r.rpc, req.Header().Get(authorizationHeader), req.Msg)
 		} else {
-			resp, ferr = forwardCommand(ctx, h, r, no.Owner, req.Msg)
+			resp, ferr = forwardCommand(ctx, h, r, no.Owner, req.Header().Get(authorizationHeader), req.Msg)
 		}
 		if ferr == nil || !retryable(ferr) {
 			var oa ownerAnswer
@@ -359,7 +375,7 @@ func doUnary[Req, Resp any](ctx context.Context, h *Handler, r registered[Req, R
 // within each, and each owner's outcomes placed back. Commands whose owner
 // cannot be reached are decided again (here, or forwarded to whoever the
 // group names then) until the deadline.
-func (h *Handler) applyRemote(ctx context.Context, in []*inventoryv1.Command, cmds []*Command, outcomes []Outcome, forwardedOut []*inventoryv1.CommandOutcome) {
+func (h *Handler) applyRemote(ctx context.Context, authz string, in []*inventoryv1.Command, cmds []*Command, outcomes []Outcome, forwardedOut []*inventoryv1.CommandOutcome) {
 	ctx, cancel := withForwardDeadline(ctx)
 	defer cancel()
 	b := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
@@ -387,7 +403,7 @@ func (h *Handler) applyRemote(ctx context.Context, in []*inventoryv1.Command, cm
 				for j, i := range idx {
 					sub.Commands[j] = in[i]
 				}
-				resp, err := call[inventoryv1.ApplyRequest, inventoryv1.ApplyResponse](ctx, h.fwd, owner, inventoryv1connect.CommandServiceApplyProcedure, "Apply", sub)
+				resp, err := call[inventoryv1.ApplyRequest, inventoryv1.ApplyResponse](ctx, h.fwd, owner, inventoryv1connect.CommandServiceApplyProcedure, "Apply", authz, sub)
 				if err == nil && len(resp.Msg.GetOutcomes()) != len(idx) {
 					err = connect.NewError(connect.CodeInternal, fmt.Errorf("%s answered %d outcomes for %d commands", owner, len(resp.Msg.GetOutcomes()), len(idx)))
 				}

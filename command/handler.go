@@ -35,7 +35,14 @@ type Handler struct {
 	log *slog.Logger
 	now func() time.Time
 	fwd *forwarder // nil: commands for other instances' partitions are refused
+	// maxAdjustment is the most units an adjustment by a non-admin may
+	// move (0: any).
+	maxAdjustment int64
 }
+
+// SetMaxAdjustment bounds the units of an adjustment a caller without the
+// admin role may make (--max-adjustment; 0: no bound).
+func (h *Handler) SetMaxAdjustment(units int64) { h.maxAdjustment = units }
 
 var _ inventoryv1connect.CommandServiceHandler = (*Handler)(nil)
 
@@ -54,12 +61,12 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 // HTTPHandler returns the path and the http.Handler that serve h over
 // Connect, gRPC and gRPC-Web. Mount the CommandService only through it: it
 // makes unknown request fields errors (strictJSON, rejectUnknownFields).
-func (h *Handler) HTTPHandler() (string, http.Handler) {
-	return inventoryv1connect.NewCommandServiceHandler(h,
+func (h *Handler) HTTPHandler(opts ...connect.HandlerOption) (string, http.Handler) {
+	return inventoryv1connect.NewCommandServiceHandler(h, append(opts,
 		connect.WithCodec(strictJSON{"json"}),
 		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
 		connect.WithInterceptors(connect.UnaryInterceptorFunc(h.rejectUnknownFields)),
-	)
+	)...)
 }
 
 // Apply implements CommandService.
@@ -75,6 +82,9 @@ func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.Ap
 	invalid := make([]error, len(in))
 	for i, c := range in {
 		cmds[i], invalid[i] = FromBatchCommand(i, c, now)
+		if invalid[i] == nil {
+			invalid[i] = authorize(ctx, cmds[i], h.maxAdjustment)
+		}
 		if invalid[i] != nil {
 			cmds[i] = nil
 		}
@@ -82,7 +92,7 @@ func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.Ap
 	outcomes := h.svc.DoBatch(ctx, cmds)
 	resp := &inventoryv1.ApplyResponse{Outcomes: make([]*inventoryv1.CommandOutcome, len(in))}
 	if h.fwd != nil && !forwarded(req.Header()) {
-		h.applyRemote(ctx, in, cmds, outcomes, resp.Outcomes)
+		h.applyRemote(ctx, req.Header().Get(authorizationHeader), in, cmds, outcomes, resp.Outcomes)
 	}
 	failures := batchFailures{byCode: map[connect.Code]int{}}
 	for i, o := range outcomes {
@@ -177,6 +187,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		rn      *ReservationNotActiveError
 		cr      *CommandIDReusedError
 		co      *CommandTooOldError
+		pe      *PermissionError
 		relayed *connect.Error
 		un      *UnavailableError
 	)
@@ -197,6 +208,8 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	case errors.As(err, &cr):
 		code, msg = connect.CodeAlreadyExists, cr.Error()
 		ce.CommandIdReused = &inventoryv1.CommandIdReused{SkuId: cr.SKU, CommandId: cr.CommandID}
+	case errors.As(err, &pe):
+		code, msg = connect.CodePermissionDenied, pe.Error()
 	case errors.As(err, &co):
 		code, msg = connect.CodeFailedPrecondition, co.Error()
 		ce.CommandIdTooOld = &inventoryv1.CommandIdTooOld{SkuId: co.SKU, CommandId: co.CommandID, OccurredAt: timestamppb.New(co.OccurredAt), RememberedSince: timestamppb.New(co.RememberedSince)}

@@ -138,6 +138,9 @@ func (r registered[Req, Resp]) validate(req *Req, c *checker) (*Command, error) 
 // unary serves the kind's own RPC: validate, do, respond.
 func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *connect.Request[Req]) (*connect.Response[Resp], error) {
 	cmd, err := r.validate(req.Msg, &checker{now: h.now()})
+	if err == nil {
+		err = authorize(ctx, cmd, h.maxAdjustment)
+	}
 	if err != nil {
 		return nil, h.connectError(err)
 	}

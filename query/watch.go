@@ -235,9 +235,13 @@ func decodeResume(s string) (time.Time, bool) {
 // WatchLowStock implements QueryService.
 func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[inventoryv1.WatchLowStockRequest], stream *connect.ServerStream[inventoryv1.WatchLowStockResponse]) error {
 	m := req.Msg
+	stores, err := watchStores(ctx, m.GetStoreIds())
+	if err != nil {
+		return err
+	}
 	v := &violations{}
 	f := &watchFilter{stores: map[string]bool{}, prefix: m.GetSkuPrefix(), threshold: m.Threshold}
-	for i, st := range m.GetStoreIds() {
+	for i, st := range stores {
 		v.id(fmt.Sprintf("store_ids[%d]", i), st)
 		f.stores[st] = true
 		f.storeList = append(f.storeList, st)

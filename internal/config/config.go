@@ -60,6 +60,18 @@ func Int(fs *flag.FlagSet, p *int, name string, def int, u string) {
 	fs.IntVar(p, name, def, usage(name, u))
 }
 
+// Int64 defines an int64 flag with an env fallback.
+func Int64(fs *flag.FlagSet, p *int64, name string, def int64, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			def = n
+		} else {
+			badEnv(fs, name, v, err)
+		}
+	}
+	fs.Int64Var(p, name, def, usage(name, u))
+}
+
 // Duration defines a duration flag with an env fallback.
 func Duration(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, u string) {
 	if v, ok := os.LookupEnv(EnvName(name)); ok {

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tally-oss/tally/internal/auth"
 	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/datadir"
@@ -34,6 +36,60 @@ type deps struct {
 	srv *server.Server
 
 	closers []func() // in the order built
+
+	// auth authenticates API calls; nil: the API is open.
+	auth          *auth.Verifier
+	maxAdjustment int64
+}
+
+// apiInterceptors are the interceptors every API service runs first.
+func (d *deps) apiInterceptors() []connect.Interceptor {
+	if d.auth == nil {
+		return nil
+	}
+	return []connect.Interceptor{auth.Interceptor(d.auth)}
+}
+
+// startAuth builds the token verifier the flags ask for. With --auth-dev
+// it makes the key under the data directory and prints tokens to use.
+func (d *deps) startAuth(ctx context.Context, f *processFlags) error {
+	a := &f.auth
+	d.maxAdjustment = a.MaxAdjustment
+	if !a.enabled() {
+		if f.command != nil || f.query != nil {
+			d.log.Warn("the API is open: no --auth-key-file, --auth-jwks, --auth-issuer or --auth-dev, so anyone who reaches the port may read and change any store's stock")
+		}
+		return nil
+	}
+	cfg := auth.Config{KeyFile: a.KeyFile, JWKSFile: a.JWKS, Issuer: a.Issuer, Audience: a.Audience}
+	if a.Dev {
+		cfg.KeyFile = filepath.Join(f.embedded.DataDir, "auth", "hs256.key")
+		key, _, err := auth.LoadOrCreateKey(cfg.KeyFile)
+		if err != nil {
+			return fmt.Errorf("--auth-dev: %w", err)
+		}
+		admin, err := auth.Issue(key, "dev-admin", []auth.Role{auth.RoleAdmin}, nil, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		pos, err := auth.Issue(key, "dev-pos-S1", []auth.Role{auth.RolePOS}, []string{"S1"}, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		tokens := fmt.Sprintf("TALLY_ADMIN_TOKEN=%s\nTALLY_POS_TOKEN=%s\n", admin, pos)
+		path := filepath.Join(f.embedded.DataDir, "tokens")
+		if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
+			return fmt.Errorf("--auth-dev: %w", err)
+		}
+		// Printed, not logged: the log never carries a token.
+		fmt.Fprintf(os.Stderr, "development tokens (24 h; also in %s; mint more with tally token issue --key-file %s):\n%s", path, cfg.KeyFile, tokens)
+	}
+	v, err := auth.NewVerifier(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	d.auth = v
+	return nil
 }
 
 // close releases the deps in the reverse of the order they were built.
@@ -84,6 +140,9 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		}
 	}
 	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log); err != nil {
+		return nil, err
+	}
+	if err := d.startAuth(ctx, f); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, d.srv.Close)

@@ -22,11 +22,15 @@ type processFlags struct {
 	command   *commandFlags
 	projector *projectorFlags
 	query     *queryFlags
+	auth      authFlags // when the process serves an API
 }
 
 func (p *processFlags) register(fs *flag.FlagSet) {
 	api := p.command != nil || p.query != nil
 	p.common.register(fs, api, p.embedded != nil)
+	if api {
+		p.auth.register(fs, p.embedded != nil)
+	}
 	if p.embedded != nil {
 		p.embedded.register(fs)
 	}
@@ -46,7 +50,7 @@ func (p *processFlags) register(fs *flag.FlagSet) {
 
 // validate reports every problem with the flags.
 func (p *processFlags) validate() error {
-	errs := []error{p.common.validate(p.embedded != nil)}
+	errs := []error{p.common.validate(p.embedded != nil), p.auth.validate()}
 	if p.database != nil {
 		errs = append(errs, p.database.validate(p.embedded != nil))
 	}
@@ -235,3 +239,48 @@ func (q *queryFlags) validate() error {
 	}
 	return nil
 }
+
+// authFlags configure who may call the API: bearer JWTs verified with one
+// of a secret, a JWKS file or an OIDC issuer's keys; none of them leaves
+// the API open (the README says so, loudly).
+type authFlags struct {
+	KeyFile, JWKS, Issuer, Audience string
+	// Dev: `tally serve` makes its own key under --data-dir and prints
+	// tokens to call it with.
+	Dev           bool
+	MaxAdjustment int64
+}
+
+func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
+	config.String(fs, &a.KeyFile, "auth-key-file", "", "file holding the HS256 secret (at least 32 bytes) that signs bearer tokens: every call then needs Authorization: Bearer <JWT> (tally token issue mints them)")
+	config.String(fs, &a.JWKS, "auth-jwks", "", "JWKS file with the public keys (RS256, ES256, ...) of bearer tokens an identity provider signs")
+	config.String(fs, &a.Issuer, "auth-issuer", "", "OIDC issuer URL: bearer tokens are verified with the keys it publishes (jwks_uri), and their iss must be it")
+	config.String(fs, &a.Audience, "auth-audience", "", "when set, a bearer token's aud must include it")
+	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment may move unless the caller is admin (0: no bound)")
+	if embedded {
+		config.Bool(fs, &a.Dev, "auth-dev", false, "development auth: make an HS256 key under --data-dir/auth, print an admin and a POS (store S1) token at start and write them to --data-dir/tokens")
+	}
+}
+
+func (a *authFlags) validate() error {
+	n := 0
+	for _, s := range []string{a.KeyFile, a.JWKS, a.Issuer} {
+		if s != "" {
+			n++
+		}
+	}
+	if a.Dev && n > 0 {
+		n++
+	}
+	var errs []error
+	if n > 1 {
+		errs = append(errs, errors.New("--auth-key-file, --auth-jwks, --auth-issuer and --auth-dev: at most one"))
+	}
+	if a.MaxAdjustment < 0 {
+		errs = append(errs, fmt.Errorf("--max-adjustment must be 0 or more, got %d", a.MaxAdjustment))
+	}
+	return errors.Join(errs...)
+}
+
+// enabled reports whether calls are authenticated.
+func (a *authFlags) enabled() bool { return a.KeyFile != "" || a.JWKS != "" || a.Issuer != "" || a.Dev }

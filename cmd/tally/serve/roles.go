@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 
+	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -42,7 +43,9 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 	if err != nil {
 		return part{}, err
 	}
-	path, h := command.NewHandler(cmds, d.log).HTTPHandler()
+	handler := command.NewHandler(cmds, d.log)
+	handler.SetMaxAdjustment(d.maxAdjustment)
+	path, h := handler.HTTPHandler(connect.WithInterceptors(d.apiInterceptors()...))
 	d.srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	return part{close: cmds.Close}, nil
 }
@@ -54,7 +57,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 		return part{}, err
 	}
 	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer})
-	path, h := inventoryv1connect.NewQueryServiceHandler(q)
+	path, h := inventoryv1connect.NewQueryServiceHandler(q, connect.WithInterceptors(append(d.apiInterceptors(), query.Authorize())...))
 	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
 	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
 }
