@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/tally-oss/tally/command"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
+	"github.com/tally-oss/tally/internal/auth"
 	"github.com/tally-oss/tally/internal/broker"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/server"
@@ -30,7 +32,7 @@ type instance struct {
 	stop func()
 }
 
-func startInstance(t testing.TB, brokers []string) *instance {
+func startInstance(t testing.TB, brokers []string, opts ...connect.HandlerOption) *instance {
 	t.Helper()
 	log := quietLogger()
 	srv, err := server.Listen("127.0.0.1:0", nil, log)
@@ -48,7 +50,7 @@ func startInstance(t testing.TB, brokers []string) *instance {
 		srv.Close()
 		t.Fatal(err)
 	}
-	path, h := command.NewHandler(svc, log).HTTPHandler()
+	path, h := command.NewHandler(svc, log).HTTPHandler(opts...)
 	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -312,4 +314,60 @@ func writersOf(t testing.TB, brokers []string) map[int32]string {
 		t.Fatal(err)
 	}
 	return owners
+}
+
+// With authentication on, a forwarded call carries the caller's token: the
+// owner authenticates and authorizes it again (a POS token of S1 sells at
+// S1 through any instance; at S2 it is refused wherever it lands).
+func TestForwardedCallsCarryTheCallersToken(t *testing.T) {
+	k, err := broker.Start("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close) // after the instances' cleanups
+	keyFile := filepath.Join(t.TempDir(), "key")
+	key, _, err := auth.LoadOrCreateKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(t.Context(), auth.Config{KeyFile: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startInstance(t, k.Addrs(), connect.WithInterceptors(auth.Interceptor(v)))
+	b := startInstance(t, k.Addrs(), connect.WithInterceptors(auth.Interceptor(v)))
+	waitBalanced(t, k.Addrs(), 2)
+	admin, _ := auth.Issue(key, "admin", []auth.Role{auth.RoleAdmin}, nil, time.Hour)
+	pos, _ := auth.Issue(key, "till", []auth.Role{auth.RolePOS}, []string{"S1"}, time.Hour)
+	with := func(tok string, m *inventoryv1.RecordSaleRequest) *connect.Request[inventoryv1.RecordSaleRequest] {
+		r := connect.NewRequest(m)
+		r.Header().Set("Authorization", "Bearer "+tok)
+		return r
+	}
+	prefix := uniq("fa")
+	forwarded := 0
+	for i := range 12 {
+		sku := fmt.Sprintf("%s-%d", prefix, i)
+		for _, st := range []string{"S1", "S2"} {
+			r := connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: uniq("r"), SkuId: sku, StoreId: st, Quantity: 5})
+			r.Header().Set("Authorization", "Bearer "+admin)
+			if _, err := a.client().ReceiveStock(t.Context(), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := a.forwarded(t)
+		if _, err := a.client().RecordSale(t.Context(), with(pos, &inventoryv1.RecordSaleRequest{CommandId: uniq("s"), SkuId: sku, StoreId: "S1", Quantity: 1})); err != nil {
+			t.Fatalf("POS sale at S1 through %s: %v", a.addr, err)
+		}
+		if a.forwarded(t) > before {
+			forwarded++
+		}
+		_, err := b.client().RecordSale(t.Context(), with(pos, &inventoryv1.RecordSaleRequest{CommandId: uniq("s"), SkuId: sku, StoreId: "S2", Quantity: 1}))
+		if connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("POS sale at S2 through %s: %v, want permission_denied", b.addr, err)
+		}
+	}
+	if forwarded == 0 {
+		t.Fatal("no sale was forwarded: the test proves nothing")
+	}
 }
