@@ -27,6 +27,7 @@ type processFlags struct {
 func (p *processFlags) register(fs *flag.FlagSet) {
 	api := p.command != nil || p.query != nil
 	p.common.register(fs, api, p.embedded != nil)
+	p.common.TLS.register(fs, p.command != nil)
 	if p.embedded != nil {
 		p.embedded.register(fs)
 	}
@@ -62,12 +63,15 @@ func (p *processFlags) validate() error {
 	return errors.Join(errs...)
 }
 
-// commonFlags are every process's: its listener, Kafka, logging, shutdown.
+// commonFlags are every process's: its listener and its TLS, Kafka and how
+// to reach it, logging, shutdown.
 type commonFlags struct {
-	Addr         string
-	KafkaBrokers string
-	Grace        time.Duration
-	LogLevel     string
+	Addr          string
+	TLS           tlsFlags
+	KafkaBrokers  string
+	KafkaSecurity kafkaSecurityFlags
+	Grace         time.Duration
+	LogLevel      string
 }
 
 // register: api says the process serves an API (command or query), not
@@ -83,6 +87,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
 	}
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
+	c.KafkaSecurity.register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -99,6 +104,7 @@ func (c *commonFlags) validate(embedded bool) error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
+	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.validate(embedded && c.KafkaBrokers == ""))
 	return errors.Join(errs...)
 }
 
