@@ -61,7 +61,7 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		}
 	}()
 
-	if d.kafka, err = f.common.KafkaSecurity.security(); err != nil {
+	if d.kafka, err = f.common.KafkaSecurity.Kafka(); err != nil {
 		return nil, err
 	}
 	embeddedKafka := f.embedded != nil && len(d.brokers) == 0

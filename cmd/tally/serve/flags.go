@@ -10,6 +10,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/kafkaflag"
 )
 
 // processFlags are one subcommand's flags: the common ones, and those of
@@ -69,7 +70,7 @@ type commonFlags struct {
 	Addr          string
 	TLS           tlsFlags
 	KafkaBrokers  string
-	KafkaSecurity kafkaSecurityFlags
+	KafkaSecurity kafkaflag.Security
 	Grace         time.Duration
 	LogLevel      string
 }
@@ -87,7 +88,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
 	}
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
-	c.KafkaSecurity.register(fs)
+	c.KafkaSecurity.Register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -104,7 +105,7 @@ func (c *commonFlags) validate(embedded bool) error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
-	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.validate(embedded && c.KafkaBrokers == ""))
+	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.Validate(embedded && c.KafkaBrokers == ""))
 	return errors.Join(errs...)
 }
 

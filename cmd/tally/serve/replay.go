@@ -12,6 +12,7 @@ import (
 
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/kafkaflag"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -27,9 +28,9 @@ func RunReplay(ctx context.Context, args []string) error {
 	var brokers, dsn, schema, sink, fromTime string
 	var fromOffset int
 	var bq BigQueryFlags
-	var ks kafkaSecurityFlags
+	var ks kafkaflag.Security
 	config.String(fs, &brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
-	ks.register(fs)
+	ks.Register(fs)
 	config.String(fs, &sink, "sink", "postgres", "what to rebuild: postgres (a fresh schema) or bigquery (re-feed a range into the dataset)")
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "postgres: PostgreSQL connection string (env DATABASE_URL also works)")
 	config.String(fs, &schema, "schema", "", "postgres: schema to build into (must not exist; default replay_<unix time>)")
@@ -39,10 +40,10 @@ func RunReplay(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(fs), ks.validate(false)); err != nil {
+	if err := errors.Join(config.EnvErrors(fs), ks.Validate(false)); err != nil {
 		return err
 	}
-	sec, err := ks.security()
+	sec, err := ks.Kafka()
 	if err != nil {
 		return err
 	}
