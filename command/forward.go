@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,7 @@ const forwardWait = 15 * time.Second
 type forwarder struct {
 	root    context.Context // ends when the service closes: batches in flight stop
 	self    string
+	scheme  string // "http://" (h2c) or "https://"
 	http    *http.Client
 	metrics *Metrics
 	mu      sync.Mutex
@@ -51,18 +53,27 @@ type forwarder struct {
 	pipes   map[string]*pipe
 }
 
-func newForwarder(root context.Context, self string, m *Metrics) *forwarder {
+// newForwarder forwards over h2c, or over TLS with tlsConfig when it is not
+// nil (the instances serve TLS).
+func newForwarder(root context.Context, self string, tlsConfig *tls.Config, m *Metrics) *forwarder {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 256
 	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	// HTTP/2 without TLS (the instances serve h2c): calls to one owner
-	// share a connection instead of one connection per call in flight.
+	// HTTP/2 only (h2c, or negotiated over TLS): calls to one owner share
+	// a connection instead of one connection per call in flight.
 	t.Protocols = new(http.Protocols)
-	t.Protocols.SetUnencryptedHTTP2(true)
+	scheme := "http://"
+	if tlsConfig != nil {
+		scheme = "https://"
+		t.TLSClientConfig = tlsConfig.Clone()
+		t.Protocols.SetHTTP2(true)
+	} else {
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
 	// An owner whose host vanished without a reset is found out in
 	// seconds, not when TCP gives up.
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second}
-	return &forwarder{root: root, self: self, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
+	return &forwarder{root: root, self: self, scheme: scheme, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
 }
 
 // client returns the connect client of procedure at owner.
@@ -75,7 +86,7 @@ func client[Req, Resp any](f *forwarder, owner, procedure string) *connect.Clien
 	}
 	// No gzip between instances: on a local network it costs more CPU
 	// than the bytes it saves.
-	c := connect.NewClient[Req, Resp](f.http, "http://"+owner+procedure, connect.WithAcceptCompression("gzip", nil, nil))
+	c := connect.NewClient[Req, Resp](f.http, f.scheme+owner+procedure, connect.WithAcceptCompression("gzip", nil, nil))
 	f.clients[key] = c
 	return c
 }

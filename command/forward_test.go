@@ -2,6 +2,7 @@ package command_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -30,32 +31,57 @@ type instance struct {
 	addr string
 	reg  *prometheus.Registry
 	stop func()
+	// http and scheme are what a client of the instance uses.
+	http   *http.Client
+	scheme string
 }
 
 func startInstance(t testing.TB, brokers []string, opts ...connect.HandlerOption) *instance {
 	t.Helper()
+	return startSecureInstance(t, brokers, security{handler: opts})
+}
+
+// security is how an instance serves and reaches Kafka; the zero value is
+// h2c and plaintext Kafka.
+type security struct {
+	kafka  *kafka.Security
+	server *tls.Config // the API's TLS
+	peer   *tls.Config // forwarding's TLS (command.ServiceConfig.ForwardTLS)
+	client *tls.Config // the test's client's TLS
+	// handler are the command handler's options (an auth interceptor).
+	handler []connect.HandlerOption
+}
+
+func startSecureInstance(t testing.TB, brokers []string, sec security) *instance {
+	t.Helper()
 	log := quietLogger()
-	srv, err := server.Listen("127.0.0.1:0", nil, log)
+	srv, err := server.Listen("127.0.0.1:0", nil, log, server.WithTLS(sec.server))
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	svc, err := command.NewService(t.Context(), command.ServiceConfig{
-		WriterConfig:   command.WriterConfig{Brokers: brokers, Logger: log, Metrics: command.NewMetrics(reg)},
+		WriterConfig:   command.WriterConfig{Brokers: brokers, Kafka: sec.kafka, Logger: log, Metrics: command.NewMetrics(reg)},
 		Partitions:     6,
 		Advertise:      srv.Addr(),
+		ForwardTLS:     sec.peer,
 		SessionTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		srv.Close()
 		t.Fatal(err)
 	}
-	path, h := command.NewHandler(svc, log).HTTPHandler(opts...)
+	path, h := command.NewHandler(svc, log).HTTPHandler(sec.handler...)
 	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(ctx, 5*time.Second); close(done) }()
-	in := &instance{addr: srv.Addr(), reg: reg}
+	in := &instance{addr: srv.Addr(), reg: reg, http: http.DefaultClient, scheme: "http://"}
+	if sec.server != nil {
+		tr := &http.Transport{TLSClientConfig: sec.client, ForceAttemptHTTP2: true}
+		in.http, in.scheme = &http.Client{Transport: tr}, "https://"
+		t.Cleanup(tr.CloseIdleConnections)
+	}
 	stopped := false
 	in.stop = func() {
 		if !stopped {
@@ -70,7 +96,7 @@ func startInstance(t testing.TB, brokers []string, opts ...connect.HandlerOption
 }
 
 func (in *instance) client() inventoryv1connect.CommandServiceClient {
-	return inventoryv1connect.NewCommandServiceClient(http.DefaultClient, "http://"+in.addr)
+	return inventoryv1connect.NewCommandServiceClient(in.http, in.scheme+in.addr)
 }
 
 func (in *instance) forwarded(t testing.TB) float64 {

@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,12 @@ type ServiceConfig struct {
 	// Advertise is this instance's RPC address, told to clients that reach
 	// it for a partition another instance writes.
 	Advertise string
+	// ForwardTLS, when not nil, is the client config commands are
+	// forwarded to other instances with, over TLS (https): the peers'
+	// trusted roots, and this instance's certificate when they require
+	// one. nil forwards over h2c, for instances that serve without TLS.
+	// Every instance of a group must agree.
+	ForwardTLS *tls.Config
 	// AssignWait bounds how long a command waits, when its deadline does
 	// not say, for its partition's writer while partitions are being
 	// (re)assigned: for a writer opening here, or for the group to name an
@@ -112,7 +119,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		changed: make(chan struct{}),
 	}
 	s.rootCtx, s.rootStop = context.WithCancel(context.Background())
-	admCl, err := kgo.NewClient(kafka.Options(cfg.Brokers, nil)...)
+	admCl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Kafka, nil)...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +136,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	if cfg.Advertise != "" {
 		clientID += "@" + cfg.Advertise
 	}
-	s.group, err = kgo.NewClient(append(kafka.Options(cfg.Brokers, cfg.Logger),
+	s.group, err = kgo.NewClient(append(kafka.Options(cfg.Brokers, cfg.Kafka, cfg.Logger),
 		kgo.ClientID(clientID),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),

@@ -249,7 +249,7 @@ type snapshotDone struct {
 
 // openSnapshotProducer fences the previous owner's snapshot producer.
 func (w *Writer) openSnapshotProducer(ctx context.Context) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, nil),
+	cl, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
 		kgo.TransactionalID(SnapshotTransactionalID(w.partition)),
 		kgo.TransactionTimeout(time.Minute),
 		kgo.DefaultProduceTopic(w.cfg.SnapshotTopic),
@@ -301,7 +301,7 @@ var errNoSnapshot = errors.New("no snapshot")
 // key found, for the full snapshot that follows a rebuild.
 func (w *Writer) loadSnapshot(ctx context.Context) (*loaded, [][]byte, error) {
 	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{
-		Brokers: w.cfg.Brokers, Topic: w.cfg.SnapshotTopic, Starts: map[int32]int64{w.partition: 0}, Stall: w.cfg.RebuildStall,
+		Brokers: w.cfg.Brokers, Security: w.cfg.Kafka, Topic: w.cfg.SnapshotTopic, Starts: map[int32]int64{w.partition: 0}, Stall: w.cfg.RebuildStall,
 	})
 	if err != nil {
 		if errors.Is(err, kerr.UnknownTopicOrPartition) {

@@ -24,6 +24,8 @@ import (
 type WriterConfig struct {
 	// Brokers are the Kafka seed brokers.
 	Brokers []string
+	// Kafka is how to reach them: TLS and SASL. nil is plaintext.
+	Kafka *kafka.Security
 	// Topic is the events topic. Default kafka.EventsTopic.
 	Topic string
 	// CommitTimeout bounds one transaction (produce + commit). Default 10s.
@@ -225,7 +227,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig, partition int32) (*Writer
 // open fences the previous owner and rebuilds state.
 func (w *Writer) open(ctx context.Context) error {
 	start := time.Now()
-	producer, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, nil),
+	producer, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
 		kgo.TransactionalID(TransactionalID(w.partition)),
 		kgo.TransactionTimeout(w.cfg.CommitTimeout+5*time.Second),
 		kgo.DefaultProduceTopic(w.cfg.Topic),
@@ -365,7 +367,7 @@ var errVersionGap = errors.New("versions not gap-free")
 // trust.
 func (w *Writer) fold(ctx context.Context, from int64, skus map[string]*SKU, dedupe *window, touched map[string]struct{}) (int, int64, error) {
 	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{
-		Brokers: w.cfg.Brokers, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: from},
+		Brokers: w.cfg.Brokers, Security: w.cfg.Kafka, Topic: w.cfg.Topic, Starts: map[int32]int64{w.partition: from},
 		Stall: w.cfg.RebuildStall,
 	})
 	if err != nil {
@@ -453,7 +455,7 @@ func (w *Writer) Do(ctx context.Context, cmd *Command) (*Result, error) {
 // goroutine, never the writer's.
 func (c *WriterConfig) readResult(ctx context.Context, ref *logRef) (*Result, error) {
 	c.Metrics.observeReplayRead()
-	cl, err := kgo.NewClient(append(kafka.Options(c.Brokers, nil),
+	cl, err := kgo.NewClient(append(kafka.Options(c.Brokers, c.Kafka, nil),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.Topic: {ref.partition: kgo.NewOffset().At(ref.offset)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)

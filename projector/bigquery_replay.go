@@ -46,7 +46,7 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 	if err := b.Setup(ctx); err != nil {
 		return ReplayProgress{}, err
 	}
-	starts, ends, err := replayRange(ctx, cfg.Brokers, cfg.Topic, from)
+	starts, ends, err := replayRange(ctx, cfg.Brokers, cfg.Kafka, cfg.Topic, from)
 	if err != nil {
 		return ReplayProgress{}, err
 	}
@@ -81,8 +81,8 @@ func ReplayBigQuery(ctx context.Context, cfg BigQueryConfig, from ReplayFrom, pr
 
 // replayRange resolves from into a start offset per partition, and each
 // partition's last stable offset as its end.
-func replayRange(ctx context.Context, brokers []string, topic string, from ReplayFrom) (starts, ends map[int32]int64, err error) {
-	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+func replayRange(ctx context.Context, brokers []string, sec *kafka.Security, topic string, from ReplayFrom) (starts, ends map[int32]int64, err error) {
+	cl, err := kgo.NewClient(kafka.Options(brokers, sec, nil)...)
 	if err != nil {
 		return nil, nil, err
 	}

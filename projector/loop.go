@@ -44,6 +44,8 @@ type sink interface {
 type Consume struct {
 	// Brokers are the Kafka seed brokers.
 	Brokers []string
+	// Kafka is how to reach them: TLS and SASL. nil is plaintext.
+	Kafka *kafka.Security
 	// Topic is the events topic. Default kafka.EventsTopic.
 	Topic string
 	// Group is the consumer group the projection's instances share to
@@ -177,11 +179,11 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 	if err := s.setup(ctx); err != nil {
 		return ignoreCanceled(ctx, err) // nil when stopped while starting
 	}
-	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
+	if err := ensureDLQ(ctx, cfg.Brokers, cfg.Kafka); err != nil {
 		return ignoreCanceled(ctx, err)
 	}
 	l := &loop{sink: s, cfg: cfg}
-	cl, err := kgo.NewClient(append(append(kafka.Options(cfg.Brokers, cfg.Logger),
+	cl, err := kgo.NewClient(append(append(kafka.Options(cfg.Brokers, cfg.Kafka, cfg.Logger),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
 		// A killed or paused projector's partitions move to the others
@@ -452,8 +454,8 @@ func retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.D
 
 // ensureDLQ creates the dead-letter topic if it is missing, with a finite
 // retention (kafka.DLQRetention).
-func ensureDLQ(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+func ensureDLQ(ctx context.Context, brokers []string, sec *kafka.Security) error {
+	cl, err := kgo.NewClient(kafka.Options(brokers, sec, nil)...)
 	if err != nil {
 		return err
 	}
@@ -469,16 +471,16 @@ func ensureDLQ(ctx context.Context, brokers []string) error {
 // set, runs after each stored batch with the offsets passed so far (of
 // total) and the records the batches held.
 func replayLog(ctx context.Context, s sink, cfg loopConfig, starts map[int32]int64, advance bool, after func(passed, total, records int64)) error {
-	if err := ensureDLQ(ctx, cfg.Brokers); err != nil {
+	if err := ensureDLQ(ctx, cfg.Brokers, cfg.Kafka); err != nil {
 		return err
 	}
-	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Starts: starts, Stall: time.Minute, Opts: cfg.fetch})
+	r, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: cfg.Brokers, Security: cfg.Kafka, Topic: cfg.Topic, Starts: starts, Stall: time.Minute, Opts: cfg.fetch})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	// The client dead letters go through.
-	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Logger)...)
+	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Kafka, cfg.Logger)...)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/readmodel"
 )
 
@@ -17,6 +18,8 @@ import (
 type RebuildConfig struct {
 	// Brokers are the Kafka seed brokers.
 	Brokers []string
+	// Kafka is how to reach them: TLS and SASL. nil is plaintext.
+	Kafka *kafka.Security
 	// Topic is the events topic. Default kafka.EventsTopic.
 	Topic string
 	// DatabaseURL is the PostgreSQL connection string.
@@ -52,7 +55,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 	}
 	defer pool.Close()
 	p, err := NewPostgres(Config{
-		Consume: Consume{Brokers: cfg.Brokers, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
+		Consume: Consume{Brokers: cfg.Brokers, Kafka: cfg.Kafka, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
 	})
 	if err != nil {
 		return 0, 0, err

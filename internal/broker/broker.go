@@ -155,7 +155,7 @@ func repairDataDir(dataDir string, kopts []kfake.Opt, log *slog.Logger) error {
 // can only be appended after them); Tally's own readers resolve it by epoch
 // (see Resolver), and `tally check` reports it.
 func RepairOpenTransactions(ctx context.Context, brokers []string) (int, error) {
-	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+	cl, err := kgo.NewClient(kafka.Options(brokers, nil, nil)...)
 	if err != nil {
 		return 0, err
 	}
@@ -218,7 +218,7 @@ func (e *Embedded) Close() {
 func (e *Embedded) settled() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kafka.Options(e.Addrs(), nil)...)
+	cl, err := kgo.NewClient(kafka.Options(e.Addrs(), nil, nil)...)
 	if err != nil {
 		return false
 	}

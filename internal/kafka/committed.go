@@ -222,6 +222,8 @@ type CommittedReader struct {
 type ReaderConfig struct {
 	// Brokers are the seed brokers.
 	Brokers []string
+	// Security is how to reach them; nil is plaintext.
+	Security *Security
 	// Topic is the topic to read.
 	Topic string
 	// Starts are the start offsets by partition; nil reads every partition
@@ -244,7 +246,7 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	if cfg.Stall <= 0 {
 		cfg.Stall = 30 * time.Second
 	}
-	admCl, err := kgo.NewClient(Options(cfg.Brokers, nil)...)
+	admCl, err := kgo.NewClient(Options(cfg.Brokers, cfg.Security, nil)...)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +315,7 @@ func OpenCommittedReader(ctx context.Context, cfg ReaderConfig) (*CommittedReade
 	if len(consume) == 0 {
 		return r, nil
 	}
-	r.cl, err = kgo.NewClient(append(append(Options(cfg.Brokers, nil),
+	r.cl, err = kgo.NewClient(append(append(Options(cfg.Brokers, cfg.Security, nil),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topic: consume}),
 		kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
 		kgo.KeepControlRecords(),

@@ -36,9 +36,17 @@ const (
 	EventSchemaVersion  = "1"
 )
 
-// Options returns the client options every Tally Kafka client starts from.
-func Options(brokers []string, log *slog.Logger) []kgo.Opt {
+// Options returns the client options every Tally Kafka client starts from:
+// the seed brokers, sec's TLS and SASL (nil: plaintext, no authentication)
+// and, when log is not nil, the client's warnings and errors.
+func Options(brokers []string, sec *Security, log *slog.Logger) []kgo.Opt {
 	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	if sec != nil && sec.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(sec.TLS.Clone()))
+	}
+	if sec != nil && sec.SASL != nil {
+		opts = append(opts, kgo.SASL(sec.SASL))
+	}
 	if log != nil {
 		// The client narrates every rebalance at info; keep warnings up.
 		opts = append(opts, kgo.WithLogger(kslog.New(slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "kafka"))))

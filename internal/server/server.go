@@ -1,10 +1,13 @@
-// Package server is the one HTTP listener of a Tally process: h2c, so one
-// port serves Connect, gRPC and gRPC-Web, plus gRPC health and reflection,
-// /metrics and anything else mounted on it. It knows no service.
+// Package server is the one HTTP listener of a Tally process: one port
+// serves Connect, gRPC and gRPC-Web, plus gRPC health and reflection,
+// /metrics and anything else mounted on it, over h2c (HTTP/2 without TLS,
+// and HTTP/1.1) or, WithTLS, over TLS (HTTP/2 negotiated by ALPN, and
+// HTTP/1.1). It knows no service.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,17 +21,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server is an h2c HTTP server.
+// Server is an HTTP server: h2c, or TLS when built WithTLS.
 type Server struct {
 	mux      *http.ServeMux
 	srv      *http.Server
 	lis      net.Listener
+	tls      bool
 	services []string
 	log      *slog.Logger
 }
 
+// Option configures Listen.
+type Option func(*Server)
+
+// WithTLS serves TLS with cfg (its certificates, and its ClientAuth and
+// ClientCAs when clients must present a certificate): HTTP/2 for clients
+// that negotiate it by ALPN (gRPC), HTTP/1.1 for the others. A client that
+// speaks plaintext to the port fails its handshake and is disconnected.
+// Default: no TLS (h2c).
+func WithTLS(cfg *tls.Config) Option {
+	return func(s *Server) {
+		if cfg != nil {
+			s.tls = true
+			s.srv.TLSConfig = cfg.Clone()
+		}
+	}
+}
+
 // Listen binds addr (host:port; port 0 picks one).
-func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Option) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -37,16 +58,33 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, e
 	if reg != nil {
 		s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           s.mux,
-		Protocols:         protocols,
+		Handler: s.mux,
+		// Also bounds a TLS handshake: a client that connects and says
+		// nothing is dropped.
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+	if log != nil {
+		// Not the standard logger: failed handshakes (a plaintext client
+		// on a TLS port) and recovered panics go where the rest goes.
+		s.srv.ErrorLog = slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if s.tls {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	s.srv.Protocols = protocols
 	return s, nil
 }
+
+// TLS reports whether the server serves TLS.
+func (s *Server) TLS() bool { return s.tls }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
@@ -74,8 +112,16 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.lis) }()
-	s.log.Info("serving", "addr", s.Addr(), "services", s.services)
+	go func() {
+		if s.tls {
+			// The certificates are in TLSConfig; ServeTLS adds the ALPN
+			// protocols (h2, http/1.1).
+			errc <- s.srv.ServeTLS(s.lis, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.lis)
+	}()
+	s.log.Info("serving", "addr", s.Addr(), "tls", s.tls, "services", s.services)
 	select {
 	case err := <-errc:
 		return err

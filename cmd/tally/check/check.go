@@ -36,21 +36,24 @@ import (
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/datadir"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/kafkaflag"
 	"github.com/tally-oss/tally/internal/pg"
 )
 
 // Config is `tally check`'s configuration.
 type Config struct {
-	KafkaBrokers string
-	DataDir      string
-	DatabaseURL  string
-	Consumer     string
-	Show         int
-	BigQuery     struct{ Project, Dataset, Endpoint, Consumer string }
+	KafkaBrokers  string
+	KafkaSecurity kafkaflag.Security
+	DataDir       string
+	DatabaseURL   string
+	Consumer      string
+	Show          int
+	BigQuery      struct{ Project, Dataset, Endpoint, Consumer string }
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", "comma-separated Kafka seed brokers; empty opens the embedded broker's log under --data-dir (offline: no tally serve may be running on it)")
+	c.KafkaSecurity.Register(fs)
 	config.String(fs, &c.DataDir, "data-dir", "./data", "tally serve's data directory, for the offline check (data/kafka, data/pg)")
 	config.String(fs, &c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL read model to compare with the log; empty uses the embedded cluster under --data-dir/pg when it exists, else skips the comparison")
 	config.String(fs, &c.Consumer, "consumer", "postgres", "the projection's name in projector_offsets")
@@ -70,7 +73,11 @@ func Run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := config.EnvErrors(fs); err != nil {
+	if err := errors.Join(config.EnvErrors(fs), c.KafkaSecurity.Validate(c.KafkaBrokers == "")); err != nil {
+		return err
+	}
+	sec, err := c.KafkaSecurity.Kafka()
+	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -110,7 +117,7 @@ func Run(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	opts := Options{Brokers: brokers, DatabaseURL: dsn, Consumer: c.Consumer}
+	opts := Options{Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Consumer: c.Consumer}
 	if c.BigQuery.Project != "" {
 		if c.BigQuery.Dataset == "" {
 			return errors.New("--bigquery-dataset is required with --bigquery-project")
@@ -237,6 +244,8 @@ type folded struct {
 type Options struct {
 	// Brokers are the Kafka seed brokers of the events topic.
 	Brokers []string
+	// Kafka is how to reach them: TLS and SASL. nil is plaintext.
+	Kafka *kafka.Security
 	// DatabaseURL is the PostgreSQL read model; "" skips it.
 	DatabaseURL string
 	// Consumer is the Postgres projection's name in projector_offsets.
@@ -278,7 +287,7 @@ func Check(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	events, err := readLog(ctx, o.Brokers, r)
+	events, err := readLog(ctx, o.Brokers, o.Kafka, r)
 	if err != nil {
 		return nil, err
 	}
@@ -294,8 +303,8 @@ func Check(ctx context.Context, o Options) (*Report, error) {
 
 // readLog returns every decodable event of the events topic in offset
 // order per partition.
-func readLog(ctx context.Context, brokers []string, r *Report) ([]folded, error) {
-	rd, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: brokers, Topic: kafka.EventsTopic})
+func readLog(ctx context.Context, brokers []string, sec *kafka.Security, r *Report) ([]folded, error) {
+	rd, err := kafka.OpenCommittedReader(ctx, kafka.ReaderConfig{Brokers: brokers, Security: sec, Topic: kafka.EventsTopic})
 	if err != nil {
 		return nil, err
 	}

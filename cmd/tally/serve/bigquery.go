@@ -11,6 +11,7 @@ import (
 	"cloud.google.com/go/bigquery"
 
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -64,9 +65,9 @@ func (b *BigQueryFlags) client(ctx context.Context) (*bigquery.Client, error) {
 	return c, nil
 }
 
-func (b *BigQueryFlags) config(brokers []string, c *bigquery.Client, log *slog.Logger, m *projector.BigQueryMetrics) projector.BigQueryConfig {
+func (b *BigQueryFlags) config(brokers []string, sec *kafka.Security, c *bigquery.Client, log *slog.Logger, m *projector.BigQueryMetrics) projector.BigQueryConfig {
 	return projector.BigQueryConfig{
-		Consume: projector.Consume{Brokers: brokers, Logger: log},
+		Consume: projector.Consume{Brokers: brokers, Kafka: sec, Logger: log},
 		Client:  c, Dataset: b.Dataset, Location: b.Location,
 		BatchRows: b.BatchRows, BatchWait: b.BatchWait, MaxBatchRows: 100 * b.BatchRows,
 		Metrics: m,

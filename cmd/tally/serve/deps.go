@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -28,6 +29,11 @@ type deps struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	brokers []string
+	// kafka is how to reach the brokers: nil is plaintext.
+	kafka *kafka.Security
+	// peerTLS is what commands are forwarded to other instances with: nil
+	// forwards over h2c (the API serves without TLS).
+	peerTLS *tls.Config
 	// embeddedKafka: brokers is this process's own broker.
 	embeddedKafka bool
 	pool          *pgxpool.Pool // nil unless the projector or the query side runs
@@ -111,6 +117,9 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		}
 	}()
 
+	if d.kafka, err = f.common.KafkaSecurity.Kafka(); err != nil {
+		return nil, err
+	}
 	embeddedKafka := f.embedded != nil && len(d.brokers) == 0
 	embeddedPG := f.embedded != nil && f.database != nil && f.database.URL == ""
 	if embeddedKafka || embeddedPG {
@@ -139,7 +148,14 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 			return nil, err
 		}
 	}
-	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log); err != nil {
+	serverTLS, err := f.common.TLS.server()
+	if err != nil {
+		return nil, err
+	}
+	if d.peerTLS, err = f.common.TLS.peer(); err != nil {
+		return nil, err
+	}
+	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, server.WithTLS(serverTLS)); err != nil {
 		return nil, err
 	}
 	if err := d.startAuth(ctx, f); err != nil {

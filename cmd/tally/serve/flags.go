@@ -10,6 +10,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/kafkaflag"
 )
 
 // processFlags are one subcommand's flags: the common ones, and those of
@@ -28,6 +29,7 @@ type processFlags struct {
 func (p *processFlags) register(fs *flag.FlagSet) {
 	api := p.command != nil || p.query != nil
 	p.common.register(fs, api, p.embedded != nil)
+	p.common.TLS.register(fs, p.command != nil)
 	if api {
 		p.auth.register(fs, p.embedded != nil)
 	}
@@ -66,12 +68,15 @@ func (p *processFlags) validate() error {
 	return errors.Join(errs...)
 }
 
-// commonFlags are every process's: its listener, Kafka, logging, shutdown.
+// commonFlags are every process's: its listener and its TLS, Kafka and how
+// to reach it, logging, shutdown.
 type commonFlags struct {
-	Addr         string
-	KafkaBrokers string
-	Grace        time.Duration
-	LogLevel     string
+	Addr          string
+	TLS           tlsFlags
+	KafkaBrokers  string
+	KafkaSecurity kafkaflag.Security
+	Grace         time.Duration
+	LogLevel      string
 }
 
 // register: api says the process serves an API (command or query), not
@@ -87,6 +92,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 		brokersUsage = "comma-separated Kafka seed brokers; empty runs an embedded broker"
 	}
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
+	c.KafkaSecurity.Register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
@@ -103,6 +109,7 @@ func (c *commonFlags) validate(embedded bool) error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
+	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.Validate(embedded && c.KafkaBrokers == ""))
 	return errors.Join(errs...)
 }
 

@@ -85,7 +85,7 @@ func RunKafka(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.Close()
-	cl, err := kgo.NewClient(kafka.Options(b.Addrs(), nil)...)
+	cl, err := kgo.NewClient(kafka.Options(b.Addrs(), nil, nil)...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/kafkaflag"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -26,7 +28,9 @@ func RunReplay(ctx context.Context, args []string) error {
 	var brokers, dsn, schema, sink, fromTime string
 	var fromOffset int
 	var bq BigQueryFlags
+	var ks kafkaflag.Security
 	config.String(fs, &brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
+	ks.Register(fs)
 	config.String(fs, &sink, "sink", "postgres", "what to rebuild: postgres (a fresh schema) or bigquery (re-feed a range into the dataset)")
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "postgres: PostgreSQL connection string (env DATABASE_URL also works)")
 	config.String(fs, &schema, "schema", "", "postgres: schema to build into (must not exist; default replay_<unix time>)")
@@ -36,7 +40,11 @@ func RunReplay(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := config.EnvErrors(fs); err != nil {
+	if err := errors.Join(config.EnvErrors(fs), ks.Validate(false)); err != nil {
+		return err
+	}
+	sec, err := ks.Kafka()
+	if err != nil {
 		return err
 	}
 	switch sink {
@@ -47,20 +55,20 @@ func RunReplay(ctx context.Context, args []string) error {
 		if fromOffset != 0 || fromTime != "" {
 			return errors.New("--from-offset and --from-time are for --sink bigquery; a Postgres replay rebuilds the whole log into a fresh schema")
 		}
-		n, d, err := Replay(ctx, config.List(brokers), dsn, schema, os.Stderr)
+		n, d, err := replay(ctx, config.List(brokers), sec, dsn, schema, os.Stderr)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("replayed %d events in %s: %.0f events/s\n", n, d.Round(time.Millisecond), float64(n)/d.Seconds())
 		return nil
 	case "bigquery":
-		return replayBigQuery(ctx, config.List(brokers), &bq, int64(fromOffset), fromTime, os.Stderr)
+		return replayBigQuery(ctx, config.List(brokers), sec, &bq, int64(fromOffset), fromTime, os.Stderr)
 	default:
 		return fmt.Errorf("--sink must be postgres or bigquery, got %q", sink)
 	}
 }
 
-func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fromOffset int64, fromTime string, w io.Writer) error {
+func replayBigQuery(ctx context.Context, brokers []string, sec *kafka.Security, bq *BigQueryFlags, fromOffset int64, fromTime string, w io.Writer) error {
 	var errs []error
 	if err := bq.validate(true); err != nil {
 		errs = append(errs, err)
@@ -82,7 +90,7 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := checkEventTopic(ctx, brokers); err != nil {
+	if err := checkEventTopic(ctx, brokers, sec); err != nil {
 		return err
 	}
 	client, err := bq.client(ctx)
@@ -91,7 +99,7 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 	}
 	defer client.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, client, log, nil), from, func(p projector.ReplayProgress) {
+	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, sec, client, log, nil), from, func(p projector.ReplayProgress) {
 		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%), %d events, %d batches, %.1fs",
 			bq.Dataset, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Events, p.Batches, p.Elapsed.Seconds())
 	})
@@ -106,15 +114,19 @@ func replayBigQuery(ctx context.Context, brokers []string, bq *BigQueryFlags, fr
 // Replay rebuilds the read model into a new schema (projector.Rebuild),
 // once the events topic passes kafka.CheckEventTopic, and returns the events projected and the time it took, printing progress to w.
 func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
+	return replay(ctx, brokers, nil, dsn, schema, w)
+}
+
+func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
 	if schema == "" {
 		schema = fmt.Sprintf("replay_%d", time.Now().Unix())
 	}
-	if err := checkEventTopic(ctx, brokers); err != nil {
+	if err := checkEventTopic(ctx, brokers, sec); err != nil {
 		return 0, 0, err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{
-		Brokers: brokers, DatabaseURL: dsn, Schema: schema, Logger: log,
+		Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Schema: schema, Logger: log,
 		Progress: func(p projector.ReplayProgress) {
 			fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs", schema, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Elapsed.Seconds())
 		},

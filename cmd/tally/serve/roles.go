@@ -34,10 +34,11 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 		advertise = d.srv.Addr()
 	}
 	cmds, err := command.NewService(ctx, command.ServiceConfig{
-		WriterConfig: command.WriterConfig{Brokers: d.brokers, Logger: d.log, Metrics: command.NewMetrics(d.reg), DedupeWindow: f.DedupeWindow,
+		WriterConfig: command.WriterConfig{Brokers: d.brokers, Kafka: d.kafka, Logger: d.log, Metrics: command.NewMetrics(d.reg), DedupeWindow: f.DedupeWindow,
 			SnapshotEvery: f.SnapshotEvery, SnapshotInterval: f.SnapshotEach},
 		Partitions:     int32(f.Partitions),
 		Advertise:      advertise,
+		ForwardTLS:     d.peerTLS,
 		SessionTimeout: f.sessionTimeout(d.embeddedKafka),
 	})
 	if err != nil {
@@ -52,7 +53,7 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 
 // newQueryRole serves QueryService and runs its low-stock hub.
 func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
-	admCl, err := kgo.NewClient(kafka.Options(d.brokers, nil)...)
+	admCl, err := kgo.NewClient(kafka.Options(d.brokers, d.kafka, nil)...)
 	if err != nil {
 		return part{}, err
 	}
@@ -66,7 +67,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 // into BigQuery.
 func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, error) {
 	p, err := projector.NewPostgres(projector.Config{
-		Consume: projector.Consume{Brokers: d.brokers, Logger: d.log}, Pool: d.pool, Metrics: projector.NewMetrics(d.reg),
+		Consume: projector.Consume{Brokers: d.brokers, Kafka: d.kafka, Logger: d.log}, Pool: d.pool, Metrics: projector.NewMetrics(d.reg),
 		HistoryRetention: f.HistoryRetention,
 	})
 	if err != nil {
@@ -79,7 +80,7 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 	if err != nil {
 		return part{}, err
 	}
-	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, bq, d.log, projector.NewBigQueryMetrics(d.reg)))
+	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, d.kafka, bq, d.log, projector.NewBigQueryMetrics(d.reg)))
 	if err != nil {
 		_ = bq.Close()
 		return part{}, err
@@ -99,8 +100,8 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 // checkEventTopic refuses an events topic Kafka would delete events from
 // (kafka.CheckEventTopic). A topic not there yet passes: the command role
 // creates it with kafka.EventTopicConfigs.
-func checkEventTopic(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(kafka.Options(brokers, nil)...)
+func checkEventTopic(ctx context.Context, brokers []string, sec *kafka.Security) error {
+	cl, err := kgo.NewClient(kafka.Options(brokers, sec, nil)...)
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func start(ctx context.Context, f *processFlags) error {
 	if f.command != nil || f.projector != nil {
 		// The log is the source of truth: refuse to write or project a
 		// topic that forgets.
-		if err := checkEventTopic(ctx, d.brokers); err != nil {
+		if err := checkEventTopic(ctx, d.brokers, d.kafka); err != nil {
 			return err
 		}
 	}

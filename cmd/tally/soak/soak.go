@@ -142,7 +142,7 @@ func (s *soak) start(ctx context.Context) (func(), error) {
 // (`tally kafka` creates it at start), refusing one with records: the
 // generated log must be the whole log.
 func (s *soak) createTopic(ctx context.Context) error {
-	cl, err := kgo.NewClient(kafka.Options(s.brokers, nil)...)
+	cl, err := kgo.NewClient(kafka.Options(s.brokers, nil, nil)...)
 	if err != nil {
 		return err
 	}
@@ -332,7 +332,7 @@ func (s *soak) produce(ctx context.Context, upto int) (time.Duration, error) {
 
 // producer commits each batch of partition p in its own transaction.
 func (s *soak) producer(ctx context.Context, p int32, batches <-chan []*kgo.Record) error {
-	cl, err := kgo.NewClient(append(kafka.Options(s.brokers, nil),
+	cl, err := kgo.NewClient(append(kafka.Options(s.brokers, nil, nil),
 		kgo.TransactionalID(fmt.Sprintf("tally-soak-%d", p)),
 		kgo.TransactionTimeout(time.Minute),
 		kgo.DefaultProduceTopic(kafka.EventsTopic),

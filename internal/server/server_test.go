@@ -1,0 +1,135 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/tally-oss/tally/internal/server"
+	"github.com/tally-oss/tally/internal/testenv"
+)
+
+// serveTLS serves cfg's TLS on a free port until the test ends and
+// returns the address.
+func serveTLS(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := server.Listen("127.0.0.1:0", nil, log, server.WithTLS(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv.Addr()
+}
+
+// grpcCheck asks the gRPC health service over grpc-go.
+func grpcCheck(t *testing.T, addr string, creds credentials.TransportCredentials) (*healthpb.HealthCheckResponse, error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	return healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+}
+
+// connectCheck asks the health service over Connect (or gRPC-Web) on
+// HTTP/1.1.
+func connectCheck(t *testing.T, url string, cfg *tls.Config, opts ...connect.ClientOption) (*healthpb.HealthCheckResponse, error) {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: cfg, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP1(true)
+	defer tr.CloseIdleConnections()
+	c := connect.NewClient[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse](&http.Client{Transport: tr}, url+"/grpc.health.v1.Health/Check", opts...)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := c.CallUnary(ctx, connect.NewRequest(&healthpb.HealthCheckRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+func TestTLSServesGRPCConnectAndGRPCWeb(t *testing.T) {
+	ca := testenv.NewCA(t)
+	cert := ca.Issue(t, "server", "127.0.0.1")
+	addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+	trust := &tls.Config{RootCAs: ca.Pool}
+
+	resp, err := grpcCheck(t, addr, credentials.NewTLS(trust))
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("grpc-go over TLS: %v, %v", resp, err)
+	}
+	for name, opts := range map[string][]connect.ClientOption{"connect": nil, "grpc-web": {connect.WithGRPCWeb()}} {
+		resp, err := connectCheck(t, "https://"+addr, trust, opts...)
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("%s over TLS on HTTP/1.1: %v, %v", name, resp, err)
+		}
+	}
+}
+
+// A plaintext client on the TLS port gets an error at once, not a hang
+// until its deadline.
+func TestPlaintextClientOnTLSPortFails(t *testing.T) {
+	ca := testenv.NewCA(t)
+	addr := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "server", "127.0.0.1").TLS}})
+
+	start := time.Now()
+	_, err := grpcCheck(t, addr, insecure.NewCredentials())
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("h2c gRPC to the TLS port: %v; want UNAVAILABLE", err)
+	}
+	_, err = connectCheck(t, "http://"+addr, nil)
+	if err == nil {
+		t.Fatal("Connect over plain HTTP/1.1 to the TLS port succeeded")
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("plaintext calls took %v to fail; want an immediate error", d)
+	}
+}
+
+func TestClientCertificateIsRequiredWithClientCA(t *testing.T) {
+	ca := testenv.NewCA(t)
+	addr := serveTLS(t, &tls.Config{
+		Certificates: []tls.Certificate{ca.Issue(t, "server", "127.0.0.1").TLS},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool,
+	})
+
+	if _, err := grpcCheck(t, addr, credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})); status.Code(err) != codes.Unavailable {
+		t.Fatalf("grpc-go without a client certificate: %v; want UNAVAILABLE", err)
+	}
+	if _, err := connectCheck(t, "https://"+addr, &tls.Config{RootCAs: ca.Pool}); err == nil {
+		t.Fatal("Connect without a client certificate succeeded")
+	}
+	other := testenv.NewCA(t).Issue(t, "stranger", "127.0.0.1")
+	if _, err := connectCheck(t, "https://"+addr, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{other.TLS}}); err == nil {
+		t.Fatal("Connect with a certificate of another CA succeeded")
+	}
+
+	client := ca.Issue(t, "client").TLS
+	withCert := &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{client}}
+	if resp, err := grpcCheck(t, addr, credentials.NewTLS(withCert)); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("grpc-go with a client certificate: %v, %v", resp, err)
+	}
+	if resp, err := connectCheck(t, "https://"+addr, withCert); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Connect with a client certificate: %v, %v", resp, err)
+	}
+}
