@@ -39,12 +39,17 @@ var mayDo = map[Kind][]auth.Role{
 	KindSetReorderPolicy:   {}, // admin only
 }
 
-// authorize checks cmd against the call's principal; a call without one
+// authorize checks cmd against the call's principal, and records the
+// principal's subject as the command's actor; a call without one
 // (authentication off) may do anything. maxAdjustment bounds the units of
 // an adjustment a non-admin may make (0: no bound).
 func authorize(ctx context.Context, cmd *Command, maxAdjustment int64) error {
 	p, ok := auth.FromContext(ctx)
-	if !ok || p.Has(auth.RoleAdmin) {
+	if !ok {
+		return nil
+	}
+	cmd.Actor = p.Subject
+	if p.Has(auth.RoleAdmin) {
 		return nil
 	}
 	name := registry[cmd.Kind].name

@@ -70,6 +70,7 @@ func (d *Decision) NextR(t inventoryv1.EventType, store, counterpart string, del
 		AdjustmentReason:   c.AdjustmentReason,
 		CounterpartStoreId: counterpart,
 		CommandFingerprint: d.fp[:],
+		Actor:              c.Actor,
 	}
 }
 

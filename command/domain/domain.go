@@ -53,6 +53,10 @@ type Command struct {
 	TTL time.Duration
 	// ReorderPoint and TargetLevel are a reorder policy.
 	ReorderPoint, TargetLevel int64
+	// Actor is who sent it (the token's subject), recorded on its events.
+	// Not part of the fingerprint: a retry is the same command whoever
+	// sends it.
+	Actor string
 	// Args are the arguments only its kind has, set by the kind's check
 	// and read by its decide: a kind added later keeps them here rather
 	// than adding fields to Command.

@@ -68,7 +68,7 @@ func TestLedgerRowsReadBackAsTheEvent(t *testing.T) {
 		AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_DAMAGED, CounterpartStoreId: "store-2",
 		ReservedDelta: 2, ReservationId: "r-1", ReservationExpiresAt: timestamppb.New(at.Add(time.Hour)),
 		ReorderPoint: 5, TargetLevel: 20, CommandFingerprint: []byte{1, 2, 3},
-		VarianceFlagged: true, VarianceThreshold: 4,
+		VarianceFlagged: true, VarianceThreshold: 4, Actor: "till-4@S1",
 	}
 	// Every field set, so a field the round trip drops shows.
 	m := full.ProtoReflect()

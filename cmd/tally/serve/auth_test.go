@@ -246,6 +246,24 @@ func TestApplyRefusesOnlyTheForbiddenCommand(t *testing.T) {
 	if o[0].GetResult() == nil || o[1].GetError().GetCode() != "permission_denied" || o[2].GetError().GetCode() != "permission_denied" {
 		t.Fatalf("outcomes %v, want the S1 sale applied, the S2 sale and the receipt permission_denied", o)
 	}
+	// Who did it is on the event, and in history.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		h, err := a.qry.GetStockHistory(pos(t.Context()), &inventoryv1.GetStockHistoryRequest{SkuId: sku, StoreId: "S1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if evs := h.GetEvents(); len(evs) == 2 {
+			if evs[0].GetActor() != "till-2" || evs[1].GetActor() != "admin" {
+				t.Fatalf("history actors %q, %q; want till-2 (the sale), admin (the receipt)", evs[0].GetActor(), evs[1].GetActor())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("history %v: the sale did not show in 15 s", h.GetEvents())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func contains(roles []auth.Role, r auth.Role) bool {

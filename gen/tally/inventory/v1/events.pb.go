@@ -250,8 +250,11 @@ type InventoryEvent struct {
 	// Set on EVENT_TYPE_STOCK_COUNTED: the threshold the count was checked
 	// against.
 	VarianceThreshold int64 `protobuf:"varint,25,opt,name=variance_threshold,json=varianceThreshold,proto3" json:"variance_threshold,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Who did it: the subject (sub) of the bearer token the command came
+	// with, when the API authenticates calls; empty when it does not.
+	Actor         string `protobuf:"bytes,26,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InventoryEvent) Reset() {
@@ -459,11 +462,18 @@ func (x *InventoryEvent) GetVarianceThreshold() int64 {
 	return 0
 }
 
+func (x *InventoryEvent) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
 var File_tally_inventory_v1_events_proto protoreflect.FileDescriptor
 
 const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\t\n" +
+	"\x1ftally/inventory/v1/events.proto\x12\x12tally.inventory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\t\n" +
 	"\x0eInventoryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12<\n" +
 	"\n" +
@@ -495,7 +505,8 @@ const file_tally_inventory_v1_events_proto_rawDesc = "" +
 	"\ftarget_level\x18\x16 \x01(\x03R\vtargetLevel\x12/\n" +
 	"\x13command_fingerprint\x18\x17 \x01(\fR\x12commandFingerprint\x12)\n" +
 	"\x10variance_flagged\x18\x18 \x01(\bR\x0fvarianceFlagged\x12-\n" +
-	"\x12variance_threshold\x18\x19 \x01(\x03R\x11varianceThreshold\x1a;\n" +
+	"\x12variance_threshold\x18\x19 \x01(\x03R\x11varianceThreshold\x12\x14\n" +
+	"\x05actor\x18\x1a \x01(\tR\x05actor\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xf5\x02\n" +
