@@ -54,12 +54,14 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 // HTTPHandler returns the path and the http.Handler that serve h over
 // Connect, gRPC and gRPC-Web. Mount the CommandService only through it: it
 // makes unknown request fields errors (strictJSON, rejectUnknownFields).
-func (h *Handler) HTTPHandler() (string, http.Handler) {
-	return inventoryv1connect.NewCommandServiceHandler(h,
+// opts come first, so they cannot undo that: the server's
+// (server.Server.HandlerOptions, the request size limit).
+func (h *Handler) HTTPHandler(opts ...connect.HandlerOption) (string, http.Handler) {
+	return inventoryv1connect.NewCommandServiceHandler(h, append(opts,
 		connect.WithCodec(strictJSON{"json"}),
 		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
 		connect.WithInterceptors(connect.UnaryInterceptorFunc(h.rejectUnknownFields)),
-	)
+	)...)
 }
 
 // Apply implements CommandService.

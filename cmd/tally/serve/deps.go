@@ -83,7 +83,7 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 			return nil, err
 		}
 	}
-	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log); err != nil {
+	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, d.srv.Close)

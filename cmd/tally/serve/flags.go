@@ -10,6 +10,7 @@ import (
 
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/internal/config"
+	"github.com/tally-oss/tally/internal/server"
 )
 
 // processFlags are one subcommand's flags: the common ones, and those of
@@ -68,7 +69,13 @@ type commonFlags struct {
 	KafkaBrokers string
 	Grace        time.Duration
 	LogLevel     string
+	// MaxRequestBytes bounds every request to the listener.
+	MaxRequestBytes int
 }
+
+// maxRequestBytesCeiling bounds --max-request-bytes: more than a client
+// can sensibly send in one RPC, and under 2^31 for any int.
+const maxRequestBytesCeiling = 1 << 30
 
 // register: api says the process serves an API (command or query), not
 // only health and /metrics; embedded that it can run its own broker.
@@ -85,6 +92,8 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	config.Int(fs, &c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes,
+		"largest request body and RPC message (after decompression) read, in bytes; larger ones are answered RESOURCE_EXHAUSTED")
 }
 
 func (c *commonFlags) validate(embedded bool) error {
@@ -98,6 +107,9 @@ func (c *commonFlags) validate(embedded bool) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	if c.MaxRequestBytes < 1<<10 || c.MaxRequestBytes > maxRequestBytesCeiling {
+		errs = append(errs, fmt.Errorf("--max-request-bytes must be 1024 to %d, got %d", maxRequestBytesCeiling, c.MaxRequestBytes))
 	}
 	return errors.Join(errs...)
 }

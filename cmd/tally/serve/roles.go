@@ -42,7 +42,7 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 	if err != nil {
 		return part{}, err
 	}
-	path, h := command.NewHandler(cmds, d.log).HTTPHandler()
+	path, h := command.NewHandler(cmds, d.log).HTTPHandler(d.srv.HandlerOptions()...)
 	d.srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	return part{close: cmds.Close}, nil
 }
@@ -54,7 +54,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 		return part{}, err
 	}
 	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer})
-	path, h := inventoryv1connect.NewQueryServiceHandler(q)
+	path, h := inventoryv1connect.NewQueryServiceHandler(q, d.srv.HandlerOptions()...)
 	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
 	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
 }
