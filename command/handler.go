@@ -179,6 +179,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		rn      *ReservationNotActiveError
 		cr      *CommandIDReusedError
 		co      *CommandTooOldError
+		qo      *QuantityOverflowError
 		relayed *connect.Error
 		un      *UnavailableError
 	)
@@ -202,6 +203,9 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	case errors.As(err, &co):
 		code, msg = connect.CodeFailedPrecondition, co.Error()
 		ce.CommandIdTooOld = &inventoryv1.CommandIdTooOld{SkuId: co.SKU, CommandId: co.CommandID, OccurredAt: timestamppb.New(co.OccurredAt), RememberedSince: timestamppb.New(co.RememberedSince)}
+	case errors.As(err, &qo):
+		// The command is well formed; the SKU's state is what it cannot go on from.
+		code, msg = connect.CodeFailedPrecondition, qo.Error()
 	case errors.As(err, &rx):
 		code, msg = connect.CodeAlreadyExists, rx.Error()
 	case errors.As(err, &rn):
