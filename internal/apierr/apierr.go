@@ -79,6 +79,31 @@ func IDProblem(v string, required bool) string {
 	return ""
 }
 
+// StoredIDProblem is IDProblem for an id a read names: the rule every id
+// written so far obeys (1 to MaxIDBytes bytes of UTF-8 without spaces or
+// control characters), not the stricter one new commands meet, so an id
+// accepted before IDProblem refused invisible characters stays readable.
+// It keeps out what PostgreSQL cannot take as text (NUL, invalid UTF-8).
+func StoredIDProblem(v string, required bool) string {
+	switch {
+	case v == "" && required:
+		return "required"
+	case len(v) > MaxIDBytes:
+		return fmt.Sprintf("at most %d bytes, got %d", MaxIDBytes, len(v))
+	case !utf8.ValidString(v):
+		return "must be valid UTF-8"
+	}
+	for i, r := range v {
+		if unicode.IsControl(r) {
+			return fmt.Sprintf("%s: %U at byte %d", ruleControl, r, i)
+		}
+		if unicode.IsSpace(r) {
+			return fmt.Sprintf("%s: %U at byte %d", ruleSpace, r, i)
+		}
+	}
+	return ""
+}
+
 // The rules an id's characters break, as IDProblem names them.
 const (
 	ruleControl   = "must not contain control characters"
