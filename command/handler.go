@@ -46,7 +46,7 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 	}
 	h := &Handler{svc: svc, log: log, now: time.Now}
 	if svc.cfg.Advertise != "" {
-		h.fwd = newForwarder(svc.rootCtx, svc.cfg.Advertise, svc.cfg.Metrics)
+		h.fwd = newForwarder(svc.rootCtx, svc.cfg.Advertise, svc.cfg.Metrics, svc.cfg.MaxRequestBytes)
 	}
 	return h
 }

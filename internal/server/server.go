@@ -78,6 +78,9 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
+// MaxRequestBytes is the request limit (WithMaxRequestBytes).
+func (s *Server) MaxRequestBytes() int64 { return s.maxBytes }
+
 // HandlerOptions are the options every Connect handler mounted on s must
 // be built with: they bound each message to the server's request limit.
 func (s *Server) HandlerOptions() []connect.HandlerOption {

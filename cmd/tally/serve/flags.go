@@ -73,9 +73,13 @@ type commonFlags struct {
 	MaxRequestBytes int
 }
 
-// maxRequestBytesCeiling bounds --max-request-bytes: more than a client
-// can sensibly send in one RPC, and under 2^31 for any int.
-const maxRequestBytesCeiling = 1 << 30
+// The bounds of --max-request-bytes: at least what the largest valid
+// command takes (under 8 KiB: ids, reason and 4 KiB of metadata) with room
+// to spare, and no more than a client can sensibly send in one RPC.
+const (
+	maxRequestBytesFloor   = 64 << 10
+	maxRequestBytesCeiling = 1 << 30
+)
 
 // register: api says the process serves an API (command or query), not
 // only health and /metrics; embedded that it can run its own broker.
@@ -108,8 +112,8 @@ func (c *commonFlags) validate(embedded bool) error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
-	if c.MaxRequestBytes < 1<<10 || c.MaxRequestBytes > maxRequestBytesCeiling {
-		errs = append(errs, fmt.Errorf("--max-request-bytes must be 1024 to %d, got %d", maxRequestBytesCeiling, c.MaxRequestBytes))
+	if c.MaxRequestBytes < maxRequestBytesFloor || c.MaxRequestBytes > maxRequestBytesCeiling {
+		errs = append(errs, fmt.Errorf("--max-request-bytes must be %d to %d, got %d", maxRequestBytesFloor, maxRequestBytesCeiling, c.MaxRequestBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -38,6 +38,8 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 		Partitions:     int32(f.Partitions),
 		Advertise:      advertise,
 		SessionTimeout: f.sessionTimeout(d.embeddedKafka),
+		// Every instance must be started with the same --max-request-bytes.
+		MaxRequestBytes: int(d.srv.MaxRequestBytes()),
 	})
 	if err != nil {
 		return part{}, err
