@@ -177,7 +177,7 @@ func startNoop(ctx context.Context, log *slog.Logger) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	path, h := inventoryv1connect.NewCommandServiceHandler(noop{})
+	path, h := inventoryv1connect.NewCommandServiceHandler(noop{}, srv.HandlerOptions()...)
 	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -52,7 +52,14 @@ func decide(s *SKU, c *Command, recordedAt time.Time, newID func() string) ([]*i
 	if !ok {
 		return nil, &ValidationError{What: "command", Violations: []Violation{{Field: "kind", Description: "unknown command kind"}}}
 	}
-	return k.decide(d)
+	events, err := k.decide(d)
+	if err == nil {
+		err = d.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return events, nil
 }
 
 // Decide is what a partition writer does with a command it accepts: the

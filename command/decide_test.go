@@ -3,6 +3,7 @@ package command
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -86,6 +87,26 @@ func TestDecide(t *testing.T) {
 		{name: "expected version conflict", setup: []*Command{receipt("S1", 2), receipt("S1", 3)},
 			cmd:     &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 1, CheckVersion: true, ExpectedVersion: 1},
 			wantErr: &VersionConflictError{SKU: "A", Expected: 1, Current: 2}},
+		// Validation bounds a command's quantity (MaxQuantity); decide does
+		// not rely on it: no level ever wraps around.
+		{name: "receipt of MaxInt64 onto 1 unit overflows and is refused", setup: []*Command{receipt("S1", 1)},
+			cmd:     receipt("S1", math.MaxInt64),
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: 1, Delta: math.MaxInt64}},
+		{name: "return onto MaxInt64 overflows", setup: []*Command{receipt("S1", math.MaxInt64)},
+			cmd:     &Command{Kind: KindReturn, SKU: "A", Store: "S1", Quantity: 1},
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: math.MaxInt64, Delta: 1}},
+		{name: "offline sale below MinInt64 overflows", setup: []*Command{{ID: "s", Kind: KindSale, SKU: "A", Store: "S1", Quantity: math.MaxInt64, AllowNegative: true}},
+			cmd:     &Command{Kind: KindSale, SKU: "A", Store: "S1", Quantity: 2, AllowNegative: true},
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: -math.MaxInt64, Delta: -2}},
+		{name: "transfer into a full store is refused whole", setup: []*Command{receipt("S1", 1), receipt("S2", math.MaxInt64)},
+			cmd:     &Command{Kind: KindTransfer, SKU: "A", Store: "S1", ToStore: "S2", Quantity: 1},
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S2", Level: "on_hand", Current: math.MaxInt64, Delta: 1}},
+		{name: "count whose variance overflows is refused", setup: []*Command{{ID: "s", Kind: KindSale, SKU: "A", Store: "S1", Quantity: math.MaxInt64, AllowNegative: true}},
+			cmd:     &Command{Kind: KindCountStock, SKU: "A", Store: "S1", Args: countArgs{counted: 5}},
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: 5, Delta: math.MaxInt64}},
+		{name: "positive adjustment onto MaxInt64 overflows", setup: []*Command{receipt("S1", math.MaxInt64)},
+			cmd:     &Command{Kind: KindAdjustment, SKU: "A", Store: "S1", Quantity: 1},
+			wantErr: &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: math.MaxInt64, Delta: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +176,10 @@ func FuzzAggregate(f *testing.F) {
 				Quantity:      int64(b[2]%16) + 1,
 				AllowNegative: b[3]&1 == 1,
 			}
+			if b[3]&8 == 8 && b[3]&16 == 16 {
+				// Beyond MaxQuantity: decide must refuse overflow, not wrap.
+				c.Quantity = math.MaxInt64 - int64(b[2])
+			}
 			if c.Kind == KindAdjustment && b[3]&2 == 2 {
 				c.Quantity = -c.Quantity
 			}
@@ -168,6 +193,7 @@ func FuzzAggregate(f *testing.F) {
 			evs, err := decide(s, c, t0, next)
 			var vc *VersionConflictError
 			var is *InsufficientStockError
+			var qo *QuantityOverflowError
 			switch {
 			case errors.As(err, &vc):
 				if vc.Current != s.Version || c.ExpectedVersion == s.Version {
@@ -180,6 +206,11 @@ func FuzzAggregate(f *testing.F) {
 				}
 				continue
 			case errors.As(err, new(*ReservationExistsError)), errors.As(err, new(*ReservationNotActiveError)):
+				continue
+			case errors.As(err, &qo):
+				if sum, ok := addChecked(qo.Current, qo.Delta); ok {
+					t.Fatalf("refused as overflow although %d%+d = %d: %+v", qo.Current, qo.Delta, sum, c)
+				}
 				continue
 			case err != nil:
 				t.Fatal(err)
@@ -208,6 +239,12 @@ func FuzzAggregate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// addChecked is a+b and whether it fits an int64.
+func addChecked(a, b int64) (int64, bool) {
+	s := a + b
+	return s, !((b > 0 && s < a) || (b < 0 && s > a))
 }
 
 func total(s *SKU) int64 {

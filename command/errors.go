@@ -46,6 +46,9 @@ type (
 	// ReservationNotActiveError means the reservation was committed,
 	// released, expired, or never made.
 	ReservationNotActiveError = domain.ReservationNotActiveError
+	// QuantityOverflowError means a command would take on_hand or reserved
+	// beyond the range of int64.
+	QuantityOverflowError = domain.QuantityOverflowError
 )
 
 // NotOwnerError means this instance does not write the SKU's partition.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -51,11 +52,14 @@ type forwarder struct {
 	mu      sync.Mutex
 	clients map[string]any // owner + procedure → *connect.Client[Req, Resp]
 	pipes   map[string]*pipe
+	// batchBytes bounds the encoded commands of a pipe's Apply: the
+	// owner's request limit (ServiceConfig.MaxRequestBytes).
+	batchBytes int
 }
 
 // newForwarder forwards over h2c, or over TLS with tlsConfig when it is not
-// nil (the instances serve TLS).
-func newForwarder(root context.Context, self string, tlsConfig *tls.Config, m *Metrics) *forwarder {
+// nil (the instances serve TLS); batchBytes bounds a forwarded batch.
+func newForwarder(root context.Context, self string, tlsConfig *tls.Config, m *Metrics, batchBytes int) *forwarder {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 256
 	t.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -73,7 +77,8 @@ func newForwarder(root context.Context, self string, tlsConfig *tls.Config, m *M
 	// An owner whose host vanished without a reset is found out in
 	// seconds, not when TCP gives up.
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 2 * time.Second, PingTimeout: 2 * time.Second}
-	return &forwarder{root: root, self: self, scheme: scheme, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{}}
+	return &forwarder{root: root, self: self, scheme: scheme, http: &http.Client{Transport: t}, metrics: m, clients: map[string]any{}, pipes: map[string]*pipe{},
+		batchBytes: batchBytes}
 }
 
 // client returns the connect client of procedure at owner.
@@ -187,6 +192,7 @@ type pipe struct {
 type piped struct {
 	ctx      context.Context // the caller's: once done, the call is not sent
 	cmd      *inventoryv1.Command
+	size     int // of cmd in an ApplyRequest, bytes
 	rpc      string
 	deadline time.Time
 	queued   time.Time
@@ -219,7 +225,7 @@ func (p *pipe) call(ctx context.Context, rpc string, cmd *inventoryv1.Command) (
 	if !ok {
 		d = time.Now().Add(forwardWait)
 	}
-	c := &piped{ctx: ctx, cmd: cmd, rpc: rpc, deadline: d, queued: time.Now(), done: make(chan pipedReply, 1)}
+	c := &piped{ctx: ctx, cmd: cmd, size: appliedSize(cmd), rpc: rpc, deadline: d, queued: time.Now(), done: make(chan pipedReply, 1)}
 	p.mu.Lock()
 	if len(p.queue) >= pipeQueue {
 		p.mu.Unlock()
@@ -261,7 +267,7 @@ func (p *pipe) send() {
 			p.mu.Unlock()
 			return
 		}
-		n := min(len(p.queue), pipeBatch)
+		n := p.batchLen()
 		batch := slices.Clone(p.queue[:n])
 		p.queue = slices.Delete(p.queue, 0, n)
 		p.mu.Unlock()
@@ -271,6 +277,29 @@ func (p *pipe) send() {
 			p.sendBatch(batch)
 		}
 	}
+}
+
+// batchLen is how many calls at the head of the queue go in the next
+// Apply: at most pipeBatch, and no more than the owner's request limit
+// takes (each call alone is under it, as its own request was; many large
+// ones together need not be). Call with p.mu held.
+func (p *pipe) batchLen() int {
+	n, size := 0, 0
+	for n < len(p.queue) && n < pipeBatch {
+		size += p.queue[n].size
+		if n > 0 && size > p.f.batchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// appliedSize is the bytes cmd takes in an ApplyRequest: tag, length and
+// message.
+func appliedSize(cmd *inventoryv1.Command) int {
+	n := proto.Size(cmd)
+	return 1 + protowire.SizeVarint(uint64(n)) + n
 }
 
 func (p *pipe) sendBatch(batch []*piped) {

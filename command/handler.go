@@ -53,7 +53,7 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 	}
 	h := &Handler{svc: svc, log: log, now: time.Now}
 	if svc.cfg.Advertise != "" {
-		h.fwd = newForwarder(svc.rootCtx, svc.cfg.Advertise, svc.cfg.ForwardTLS, svc.cfg.Metrics)
+		h.fwd = newForwarder(svc.rootCtx, svc.cfg.Advertise, svc.cfg.ForwardTLS, svc.cfg.Metrics, svc.cfg.MaxRequestBytes)
 	}
 	return h
 }
@@ -61,6 +61,8 @@ func NewHandler(svc *Service, log *slog.Logger) *Handler {
 // HTTPHandler returns the path and the http.Handler that serve h over
 // Connect, gRPC and gRPC-Web. Mount the CommandService only through it: it
 // makes unknown request fields errors (strictJSON, rejectUnknownFields).
+// opts (the server's HandlerOptions: the request size limit; the auth
+// interceptor) come first, so they cannot undo that.
 func (h *Handler) HTTPHandler(opts ...connect.HandlerOption) (string, http.Handler) {
 	return inventoryv1connect.NewCommandServiceHandler(h, append(opts,
 		connect.WithCodec(strictJSON{"json"}),
@@ -188,6 +190,7 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 		cr      *CommandIDReusedError
 		co      *CommandTooOldError
 		pe      *PermissionError
+		qo      *QuantityOverflowError
 		relayed *connect.Error
 		un      *UnavailableError
 	)
@@ -213,6 +216,9 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	case errors.As(err, &co):
 		code, msg = connect.CodeFailedPrecondition, co.Error()
 		ce.CommandIdTooOld = &inventoryv1.CommandIdTooOld{SkuId: co.SKU, CommandId: co.CommandID, OccurredAt: timestamppb.New(co.OccurredAt), RememberedSince: timestamppb.New(co.RememberedSince)}
+	case errors.As(err, &qo):
+		// The command is well formed; the SKU's state is what it cannot go on from.
+		code, msg = connect.CodeFailedPrecondition, qo.Error()
 	case errors.As(err, &rx):
 		code, msg = connect.CodeAlreadyExists, rx.Error()
 	case errors.As(err, &rn):

@@ -88,3 +88,11 @@ func TestTooOldCommandIsFailedPreconditionWithItsHorizon(t *testing.T) {
 	}
 	t.Fatalf("no %s ErrorInfo in %v", ReasonCommandIDTooOld, err.Details())
 }
+
+func TestQuantityOverflowIsFailedPreconditionNotInternal(t *testing.T) {
+	err := fmt.Errorf("deciding: %w", &QuantityOverflowError{SKU: "A", Store: "S1", Level: "on_hand", Current: 1<<63 - 1, Delta: 1})
+	code, msg, ce, report := (&Handler{}).classify(err)
+	if code != connect.CodeFailedPrecondition || report || ce.GetCode() != "failed_precondition" || !strings.Contains(msg, "beyond the range of int64") {
+		t.Fatalf("classify = %v %q %v report=%v", code, msg, ce, report)
+	}
+}

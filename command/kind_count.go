@@ -45,7 +45,7 @@ func (countKind) check(r *inventoryv1.CountStockRequest, c *checker, cmd *Comman
 func (countKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
 	a, _ := d.Command.Args.(countArgs) // zero: a Command built without check counts 0
 	from := d.From()
-	variance := a.counted - from.OnHand
+	variance := d.Sub("on_hand", a.counted, from.OnHand)
 	e := d.Next(inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED, d.Command.Store, "", variance, from)
 	e.VarianceThreshold, e.VarianceFlagged = a.threshold, flagged(variance, a.threshold)
 	// Fewer units than are reserved: recorded, and like any event that

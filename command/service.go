@@ -15,6 +15,7 @@ import (
 
 	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/server"
 )
 
 // WritersGroup is the default consumer group of the command instances.
@@ -49,6 +50,11 @@ type ServiceConfig struct {
 	// default (group.min.session.timeout.ms); the embedded broker accepts
 	// 1s.
 	SessionTimeout time.Duration
+	// MaxRequestBytes is the request limit of the instances' listeners
+	// (server.WithMaxRequestBytes), which every instance must share: the
+	// Apply batches that carry forwarded calls stay under it. Default
+	// server.DefaultMaxRequestBytes.
+	MaxRequestBytes int
 }
 
 func (c *ServiceConfig) defaults() {
@@ -64,6 +70,9 @@ func (c *ServiceConfig) defaults() {
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 6 * time.Second
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = server.DefaultMaxRequestBytes
 	}
 }
 

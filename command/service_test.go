@@ -121,7 +121,7 @@ func startStack(brokers []string) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	path, h := command.NewHandler(svc, log).HTTPHandler()
+	path, h := command.NewHandler(svc, log).HTTPHandler(srv.HandlerOptions()...)
 	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -227,7 +227,9 @@ func decodeToken(s, filter string, v *violations) pageToken {
 	if err == nil {
 		err = json.Unmarshal(b, &t)
 	}
-	if err != nil || t.Filter != filter {
+	// A and B are ids the keyset compares in SQL: a forged one with a NUL
+	// would be PostgreSQL's error (INTERNAL), not the client's.
+	if err != nil || t.Filter != filter || apierr.StoredIDProblem(t.A, false) != "" || apierr.StoredIDProblem(t.B, false) != "" {
 		v.add("page_token", "not a page token of this request (tokens are only valid with the same filters)")
 	}
 	return t
@@ -558,9 +560,11 @@ func (v *violations) add(field, desc string) {
 	v.list = append(v.list, apierr.Violation{Field: field, Description: desc})
 }
 
-// id checks an id by the rule the command side applies too.
+// id checks an id a read names: by the rule of every id ever written
+// (apierr.StoredIDProblem), so ids accepted before the command side refused
+// invisible characters can still be read.
 func (v *violations) id(field, s string) {
-	if p := apierr.IDProblem(s, true); p != "" {
+	if p := apierr.StoredIDProblem(s, true); p != "" {
 		v.add(field, p)
 	}
 }

@@ -1,6 +1,7 @@
 package query_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"testing"
@@ -363,6 +364,22 @@ func TestInvalidRequestsNameEveryBadField(t *testing.T) {
 			}
 			return st.Err()
 		}, []string{"store_ids[1]", "threshold", "resume_token"}},
+		// Forged tokens whose keys PostgreSQL cannot take as text.
+		{"ListStock with a NUL in its token's key", func() error {
+			tok := base64.RawURLEncoding.EncodeToString([]byte(`{"f":"list|S1||false|0","a":"A\u0000"}`))
+			_, err := f.c.ListStock(t.Context(), connect.NewRequest(&inventoryv1.ListStockRequest{StoreId: "S1", PageToken: tok}))
+			return err
+		}, []string{"page_token"}},
+		{"WatchLowStock with a NUL in sku_prefix", func() error {
+			st, err := f.c.WatchLowStock(t.Context(), connect.NewRequest(&inventoryv1.WatchLowStockRequest{SkuPrefix: "A\x00"}))
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			for st.Receive() {
+			}
+			return st.Err()
+		}, []string{"sku_prefix"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			err := c.call()

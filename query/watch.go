@@ -246,8 +246,9 @@ func (s *Service) WatchLowStock(ctx context.Context, req *connect.Request[invent
 		f.stores[st] = true
 		f.storeList = append(f.storeList, st)
 	}
-	if len(m.GetSkuPrefix()) > apierr.MaxIDBytes {
-		v.add("sku_prefix", fmt.Sprintf("at most %d bytes", apierr.MaxIDBytes))
+	// A prefix of an id: what PostgreSQL's LIKE gets must be text it takes.
+	if p := apierr.StoredIDProblem(m.GetSkuPrefix(), false); p != "" {
+		v.add("sku_prefix", p)
 	}
 	if m.Threshold != nil && (m.GetThreshold() < 0 || m.GetThreshold() > stocknotify.WatchCeiling) {
 		v.add("threshold", fmt.Sprintf("0 to %d, got %d", stocknotify.WatchCeiling, m.GetThreshold()))

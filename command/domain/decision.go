@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,6 +24,33 @@ type Decision struct {
 	version  int64 // of the last event made so far
 	fp       Fingerprint
 	newID    func() string
+	err      error // the first *QuantityOverflowError of NextR or Sub
+}
+
+// Err is the first *QuantityOverflowError met while making the events: a
+// decision with one must not be appended. The caller of a kind's decide
+// checks it, so no kind can forget to.
+func (d *Decision) Err() error { return d.err }
+
+// add is a+b at store, or a+b wrapped and d.err set when that overflows.
+func (d *Decision) add(store, level string, a, b int64) int64 {
+	s := a + b
+	if (b > 0 && s < a) || (b < 0 && s > a) {
+		if d.err == nil {
+			d.err = &QuantityOverflowError{SKU: d.SKU.ID, Store: store, Level: level, Current: a, Delta: b}
+		}
+	}
+	return s
+}
+
+// Sub is a-b, a quantity computed from the command's store's level a (a
+// count's variance), with an overflow recorded like NextR's.
+func (d *Decision) Sub(level string, a, b int64) int64 {
+	if b == math.MinInt64 {
+		d.add(d.Command.Store, level, a, math.MaxInt64)
+		return d.add(d.Command.Store, level, a+math.MaxInt64, 1)
+	}
+	return d.add(d.Command.Store, level, a, -b)
 }
 
 // NewDecision starts deciding c against s: its events will be stamped
@@ -45,10 +73,12 @@ func NewDecision(s *SKU, c *Command, recordedAt time.Time, newID func() string) 
 func (d *Decision) From() Level { return d.SKU.Stores[d.Command.Store] }
 
 // NextR makes the SKU's next event: delta changes on_hand, rdelta
-// reserved, at store whose level is lvl.
+// reserved, at store whose level is lvl. Levels that would overflow make
+// the decision's Err.
 func (d *Decision) NextR(t inventoryv1.EventType, store, counterpart string, delta, rdelta int64, lvl Level) *inventoryv1.InventoryEvent {
 	d.version++
 	c := d.Command
+	onHand, reserved := d.add(store, "on_hand", lvl.OnHand, delta), d.add(store, "reserved", lvl.Reserved, rdelta)
 	return &inventoryv1.InventoryEvent{
 		EventId:            d.newID(),
 		EventType:          t,
@@ -62,11 +92,11 @@ func (d *Decision) NextR(t inventoryv1.EventType, store, counterpart string, del
 		Metadata:           c.Metadata,
 		CommandId:          c.ID,
 		SkuVersion:         d.version,
-		OnHandAfter:        lvl.OnHand + delta,
-		ReservedAfter:      lvl.Reserved + rdelta,
+		OnHandAfter:        onHand,
+		ReservedAfter:      reserved,
 		ReservedDelta:      rdelta,
 		ReservationId:      c.ReservationID,
-		AllowNegative:      c.AllowNegative && lvl.Available()+delta-rdelta < 0,
+		AllowNegative:      c.AllowNegative && onHand < reserved,
 		AdjustmentReason:   c.AdjustmentReason,
 		CounterpartStoreId: counterpart,
 		CommandFingerprint: d.fp[:],

@@ -16,6 +16,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -85,8 +86,18 @@ type Level struct {
 	Reserved int64
 }
 
-// Available is what can still be sold or reserved.
-func (l Level) Available() int64 { return l.OnHand - l.Reserved }
+// Available is what can still be sold or reserved: on hand less reserved,
+// held at the bounds of int64 where the difference would overflow.
+func (l Level) Available() int64 {
+	a := l.OnHand - l.Reserved
+	switch {
+	case l.Reserved > 0 && a > l.OnHand:
+		return math.MinInt64
+	case l.Reserved < 0 && a < l.OnHand:
+		return math.MaxInt64
+	}
+	return a
+}
 
 // SKU is the aggregate: all stores' stock of one SKU and its version. Every
 // command is decided against it and every event is applied to it.

@@ -56,3 +56,21 @@ type ReservationNotActiveError struct {
 func (e *ReservationNotActiveError) Error() string {
 	return fmt.Sprintf("sku %q has no active reservation %q (committed, released, expired or unknown)", e.SKU, e.ReservationID)
 }
+
+// QuantityOverflowError means a command would take a store's on_hand or
+// reserved units past what an int64 holds. Commands are bounded
+// (MaxQuantity), so only a long run of them, or a log not written by
+// Tally, can get there; the command is refused rather than wrapping the
+// level around to a wrong sign.
+type QuantityOverflowError struct {
+	SKU   string
+	Store string
+	// Level is "on_hand" or "reserved".
+	Level   string
+	Current int64
+	Delta   int64
+}
+
+func (e *QuantityOverflowError) Error() string {
+	return fmt.Sprintf("sku %q at store %q: %s %d %+d is beyond the range of int64", e.SKU, e.Store, e.Level, e.Current, e.Delta)
+}

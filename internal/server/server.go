@@ -15,11 +15,21 @@ import (
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// DefaultMaxRequestBytes is the default bound of a request (see
+// WithMaxRequestBytes).
+const DefaultMaxRequestBytes = 4 << 20
+
+// envelopeSlack is what a request's body may hold beyond its message: the
+// 5-byte envelope of gRPC and the Connect streaming protocol, with room to
+// spare. The message itself is bounded by connect.WithReadMaxBytes.
+const envelopeSlack = 1 << 10
 
 // Server is an HTTP server: h2c, or TLS when built WithTLS.
 type Server struct {
@@ -29,10 +39,21 @@ type Server struct {
 	tls      bool
 	services []string
 	log      *slog.Logger
+	maxBytes int64
 }
 
 // Option configures Listen.
 type Option func(*Server)
+
+// WithMaxRequestBytes bounds every request to n bytes (default
+// DefaultMaxRequestBytes): each route's body is read through
+// http.MaxBytesReader, so no request is read into memory beyond n, and
+// HandlerOptions bounds each RPC message to n after decompression, so a
+// small gzip body cannot expand into a large one. An RPC over the limit is
+// answered RESOURCE_EXHAUSTED naming it (connect-go's code for both).
+func WithMaxRequestBytes(n int64) Option {
+	return func(s *Server) { s.maxBytes = n }
+}
 
 // WithTLS serves TLS with cfg (its certificates, and its ClientAuth and
 // ClientCAs when clients must present a certificate): HTTP/2 for clients
@@ -54,12 +75,11 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	s := &Server{mux: http.NewServeMux(), lis: lis, log: log}
+	s := &Server{mux: http.NewServeMux(), lis: lis, log: log, maxBytes: DefaultMaxRequestBytes}
 	if reg != nil {
 		s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
 	s.srv = &http.Server{
-		Handler: s.mux,
 		// Also bounds a TLS handshake: a client that connects and says
 		// nothing is dropped.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -72,6 +92,8 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 	for _, o := range opts {
 		o(s)
 	}
+	// No request is read into memory beyond the limit.
+	s.srv.Handler = http.MaxBytesHandler(s.mux, s.maxBytes+envelopeSlack)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if s.tls {
@@ -88,6 +110,15 @@ func (s *Server) TLS() bool { return s.tls }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// MaxRequestBytes is the request limit (WithMaxRequestBytes).
+func (s *Server) MaxRequestBytes() int64 { return s.maxBytes }
+
+// HandlerOptions are the options every Connect handler mounted on s must
+// be built with: they bound each message to the server's request limit.
+func (s *Server) HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{connect.WithReadMaxBytes(int(s.maxBytes))}
+}
 
 // Handle mounts a handler. service, when not empty, is a gRPC service name
 // announced by health and reflection.
@@ -106,10 +137,10 @@ func (s *Server) Close() { _ = s.lis.Close() }
 // to grace for in-flight calls.
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 	checker := grpchealth.NewStaticChecker(s.services...)
-	s.mux.Handle(grpchealth.NewHandler(checker))
+	s.mux.Handle(grpchealth.NewHandler(checker, s.HandlerOptions()...))
 	reflector := grpcreflect.NewStaticReflector(s.services...)
-	s.mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	s.mux.Handle(grpcreflect.NewHandlerV1(reflector, s.HandlerOptions()...))
+	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, s.HandlerOptions()...))
 
 	errc := make(chan error, 1)
 	go func() {

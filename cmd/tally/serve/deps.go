@@ -155,13 +155,13 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 	if d.peerTLS, err = f.common.TLS.peer(); err != nil {
 		return nil, err
 	}
-	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, server.WithTLS(serverTLS)); err != nil {
-		return nil, err
-	}
-	if err := d.startAuth(ctx, f); err != nil {
+	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, server.WithTLS(serverTLS), server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, d.srv.Close)
+	if err := d.startAuth(ctx, f); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/tally-oss/tally/command"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafkaflag"
+	"github.com/tally-oss/tally/internal/server"
 )
 
 // processFlags are one subcommand's flags: the common ones, and those of
@@ -77,7 +78,17 @@ type commonFlags struct {
 	KafkaSecurity kafkaflag.Security
 	Grace         time.Duration
 	LogLevel      string
+	// MaxRequestBytes bounds every request to the listener.
+	MaxRequestBytes int
 }
+
+// The bounds of --max-request-bytes: at least what the largest valid
+// command takes (under 8 KiB: ids, reason and 4 KiB of metadata) with room
+// to spare, and no more than a client can sensibly send in one RPC.
+const (
+	maxRequestBytesFloor   = 64 << 10
+	maxRequestBytesCeiling = 1 << 30
+)
 
 // register: api says the process serves an API (command or query), not
 // only health and /metrics; embedded that it can run its own broker.
@@ -95,6 +106,8 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 	c.KafkaSecurity.Register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
 	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	config.Int(fs, &c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes,
+		"largest request body and RPC message (after decompression) read, in bytes; larger ones are answered RESOURCE_EXHAUSTED")
 }
 
 func (c *commonFlags) validate(embedded bool) error {
@@ -110,6 +123,9 @@ func (c *commonFlags) validate(embedded bool) error {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
 	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.Validate(embedded && c.KafkaBrokers == ""))
+	if c.MaxRequestBytes < maxRequestBytesFloor || c.MaxRequestBytes > maxRequestBytesCeiling {
+		errs = append(errs, fmt.Errorf("--max-request-bytes must be %d to %d, got %d", maxRequestBytesFloor, maxRequestBytesCeiling, c.MaxRequestBytes))
+	}
 	return errors.Join(errs...)
 }
 

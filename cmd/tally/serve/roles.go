@@ -40,13 +40,15 @@ func newCommandRole(ctx context.Context, f *commandFlags, d *deps) (part, error)
 		Advertise:      advertise,
 		ForwardTLS:     d.peerTLS,
 		SessionTimeout: f.sessionTimeout(d.embeddedKafka),
+		// Every instance must be started with the same --max-request-bytes.
+		MaxRequestBytes: int(d.srv.MaxRequestBytes()),
 	})
 	if err != nil {
 		return part{}, err
 	}
 	handler := command.NewHandler(cmds, d.log)
 	handler.SetMaxAdjustment(d.maxAdjustment)
-	path, h := handler.HTTPHandler(connect.WithInterceptors(d.apiInterceptors()...))
+	path, h := handler.HTTPHandler(append(d.srv.HandlerOptions(), connect.WithInterceptors(d.apiInterceptors()...))...)
 	d.srv.Handle(inventoryv1connect.CommandServiceName, path, h)
 	return part{close: cmds.Close}, nil
 }
@@ -58,7 +60,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 		return part{}, err
 	}
 	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer})
-	path, h := inventoryv1connect.NewQueryServiceHandler(q, connect.WithInterceptors(append(d.apiInterceptors(), query.Authorize())...))
+	path, h := inventoryv1connect.NewQueryServiceHandler(q, append(d.srv.HandlerOptions(), connect.WithInterceptors(append(d.apiInterceptors(), query.Authorize())...))...)
 	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
 	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
 }

@@ -414,7 +414,7 @@ func (s *soak) startQuery(ctx context.Context) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	path, h := inventoryv1connect.NewQueryServiceHandler(query.New(query.Config{Pool: s.pool, Logger: s.log}))
+	path, h := inventoryv1connect.NewQueryServiceHandler(query.New(query.Config{Pool: s.pool, Logger: s.log}), srv.HandlerOptions()...)
 	srv.Handle(inventoryv1connect.QueryServiceName, path, h)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
