@@ -72,6 +72,18 @@ func Int64(fs *flag.FlagSet, p *int64, name string, def int64, u string) {
 	fs.Int64Var(p, name, def, usage(name, u))
 }
 
+// Float64 defines a float64 flag with an env fallback.
+func Float64(fs *flag.FlagSet, p *float64, name string, def float64, u string) {
+	if v, ok := os.LookupEnv(EnvName(name)); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			def = f
+		} else {
+			badEnv(fs, name, v, err)
+		}
+	}
+	fs.Float64Var(p, name, def, usage(name, u))
+}
+
 // Duration defines a duration flag with an env fallback.
 func Duration(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, u string) {
 	if v, ok := os.LookupEnv(EnvName(name)); ok {

@@ -344,3 +344,39 @@ func TestStoreScopedWatchSeesOnlyItsStores(t *testing.T) {
 		t.Fatalf("watch of S2 by an S1 token: %v, want PermissionDenied", err)
 	}
 }
+
+// --rate-limit: a caller beyond its calls per second gets
+// RESOURCE_EXHAUSTED (here without auth: the bucket is the client's IP).
+func TestRateLimitAnswersResourceExhausted(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", freeAddr(), "--partitions", "1", "--log-level", "error",
+			"--rate-limit", "0.5", "--rate-burst", "5"})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	qry := inventoryv1.NewQueryServiceClient(conn)
+	deadline := time.Now().Add(60 * time.Second)
+	var got []codes.Code
+	for len(got) < 8 {
+		_, err := qry.GetStock(t.Context(), &inventoryv1.GetStockRequest{SkuId: "A", StoreId: "S1"})
+		if c := status.Code(err); c == codes.Unavailable && len(got) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("tally serve not serving")
+			}
+			time.Sleep(200 * time.Millisecond) // still starting (not counted: the listener is not up)
+			continue
+		} else {
+			got = append(got, c)
+		}
+	}
+	if got[len(got)-1] != codes.ResourceExhausted {
+		t.Fatalf("codes of 8 calls at once with a burst of 5: %v, want the last refused ResourceExhausted", got)
+	}
+}

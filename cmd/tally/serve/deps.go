@@ -46,14 +46,20 @@ type deps struct {
 	// auth authenticates API calls; nil: the API is open.
 	auth          *auth.Verifier
 	maxAdjustment int64
+	limit         connect.Interceptor // nil: no rate limit
 }
 
-// apiInterceptors are the interceptors every API service runs first.
+// apiInterceptors are the interceptors every API service runs first:
+// authentication, then the rate limit (per token subject, once known).
 func (d *deps) apiInterceptors() []connect.Interceptor {
-	if d.auth == nil {
-		return nil
+	var out []connect.Interceptor
+	if d.auth != nil {
+		out = append(out, auth.Interceptor(d.auth))
 	}
-	return []connect.Interceptor{auth.Interceptor(d.auth)}
+	if d.limit != nil {
+		out = append(out, d.limit)
+	}
+	return out
 }
 
 // startAuth builds the token verifier the flags ask for. With --auth-dev
@@ -61,6 +67,9 @@ func (d *deps) apiInterceptors() []connect.Interceptor {
 func (d *deps) startAuth(ctx context.Context, f *processFlags) error {
 	a := &f.auth
 	d.maxAdjustment = a.MaxAdjustment
+	if a.RateLimit > 0 {
+		d.limit = auth.RateLimit(a.RateLimit, a.RateBurst) // one limiter for both services
+	}
 	if !a.enabled() {
 		if f.command != nil || f.query != nil {
 			d.log.Warn("the API is open: no --auth-key-file, --auth-jwks, --auth-issuer or --auth-dev, so anyone who reaches the port may read and change any store's stock")

@@ -272,6 +272,10 @@ type authFlags struct {
 	// tokens to call it with.
 	Dev           bool
 	MaxAdjustment int64
+	// RateLimit is calls per second per caller (0: none), RateBurst the
+	// calls it may make at once.
+	RateLimit float64
+	RateBurst int
 }
 
 func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
@@ -279,6 +283,8 @@ func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
 	config.String(fs, &a.JWKS, "auth-jwks", "", "JWKS file with the public keys (RS256, ES256, ...) of bearer tokens an identity provider signs")
 	config.String(fs, &a.Issuer, "auth-issuer", "", "OIDC issuer URL: bearer tokens are verified with the keys it publishes (jwks_uri), and their iss must be it")
 	config.String(fs, &a.Audience, "auth-audience", "", "when set, a bearer token's aud must include it")
+	config.Float64(fs, &a.RateLimit, "rate-limit", 0, "calls per second each caller may make to this instance (the token's subject, or the client's IP address when calls are not authenticated); beyond it RESOURCE_EXHAUSTED with RetryInfo. 0: no limit")
+	config.Int(fs, &a.RateBurst, "rate-burst", 100, "calls a caller may make at once above --rate-limit")
 	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment may move unless the caller is admin (0: no bound)")
 	if embedded {
 		config.Bool(fs, &a.Dev, "auth-dev", false, "development auth: make an HS256 key under --data-dir/auth, print an admin and a POS (store S1) token at start and write them to --data-dir/tokens")
@@ -298,6 +304,9 @@ func (a *authFlags) validate() error {
 	var errs []error
 	if n > 1 {
 		errs = append(errs, errors.New("--auth-key-file, --auth-jwks, --auth-issuer and --auth-dev: at most one"))
+	}
+	if a.RateLimit < 0 || a.RateBurst < 1 {
+		errs = append(errs, fmt.Errorf("--rate-limit must be 0 or more and --rate-burst at least 1, got %g and %d", a.RateLimit, a.RateBurst))
 	}
 	if a.MaxAdjustment < 0 {
 		errs = append(errs, fmt.Errorf("--max-adjustment must be 0 or more, got %d", a.MaxAdjustment))
