@@ -40,6 +40,14 @@ type Server struct {
 	services []string
 	log      *slog.Logger
 	maxBytes int64
+	// metricsGuard, when set, must accept a /metrics request.
+	metricsGuard func(*http.Request) error
+}
+
+// WithMetricsGuard makes /metrics answer 401 unless guard accepts the
+// request (a bearer token, say).
+func WithMetricsGuard(guard func(*http.Request) error) Option {
+	return func(s *Server) { s.metricsGuard = guard }
 }
 
 // Option configures Listen.
@@ -77,7 +85,17 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 	}
 	s := &Server{mux: http.NewServeMux(), lis: lis, log: log, maxBytes: DefaultMaxRequestBytes}
 	if reg != nil {
-		s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+		s.mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if s.metricsGuard != nil {
+				if err := s.metricsGuard(r); err != nil {
+					w.Header().Set("WWW-Authenticate", "Bearer")
+					http.Error(w, err.Error(), http.StatusUnauthorized)
+					return
+				}
+			}
+			metrics.ServeHTTP(w, r)
+		}))
 	}
 	s.srv = &http.Server{
 		// Also bounds a TLS handshake: a client that connects and says

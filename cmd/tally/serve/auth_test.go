@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -25,6 +27,7 @@ type authed struct {
 	qry  inventoryv1.QueryServiceClient
 	key  []byte
 	dir  string
+	addr string
 }
 
 func startAuthed(t *testing.T) *authed {
@@ -35,7 +38,7 @@ func startAuthed(t *testing.T) *authed {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", freeAddr(), "--partitions", "1", "--log-level", "warn",
-			"--auth-dev", "--max-adjustment", "100"})
+			"--auth-dev", "--max-adjustment", "100", "--protect-metrics"})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -43,7 +46,7 @@ func startAuthed(t *testing.T) *authed {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	a := &authed{cmds: inventoryv1.NewCommandServiceClient(conn), qry: inventoryv1.NewQueryServiceClient(conn), dir: dir}
+	a := &authed{cmds: inventoryv1.NewCommandServiceClient(conn), qry: inventoryv1.NewQueryServiceClient(conn), dir: dir, addr: addr}
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if a.key, err = os.ReadFile(filepath.Join(dir, "auth", "hs256.key")); err == nil {
@@ -378,5 +381,42 @@ func TestRateLimitAnswersResourceExhausted(t *testing.T) {
 	}
 	if got[len(got)-1] != codes.ResourceExhausted {
 		t.Fatalf("codes of 8 calls at once with a burst of 5: %v, want the last refused ResourceExhausted", got)
+	}
+}
+
+// --protect-metrics: /metrics answers 401 without a token or with one of a
+// role other than admin or analyst; health stays open.
+func TestProtectedMetricsNeedAnAdminOrAnalyst(t *testing.T) {
+	a := startAuthed(t)
+	get := func(tok string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr+"/metrics", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	pos, _ := auth.Issue(a.key, "till", []auth.Role{auth.RolePOS}, []string{"S1"}, time.Hour)
+	analyst, _ := auth.Issue(a.key, "bi", []auth.Role{auth.RoleAnalyst}, nil, time.Hour)
+	if c := get(""); c != http.StatusUnauthorized {
+		t.Errorf("/metrics without a token: %d, want 401", c)
+	}
+	if c := get(pos); c != http.StatusUnauthorized {
+		t.Errorf("/metrics with a POS token: %d, want 401", c)
+	}
+	if c := get(analyst); c != http.StatusOK {
+		t.Errorf("/metrics with an analyst token: %d, want 200", c)
+	}
+	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health without a token: %v, want it open", err)
 	}
 }

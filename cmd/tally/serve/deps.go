@@ -3,10 +3,13 @@ package serve
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -60,6 +63,22 @@ func (d *deps) apiInterceptors() []connect.Interceptor {
 		out = append(out, d.limit)
 	}
 	return out
+}
+
+// metricsGuard lets an admin's or an analyst's bearer token read /metrics.
+func (d *deps) metricsGuard(r *http.Request) error {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return errors.New("/metrics needs Authorization: Bearer <token> of an admin or analyst")
+	}
+	p, err := d.auth.Verify(strings.TrimSpace(token))
+	if err != nil {
+		return err
+	}
+	if !p.Has(auth.RoleAdmin, auth.RoleAnalyst) {
+		return fmt.Errorf("%s (roles %s) may not read /metrics: that needs admin or analyst", p.Subject, p.RoleNames())
+	}
+	return nil
 }
 
 // startAuth builds the token verifier the flags ask for. With --auth-dev
@@ -164,13 +183,20 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 	if d.peerTLS, err = f.common.TLS.peer(); err != nil {
 		return nil, err
 	}
-	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, server.WithTLS(serverTLS), server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))); err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.srv.Close)
 	if err := d.startAuth(ctx, f); err != nil {
 		return nil, err
 	}
+	opts := []server.Option{server.WithTLS(serverTLS), server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))}
+	if f.auth.ProtectMetrics {
+		if d.auth == nil {
+			return nil, errors.New("--protect-metrics needs authentication (--auth-key-file, --auth-jwks, --auth-issuer or --auth-dev)")
+		}
+		opts = append(opts, server.WithMetricsGuard(d.metricsGuard))
+	}
+	if d.srv, err = server.Listen(f.common.Addr, d.reg, d.log, opts...); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.srv.Close)
 	return d, nil
 }
 

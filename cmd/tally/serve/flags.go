@@ -276,6 +276,8 @@ type authFlags struct {
 	// calls it may make at once.
 	RateLimit float64
 	RateBurst int
+	// ProtectMetrics: /metrics needs an admin's or analyst's token.
+	ProtectMetrics bool
 }
 
 func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
@@ -284,6 +286,7 @@ func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
 	config.String(fs, &a.Issuer, "auth-issuer", "", "OIDC issuer URL: bearer tokens are verified with the keys it publishes (jwks_uri), and their iss must be it")
 	config.String(fs, &a.Audience, "auth-audience", "", "when set, a bearer token's aud must include it")
 	config.Float64(fs, &a.RateLimit, "rate-limit", 0, "calls per second each caller may make to this instance (the token's subject, or the client's IP address when calls are not authenticated); beyond it RESOURCE_EXHAUSTED with RetryInfo. 0: no limit")
+	config.Bool(fs, &a.ProtectMetrics, "protect-metrics", false, "/metrics needs the bearer token of an admin or analyst (health and reflection stay open)")
 	config.Int(fs, &a.RateBurst, "rate-burst", 100, "calls a caller may make at once above --rate-limit")
 	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment may move unless the caller is admin (0: no bound)")
 	if embedded {
