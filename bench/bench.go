@@ -84,6 +84,7 @@ type Config struct {
 func (c *Config) flags(fs *flag.FlagSet) {
 	config.String(fs, &c.Target, "target", "tally", "tally, noop (a handler that returns at once: the RPC ceiling) or naive-postgres (one Postgres transaction per command)")
 	config.String(fs, &c.Addr, "addr", "127.0.0.1:8080", "address of a running Tally; a comma-separated list sends the commands round-robin over several command instances")
+	config.String(fs, &bearer, "token", "", "bearer token sent with every call to --addr and --query-addr (e.g. $TALLY_ADMIN_TOKEN from data/tokens; env TALLY_TOKEN)")
 	config.String(fs, &c.QueryAddr, "query-addr", "", "address of the QueryService, for visibility probes and the audit (default the first --addr)")
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "the Tally's Kafka, for the audit")
 	config.String(fs, &c.DatabaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL for the naive-postgres peer and replay")
@@ -311,9 +312,29 @@ func (c *Config) queryAddr() string {
 	return config.List(c.Addr)[0]
 }
 
+// bearer is --token: sent with every call of the bench's clients.
+var bearer string
+
+// tokenCreds sends the bearer token with every call.
+type tokenCreds string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (tokenCreds) RequireTransportSecurity() bool { return false }
+
+// dialOptions are every bench client's: plaintext, the token when given.
+func dialOptions(opts ...grpc.DialOption) []grpc.DialOption {
+	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if bearer != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(bearer)))
+	}
+	return opts
+}
+
 func queryClient(addr string) (inventoryv1.QueryServiceClient, func(), error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := grpc.NewClient(addr, dialOptions(grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -22,7 +22,13 @@ start() {
   "$bin" serve --data-dir "$data" --addr $addr --kafka-listen $kafka --log-level warn >>"$work/serve.log" 2>&1 &
   echo $! >"$work/pid"
 }
-post() { curl -sf -m 10 -X POST -H 'Content-Type: application/json' "http://$addr/tally.inventory.v1.$1" -d "$2"; }
+# The admin token tally serve writes to data/tokens at start (read anew:
+# the first start makes the key).
+post() {
+  local tok=""
+  [ -f "$data/tokens" ] && tok=$(sed -n 's/^TALLY_ADMIN_TOKEN=//p' "$data/tokens")
+  curl -sf -m 10 -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $tok" "http://$addr/tally.inventory.v1.$1" -d "$2"
+}
 ready() {
   for _ in $(seq 600); do
     post CommandService/ReceiveStock '{"commandId":"ready","skuId":"ready","storeId":"S1","quantity":1}' >/dev/null && return 0

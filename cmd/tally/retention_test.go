@@ -50,7 +50,7 @@ func TestCommandRefusesAnEventsTopicThatForgets(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			code, stderr := startTally(t, "command", "--kafka-brokers", brokers, "--addr", freeAddr(t), "--log-level", "warn").exited(t, time.Minute)
+			code, stderr := startTally(t, "command", "--insecure-no-auth", "--kafka-brokers", brokers, "--addr", freeAddr(t), "--log-level", "warn").exited(t, time.Minute)
 			t.Logf("tally command: exit %d, stderr:\n%s", code, stderr)
 			if code != 1 {
 				t.Errorf("tally command on a topic with %s=%s: exit %d, want 1", tc.key, tc.val, code)
@@ -67,7 +67,7 @@ func TestCommandRefusesAnEventsTopicThatForgets(t *testing.T) {
 func TestCommandCreatesAnEventsTopicThatKeepsEverything(t *testing.T) {
 	brokers, adm := startKafka(t)
 	addr := freeAddr(t)
-	p := startTally(t, "command", "--kafka-brokers", brokers, "--addr", addr, "--partitions", "2", "--log-level", "warn")
+	p := startTally(t, "command", "--insecure-no-auth", "--kafka-brokers", brokers, "--addr", addr, "--partitions", "2", "--log-level", "warn")
 	p.waitFor(t, "serving", serving(addr))
 
 	rcs, err := adm.DescribeTopicConfigs(t.Context(), kafka.EventsTopic)
@@ -93,7 +93,7 @@ func TestCommandCreatesAnEventsTopicThatKeepsEverything(t *testing.T) {
 
 	// A second start finds the topic and passes the check.
 	addr2 := freeAddr(t)
-	second := startTally(t, "command", "--kafka-brokers", brokers, "--addr", addr2, "--partitions", "2", "--log-level", "warn")
+	second := startTally(t, "command", "--insecure-no-auth", "--kafka-brokers", brokers, "--addr", addr2, "--partitions", "2", "--log-level", "warn")
 	second.waitFor(t, "serving", serving(addr2))
 	for _, p := range []*proc{second, p} {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

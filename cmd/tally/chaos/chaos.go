@@ -211,7 +211,7 @@ func (h *harness) start(ctx context.Context) error {
 			return err
 		}
 		p := &proc{name: fmt.Sprintf("command-%d", i), role: "command", addr: addr, args: []string{"command", "--addr", addr,
-			"--kafka-brokers", kaddr, "--group-session-timeout", "2s", "--log-level", "error"}}
+			"--kafka-brokers", kaddr, "--group-session-timeout", "2s", "--log-level", "error", "--insecure-no-auth"}}
 		h.cmds = append(h.cmds, p)
 		h.clients = append(h.clients, inventoryv1connect.NewCommandServiceClient(h2c, "http://"+addr))
 	}
@@ -224,8 +224,11 @@ func (h *harness) start(ctx context.Context) error {
 		if i >= h.cfg.Projectors {
 			role, n = "query", i-h.cfg.Projectors
 		}
-		h.others = append(h.others, &proc{name: fmt.Sprintf("%s-%d", role, n), role: role, addr: addr, args: []string{role, "--addr", addr,
-			"--kafka-brokers", kaddr, "--database-url", h.dsn, "--log-level", "error"}})
+		args := []string{role, "--addr", addr, "--kafka-brokers", kaddr, "--database-url", h.dsn, "--log-level", "error"}
+		if role == "query" {
+			args = append(args, "--insecure-no-auth") // the harness's own cluster, on loopback
+		}
+		h.others = append(h.others, &proc{name: fmt.Sprintf("%s-%d", role, n), role: role, addr: addr, args: args})
 	}
 	for _, p := range append(slices.Clone(h.cmds), h.others...) {
 		if err := h.launch(ctx, p); err != nil {

@@ -49,7 +49,7 @@ func runServe() error {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", os.Getenv("DATA_DIR"), "--kafka-listen", os.Getenv("KAFKA"),
-			"--partitions", strconv.Itoa(partitions), "--log-level", "warn"})
+			"--partitions", strconv.Itoa(partitions), "--log-level", "warn", "--insecure-no-auth"})
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

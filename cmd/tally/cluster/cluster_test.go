@@ -58,7 +58,7 @@ func runKafka() error {
 // runCommand is `tally command` in a child process.
 func runCommand() error {
 	addr := os.Getenv("ADDR")
-	return runUntilReady(serve.RunCommand, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"), "--group-session-timeout", "2s", "--log-level", "warn")
+	return runUntilReady(serve.RunCommand, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"), "--group-session-timeout", "2s", "--log-level", "warn", "--insecure-no-auth")
 }
 
 // runProjector is `tally projector` in a child process.
@@ -72,7 +72,7 @@ func runProjector() error {
 func runQuery() error {
 	addr := os.Getenv("ADDR")
 	return runUntilReady(serve.RunQuery, addr, dialable(addr), "--addr", addr, "--kafka-brokers", os.Getenv("KAFKA"),
-		"--database-url", os.Getenv("DATABASE_URL"), "--log-level", "warn")
+		"--database-url", os.Getenv("DATABASE_URL"), "--log-level", "warn", "--insecure-no-auth")
 }
 
 // dialable: something listens on addr.

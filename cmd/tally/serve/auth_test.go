@@ -21,7 +21,7 @@ import (
 	"github.com/tally-oss/tally/internal/auth"
 )
 
-// authed is a second `tally serve`, with --auth-dev, and the key it made.
+// authed is a second `tally serve`, on its default authentication, and the key it made.
 type authed struct {
 	cmds inventoryv1.CommandServiceClient
 	qry  inventoryv1.QueryServiceClient
@@ -38,7 +38,7 @@ func startAuthed(t *testing.T) *authed {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", freeAddr(), "--partitions", "1", "--log-level", "warn",
-			"--auth-dev", "--max-adjustment", "100", "--protect-metrics"})
+			"--max-adjustment", "100", "--protect-metrics"})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -60,7 +60,7 @@ func startAuthed(t *testing.T) *authed {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tally serve --auth-dev not serving: %v", err)
+			t.Fatalf("tally serve (authenticated by default) not serving: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -218,7 +218,7 @@ func TestForeignStoreAndBadTokensChangeNothing(t *testing.T) {
 	if err != nil || res.GetResult().GetSkuVersion() != 2 {
 		t.Fatalf("probe: %v %v, want version 2 (nothing appended by the refused calls)", res, err)
 	}
-	// --auth-dev wrote the tokens it printed.
+	// tally serve wrote the tokens it printed.
 	b, err := os.ReadFile(filepath.Join(a.dir, "tokens"))
 	if err != nil || !strings.Contains(string(b), "TALLY_ADMIN_TOKEN=") || !strings.Contains(string(b), "TALLY_POS_TOKEN=") {
 		t.Fatalf("data/tokens: %q %v", b, err)
@@ -356,7 +356,7 @@ func TestRateLimitAnswersResourceExhausted(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", freeAddr(), "--partitions", "1", "--log-level", "error",
-			"--rate-limit", "0.5", "--rate-burst", "5"})
+			"--rate-limit", "0.5", "--rate-burst", "5", "--insecure-no-auth"})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

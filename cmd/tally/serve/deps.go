@@ -81,8 +81,9 @@ func (d *deps) metricsGuard(r *http.Request) error {
 	return nil
 }
 
-// startAuth builds the token verifier the flags ask for. With --auth-dev
-// it makes the key under the data directory and prints tokens to use.
+// startAuth builds the token verifier the flags ask for. `tally serve`
+// without an --auth-* flag makes its key under the data directory and
+// prints tokens to use.
 func (d *deps) startAuth(ctx context.Context, f *processFlags) error {
 	a := &f.auth
 	d.maxAdjustment = a.MaxAdjustment
@@ -91,16 +92,16 @@ func (d *deps) startAuth(ctx context.Context, f *processFlags) error {
 	}
 	if !a.enabled() {
 		if f.command != nil || f.query != nil {
-			d.log.Warn("the API is open: no --auth-key-file, --auth-jwks, --auth-issuer or --auth-dev, so anyone who reaches the port may read and change any store's stock")
+			d.log.Error("INSECURE: --insecure-no-auth: the API checks no token, so anyone who reaches the port may read and change any store's stock")
 		}
 		return nil
 	}
 	cfg := auth.Config{KeyFile: a.KeyFile, JWKSFile: a.JWKS, Issuer: a.Issuer, Audience: a.Audience}
-	if a.Dev {
+	if a.dev() {
 		cfg.KeyFile = filepath.Join(f.embedded.DataDir, "auth", "hs256.key")
 		key, _, err := auth.LoadOrCreateKey(cfg.KeyFile)
 		if err != nil {
-			return fmt.Errorf("--auth-dev: %w", err)
+			return fmt.Errorf("development auth key: %w", err)
 		}
 		admin, err := auth.Issue(key, "dev-admin", []auth.Role{auth.RoleAdmin}, nil, 24*time.Hour)
 		if err != nil {
@@ -113,7 +114,7 @@ func (d *deps) startAuth(ctx context.Context, f *processFlags) error {
 		tokens := fmt.Sprintf("TALLY_ADMIN_TOKEN=%s\nTALLY_POS_TOKEN=%s\n", admin, pos)
 		path := filepath.Join(f.embedded.DataDir, "tokens")
 		if err := os.WriteFile(path, []byte(tokens), 0o600); err != nil {
-			return fmt.Errorf("--auth-dev: %w", err)
+			return fmt.Errorf("development auth key: %w", err)
 		}
 		// Printed, not logged: the log never carries a token.
 		fmt.Fprintf(os.Stderr, "development tokens (24 h; also in %s; mint more with tally token issue --key-file %s):\n%s", path, cfg.KeyFile, tokens)
@@ -189,7 +190,7 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 	opts := []server.Option{server.WithTLS(serverTLS), server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))}
 	if f.auth.ProtectMetrics {
 		if d.auth == nil {
-			return nil, errors.New("--protect-metrics needs authentication (--auth-key-file, --auth-jwks, --auth-issuer or --auth-dev)")
+			return nil, errors.New("--protect-metrics needs authentication (not --insecure-no-auth)")
 		}
 		opts = append(opts, server.WithMetricsGuard(d.metricsGuard))
 	}

@@ -30,7 +30,7 @@ func StartEmbedded(ctx context.Context, dir string) (*bench.Embedded, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--log-level", "warn"})
+		done <- Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--log-level", "warn", "--insecure-no-auth"})
 	}()
 	stop := func() { cancel(); <-done }
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

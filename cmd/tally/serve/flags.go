@@ -264,13 +264,17 @@ func (q *queryFlags) validate() error {
 }
 
 // authFlags configure who may call the API: bearer JWTs verified with one
-// of a secret, a JWKS file or an OIDC issuer's keys; none of them leaves
-// the API open (the README says so, loudly).
+// of a secret, a JWKS file or an OIDC issuer's keys. Without one, `tally
+// serve` makes its own key under --data-dir and prints tokens to call it
+// with (development), and `command` and `query` refuse to start; only
+// --insecure-no-auth leaves the API open.
 type authFlags struct {
 	KeyFile, JWKS, Issuer, Audience string
-	// Dev: `tally serve` makes its own key under --data-dir and prints
-	// tokens to call it with.
-	Dev           bool
+	// Insecure: no authentication at all.
+	Insecure bool
+	// api: the process serves the API (the flags are registered);
+	// embedded: it may make its own key (`tally serve`).
+	api, embedded bool
 	MaxAdjustment int64
 	// RateLimit is calls per second per caller (0: none), RateBurst the
 	// calls it may make at once.
@@ -289,24 +293,28 @@ func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
 	config.Bool(fs, &a.ProtectMetrics, "protect-metrics", false, "/metrics needs the bearer token of an admin or analyst (health and reflection stay open)")
 	config.Int(fs, &a.RateBurst, "rate-burst", 100, "calls a caller may make at once above --rate-limit")
 	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment may move unless the caller is admin (0: no bound)")
-	if embedded {
-		config.Bool(fs, &a.Dev, "auth-dev", false, "development auth: make an HS256 key under --data-dir/auth, print an admin and a POS (store S1) token at start and write them to --data-dir/tokens")
-	}
+	config.Bool(fs, &a.Insecure, "insecure-no-auth", false, "no authentication: anyone who reaches the port may read and change any store's stock (logged loudly at start; never on a network)")
+	a.api, a.embedded = true, embedded
 }
 
 func (a *authFlags) validate() error {
+	if !a.api {
+		return nil
+	}
 	n := 0
 	for _, s := range []string{a.KeyFile, a.JWKS, a.Issuer} {
 		if s != "" {
 			n++
 		}
 	}
-	if a.Dev && n > 0 {
-		n++
-	}
 	var errs []error
-	if n > 1 {
-		errs = append(errs, errors.New("--auth-key-file, --auth-jwks, --auth-issuer and --auth-dev: at most one"))
+	switch {
+	case n > 1:
+		errs = append(errs, errors.New("--auth-key-file, --auth-jwks and --auth-issuer: at most one"))
+	case n > 0 && a.Insecure:
+		errs = append(errs, errors.New("--insecure-no-auth with an --auth-* flag: choose"))
+	case n == 0 && !a.Insecure && !a.embedded:
+		errs = append(errs, errors.New("the API needs --auth-key-file, --auth-jwks or --auth-issuer to check callers' tokens (or --insecure-no-auth to leave it open, never on a network)"))
 	}
 	if a.RateLimit < 0 || a.RateBurst < 1 {
 		errs = append(errs, fmt.Errorf("--rate-limit must be 0 or more and --rate-burst at least 1, got %g and %d", a.RateLimit, a.RateBurst))
@@ -318,4 +326,10 @@ func (a *authFlags) validate() error {
 }
 
 // enabled reports whether calls are authenticated.
-func (a *authFlags) enabled() bool { return a.KeyFile != "" || a.JWKS != "" || a.Issuer != "" || a.Dev }
+func (a *authFlags) enabled() bool { return a.api && !a.Insecure }
+
+// dev reports whether the process makes its own key: `tally serve` with no
+// --auth-* flag.
+func (a *authFlags) dev() bool {
+	return a.embedded && !a.Insecure && a.KeyFile == "" && a.JWKS == "" && a.Issuer == ""
+}

@@ -29,7 +29,7 @@ func TestServeFailingLateLeavesNothingBehind(t *testing.T) {
 	// it cannot be.
 	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing.json"))
 	dir, addr, kafkaAddr := t.TempDir(), freeAddr(), freeAddr()
-	args := []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn"}
+	args := []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--insecure-no-auth"}
 	before := commandGoroutines()
 
 	err := serve.Run(t.Context(), append(args, "--bigquery-project", "p", "--bigquery-dataset", "d"))

@@ -53,7 +53,7 @@ func run(m *testing.M) int {
 	bqEndpoint = emu.Endpoint
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512",
+		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512", "--insecure-no-auth",
 			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint, "--bigquery-batch-wait", "200ms"})
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -14,7 +14,7 @@ import (
 )
 
 // RunToken is `tally token issue`: it mints a bearer token signed with the
-// HS256 key of --auth-key-file (or `tally serve --auth-dev`'s key) and
+// HS256 key of --auth-key-file (or the key `tally serve` makes when given none) and
 // prints it.
 func RunToken(_ context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "issue" {
@@ -23,7 +23,7 @@ func RunToken(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally token issue", flag.ContinueOnError)
 	var keyFile, role, stores, subject string
 	var ttl time.Duration
-	config.String(fs, &keyFile, "key-file", "data/auth/hs256.key", "the HS256 key the server verifies with (its --auth-key-file; tally serve --auth-dev keeps it under --data-dir/auth)")
+	config.String(fs, &keyFile, "key-file", "data/auth/hs256.key", "the HS256 key the server verifies with (its --auth-key-file; tally serve without --auth-* flags keeps it under --data-dir/auth)")
 	config.String(fs, &role, "role", "", "pos, ecommerce, warehouse, analyst or admin (comma-separated for several)")
 	config.String(fs, &stores, "store", "", "comma-separated stores the token grants; * grants every store")
 	config.String(fs, &subject, "subject", "", "who the token is for (default: role@stores); stored on every event it writes")

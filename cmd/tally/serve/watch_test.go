@@ -164,7 +164,7 @@ func TestTwoQueryInstancesDeliverTheSameTransitions(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve.RunQuery(ctx, []string{"--addr", addr2, "--kafka-brokers", kafkaAddr, "--database-url", strings.TrimSpace(string(dsn)), "--log-level", "warn"})
+		done <- serve.RunQuery(ctx, []string{"--addr", addr2, "--kafka-brokers", kafkaAddr, "--database-url", strings.TrimSpace(string(dsn)), "--log-level", "warn", "--insecure-no-auth"})
 	}()
 	defer func() {
 		cancel()
