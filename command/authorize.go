@@ -13,16 +13,16 @@ import (
 type PermissionError struct {
 	Subject string
 	Roles   string
-	What    string // the command kind, or "adjustment of N units"
+	What    string // "sale commands", "adjustments of N units (…)"
 	Store   string // "" when the role is what is missing
 	Need    string // the roles that may
 }
 
 func (e *PermissionError) Error() string {
 	if e.Store != "" {
-		return fmt.Sprintf("%s (roles %s) may not %s at store %q: the token does not grant that store", e.Subject, e.Roles, e.What, e.Store)
+		return fmt.Sprintf("%s (roles %s) may not send %s at store %q: the token does not grant that store", e.Subject, e.Roles, e.What, e.Store)
 	}
-	return fmt.Sprintf("%s (roles %s) may not %s: that needs the role %s", e.Subject, e.Roles, e.What, e.Need)
+	return fmt.Sprintf("%s (roles %s) may not send %s: that needs the role %s", e.Subject, e.Roles, e.What, e.Need)
 }
 
 // mayDo is who may do each kind, admin aside (admin may do everything).
@@ -52,7 +52,7 @@ func authorize(ctx context.Context, cmd *Command, maxAdjustment int64) error {
 	if p.Has(auth.RoleAdmin) {
 		return nil
 	}
-	name := registry[cmd.Kind].name
+	name := registry[cmd.Kind].name + " commands"
 	deny := func(what, store string, need ...auth.Role) error {
 		e := &PermissionError{Subject: p.Subject, Roles: p.RoleNames(), What: what, Store: store, Need: "admin"}
 		for _, r := range need {
@@ -65,7 +65,7 @@ func authorize(ctx context.Context, cmd *Command, maxAdjustment int64) error {
 		return deny(name, "", roles...)
 	}
 	if cmd.Kind == KindAdjustment && maxAdjustment > 0 && (cmd.Quantity > maxAdjustment || -cmd.Quantity > maxAdjustment) {
-		return deny(fmt.Sprintf("%s of %d units (more than --max-adjustment %d)", name, cmd.Quantity, maxAdjustment), "")
+		return deny(fmt.Sprintf("adjustments of %d units (more than --max-adjustment %d)", cmd.Quantity, maxAdjustment), "")
 	}
 	// A transfer needs its source store; commit and release name no
 	// store (their reservation has one): the role suffices.
