@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"slices"
 
 	"connectrpc.com/connect"
 
@@ -28,6 +29,12 @@ func (reservationEnd[Req]) check(r *Req, c *checker, cmd *Command) {
 
 func (k reservationEnd[Req]) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, error) {
 	r, ok := d.SKU.Reservations[d.Command.ReservationID]
+	if g := d.Command.Granted; ok && g != nil && !slices.Contains(g, r.Store) {
+		// A reservation at a store the caller's token does not grant is
+		// not the caller's: answered as if there were none, so a token
+		// of one store cannot end, or even find, another store's.
+		ok = false
+	}
 	if !ok || (k.sells && !d.RecordedAt.Before(r.ExpiresAt)) {
 		return nil, &ReservationNotActiveError{SKU: d.SKU.ID, ReservationID: d.Command.ReservationID}
 	}

@@ -102,7 +102,7 @@ type packed struct {
 
 func (p packed) append(b []byte) []byte {
 	b = append(b, p.key[:]...)
-	b = binary.BigEndian.AppendUint64(b, p.r.fp)
+	b = binary.BigEndian.AppendUint64(b, uint64(p.r.fp))
 	b = binary.BigEndian.AppendUint64(b, p.r.loc)
 	return binary.BigEndian.AppendUint64(b, uint64(p.at))
 }
@@ -110,7 +110,7 @@ func (p packed) append(b []byte) []byte {
 func unpack(b []byte) packed {
 	var p packed
 	copy(p.key[:], b[:16])
-	p.r.fp = binary.BigEndian.Uint64(b[16:])
+	p.r.fp = uint32(binary.BigEndian.Uint64(b[16:]))
 	p.r.loc = binary.BigEndian.Uint64(b[24:])
 	p.at = int64(binary.BigEndian.Uint64(b[32:]))
 	return p
@@ -237,6 +237,7 @@ type snapshotter struct {
 	events   int       // events committed since the last increment
 	last     time.Time // when the last increment was taken
 	inFlight bool
+	taken    *snapshot // the increment in flight
 	failed   time.Time // the last failure: the next try waits an interval
 	done     chan snapshotDone
 	epoch    int // bumped by every open: answers of an earlier epoch are ignored
@@ -438,7 +439,7 @@ func (w *Writer) maybeSnapshot() {
 		return
 	}
 	s := w.takeSnapshot()
-	sn.inFlight = true
+	sn.inFlight, sn.taken = true, s
 	epoch, producer := sn.epoch, sn.producer
 	go func() {
 		start := time.Now()
@@ -528,7 +529,15 @@ func (w *Writer) snapshotAnswered(d snapshotDone) {
 	sn.inFlight = false
 	if d.err != nil {
 		sn.full, sn.failed = true, time.Now()
+		// What the failed increment was to delete, the full one deletes.
+		if s := sn.taken; s != nil {
+			sn.stale = append(sn.stale, s.stale...)
+			for _, seq := range s.expired {
+				sn.stale = append(sn.stale, segmentKey(seq))
+			}
+		}
 	}
+	sn.taken = nil
 }
 
 // markDirty records a committed change of sku for the next increment.

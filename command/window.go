@@ -41,12 +41,24 @@ func keyOf(sku, commandID string) windowKey {
 
 // remembered is one accepted command: 16 bytes.
 type remembered struct {
-	fp  uint64 // the first 8 bytes of its fingerprint; 0 when its events predate fingerprints
 	loc uint64 // offset of its first event << 8 | number of events
+	fp  uint32 // the first 4 bytes of its fingerprint; 0 when its events predate fingerprints
+	// at is when it was recorded (seconds since windowEpoch): the slot in
+	// the window's order that remembers this use of its key. An id used
+	// again after the window forgot it has a slot of its own, and the
+	// first use's slot must not take the second with it.
+	at uint32
 }
 
+// windowEpoch is the zero of remembered.at.
+var windowEpoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+func secondsOf(t time.Time) uint32 { return uint32(max(0, t.Unix()-windowEpoch)) }
+
+func timeOf(s uint32) time.Time { return time.Unix(windowEpoch+int64(s), 0) }
+
 func rememberedOf(fp domain.Fingerprint, offset int64, events int) remembered {
-	return remembered{fp: binary.BigEndian.Uint64(fp[:8]), loc: uint64(offset)<<8 | uint64(events)}
+	return remembered{fp: binary.BigEndian.Uint32(fp[:4]), loc: uint64(offset)<<8 | uint64(events)}
 }
 
 func (r remembered) offset() int64 { return int64(r.loc >> 8) }
@@ -59,12 +71,12 @@ func (r remembered) matches(c *Command) bool {
 		return true
 	}
 	fp := domain.FingerprintOf(c)
-	return binary.BigEndian.Uint64(fp[:8]) == r.fp
+	return binary.BigEndian.Uint32(fp[:4]) == r.fp
 }
 
 type windowSlot struct {
 	key windowKey
-	at  int64 // recorded, unix nanoseconds
+	at  uint32 // recorded (remembered.at)
 }
 
 // windowChunk is the commands in one chunk of a window's order.
@@ -103,14 +115,16 @@ func (w *window) get(key windowKey) (remembered, *Result, bool) {
 }
 
 // put remembers a command recorded at at; res, when not nil, is kept whole
-// among the latest.
+// among the latest. A key put again at the same second is the same use (a
+// transfer's second event); at a later one, a new use with a slot of its own.
 func (w *window) put(key windowKey, r remembered, at time.Time, res *Result) {
-	if _, ok := w.m[key]; !ok {
+	r.at = secondsOf(at)
+	if old, ok := w.m[key]; !ok || old.at != r.at {
 		if n := len(w.order); n == 0 || len(w.order[n-1]) == windowChunk {
 			w.order = append(w.order, make([]windowSlot, 0, windowChunk))
 		}
 		last := &w.order[len(w.order)-1]
-		*last = append(*last, windowSlot{key: key, at: at.UnixNano()})
+		*last = append(*last, windowSlot{key: key, at: r.at})
 		w.appended++
 	}
 	w.m[key] = r
@@ -128,7 +142,7 @@ func (w *window) put(key windowKey, r remembered, at time.Time, res *Result) {
 
 // evict forgets the commands recorded before now less the span.
 func (w *window) evict(now time.Time) {
-	cutoff := now.Add(-w.span).UnixNano()
+	cutoff := secondsOf(now.Add(-w.span))
 	for len(w.order) > 0 {
 		c := w.order[0]
 		if w.head == len(c) {
@@ -144,8 +158,12 @@ func (w *window) evict(now time.Time) {
 		if s.at >= cutoff {
 			return
 		}
-		delete(w.m, s.key)
-		if at := time.Unix(0, s.at); at.After(w.horizon) {
+		if r, ok := w.m[s.key]; ok && r.at == s.at {
+			delete(w.m, s.key) // this use; a later use of the key has its own slot
+		}
+		// Seconds are truncated: the horizon is the end of the second,
+		// so it never claims to remember what it may have forgotten.
+		if at := timeOf(s.at + 1); at.After(w.horizon) {
 			w.horizon = at
 		}
 		w.head++
@@ -159,8 +177,8 @@ func (w *window) packedSince(n uint64) []packed {
 	i := max(n, w.base+uint64(w.head)) - w.base // index from order[0][0]
 	for c := int(i / windowChunk); c < len(w.order); c++ {
 		for _, s := range w.order[c][i%windowChunk:] {
-			if r, ok := w.m[s.key]; ok {
-				out = append(out, packed{key: s.key, r: r, at: s.at})
+			if r, ok := w.m[s.key]; ok && r.at == s.at {
+				out = append(out, packed{key: s.key, r: r, at: timeOf(s.at).UnixNano()})
 			}
 		}
 		i = 0

@@ -52,8 +52,9 @@ func TestWindowForgetsByRecordedTimeAndKeepsItsHorizon(t *testing.T) {
 	if r, _, ok := w.get(b); !ok || r.offset() != 11 || r.events() != 2 {
 		t.Fatalf("b: %v %v, want offset 11, 2 events", r, ok)
 	}
-	if !w.horizon.Equal(t0) {
-		t.Fatalf("horizon %v, want %v", w.horizon, t0)
+	// The end of the forgotten command's second.
+	if !w.horizon.Equal(t0.Add(time.Second)) {
+		t.Fatalf("horizon %v, want %v", w.horizon, t0.Add(time.Second))
 	}
 	old := &Command{ID: "1", SKU: "A", OccurredAt: t0}
 	if !w.tooOld(old) {
@@ -61,10 +62,33 @@ func TestWindowForgetsByRecordedTimeAndKeepsItsHorizon(t *testing.T) {
 	}
 	// Occurred more than the allowed skew after the horizon: any earlier
 	// acceptance of it would be remembered.
-	if w.tooOld(&Command{ID: "3", SKU: "A", OccurredAt: t0.Add(MaxFutureSkew + time.Second)}) {
+	if w.tooOld(&Command{ID: "3", SKU: "A", OccurredAt: t0.Add(MaxFutureSkew + 2*time.Second)}) {
 		t.Fatal("a command after the horizon is too old")
 	}
 	if w.tooOld(&Command{ID: "4", SKU: "A"}) {
 		t.Fatal("a command without occurred_at is too old")
+	}
+}
+
+// A command id used again after the window forgot its first use, both
+// read in one fold (no eviction between them): the first use's slot must
+// not take the second with it.
+func TestAnIDUsedAgainKeepsItsSecondUse(t *testing.T) {
+	t0 := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	w := newWindow(72 * time.Hour)
+	k := keyOf("A", "receipt-0001")
+	w.put(k, rememberedOf(domain.Fingerprint{1}, 10, 1), t0, nil)
+	w.put(k, rememberedOf(domain.Fingerprint{2}, 900, 1), t0.Add(96*time.Hour), nil) // the id reused four days later
+	w.evict(t0.Add(97 * time.Hour))
+	r, _, ok := w.get(k)
+	if !ok || r.offset() != 900 {
+		t.Fatalf("second use: %v %v, want it remembered at offset 900", r, ok)
+	}
+	if got := w.packedSince(0); len(got) != 1 || got[0].r.offset() != 900 {
+		t.Fatalf("packed %v, want the second use only", got)
+	}
+	w.evict(t0.Add(96*time.Hour + 73*time.Hour))
+	if _, _, ok := w.get(k); ok {
+		t.Fatal("second use remembered past the window")
 	}
 }

@@ -174,7 +174,12 @@ type logRef struct {
 	partition int32
 	offset    int64
 	events    int
+	sku, id   string // the command's, checked against what the log holds
 }
+
+// replayReads bounds the retries answered from the log at once: each
+// reads with a client of its own.
+var replayReads = make(chan struct{}, 8)
 
 // Writer is the only writer of one partition: it holds the state of every
 // SKU in the partition, decides commands against it and group-commits the
@@ -278,7 +283,8 @@ func (w *Writer) open(ctx context.Context) error {
 			st.dirty = map[string]struct{}{}
 		}
 		w.snap = &snapshotter{producer: snapProducer, dirty: st.dirty, appended: st.appended, segments: st.segments,
-			nextSeq: st.nextSeq, full: st.full, stale: st.stale, last: time.Now(), done: make(chan snapshotDone, 1), epoch: epoch}
+			nextSeq: st.nextSeq, full: st.full, stale: st.stale, last: time.Now(), done: make(chan snapshotDone, 1), epoch: epoch,
+			events: st.events} // a long tail folded at open makes the next increment due
 	}
 	took := time.Since(start)
 	w.cfg.Metrics.observeOpen(st.fromSnapshot, took)
@@ -455,6 +461,12 @@ func (w *Writer) Do(ctx context.Context, cmd *Command) (*Result, error) {
 // goroutine, never the writer's.
 func (c *WriterConfig) readResult(ctx context.Context, ref *logRef) (*Result, error) {
 	c.Metrics.observeReplayRead()
+	select {
+	case replayReads <- struct{}{}:
+		defer func() { <-replayReads }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	cl, err := kgo.NewClient(append(kafka.Options(c.Brokers, c.Kafka, nil),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.Topic: {ref.partition: kgo.NewOffset().At(ref.offset)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -477,11 +489,14 @@ func (c *WriterConfig) readResult(ctx context.Context, ref *logRef) (*Result, er
 			if rec.Offset < ref.offset {
 				continue
 			}
+			if len(events) == 0 && rec.Offset != ref.offset {
+				return nil, fmt.Errorf("%w: the events of a retried command are no longer at offset %d of partition %d (the log starts later)", ErrUnavailable, ref.offset, ref.partition)
+			}
 			e := &inventoryv1.InventoryEvent{}
 			if err := proto.Unmarshal(rec.Value, e); err != nil {
 				return nil, fmt.Errorf("the event of a retried command at offset %d of partition %d: %w", rec.Offset, ref.partition, err)
 			}
-			if len(events) > 0 && (e.GetCommandId() != events[0].GetCommandId() || e.GetSkuId() != events[0].GetSkuId()) {
+			if e.GetCommandId() != ref.id || e.GetSkuId() != ref.sku {
 				return nil, fmt.Errorf("offset %d of partition %d is not the event of the retried command", rec.Offset, ref.partition)
 			}
 			events = append(events, e)
@@ -737,7 +752,7 @@ func (w *Writer) commit(batch []*request) error {
 			case res != nil:
 				replies[i].res = res.replayed()
 			default:
-				replies[i].from = &logRef{partition: w.partition, offset: rem.offset(), events: rem.events()}
+				replies[i].from = &logRef{partition: w.partition, offset: rem.offset(), events: rem.events(), sku: r.cmd.SKU, id: r.cmd.ID}
 			}
 			continue
 		}

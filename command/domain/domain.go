@@ -58,6 +58,10 @@ type Command struct {
 	// Not part of the fingerprint: a retry is the same command whoever
 	// sends it.
 	Actor string
+	// Granted are the stores the caller may act on; nil: every store.
+	// A kind whose store is only known from the state (a reservation's)
+	// checks it in decide. Not part of the fingerprint either.
+	Granted []string
 	// Args are the arguments only its kind has, set by the kind's check
 	// and read by its decide: a kind added later keeps them here rather
 	// than adding fields to Command.

@@ -420,3 +420,32 @@ func TestProtectedMetricsNeedAnAdminOrAnalyst(t *testing.T) {
 		t.Errorf("health without a token: %v, want it open", err)
 	}
 }
+
+// A reservation names no store in commit and release: a token of S1 cannot
+// end, or find, a reservation held at S2 (answered as if there were none);
+// the reservation stays for its own store.
+func TestReservationOfAnotherStoreCannotBeEnded(t *testing.T) {
+	a := startAuthed(t)
+	admin := a.as(t, "admin", auth.RoleAdmin)
+	sku := uniq("resv")
+	if _, err := a.cmds.ReceiveStock(admin(t.Context()), &inventoryv1.ReceiveStockRequest{CommandId: uniq("seed"), SkuId: sku, StoreId: "S2", Quantity: 5}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := a.as(t, "web-S2", auth.RoleEcommerce, "S2")
+	if _, err := a.cmds.Reserve(s2(t.Context()), &inventoryv1.ReserveRequest{CommandId: uniq("r"), SkuId: sku, StoreId: "S2", ReservationId: "cart-7", Quantity: 2}); err != nil {
+		t.Fatal(err)
+	}
+	s1 := a.as(t, "till-S1", auth.RolePOS, "S1")
+	_, err := a.cmds.CommitReservation(s1(t.Context()), &inventoryv1.CommitReservationRequest{CommandId: uniq("c"), SkuId: sku, ReservationId: "cart-7"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("commit of S2's reservation by an S1 token: %v, want FailedPrecondition (no such reservation for it)", err)
+	}
+	_, err = a.cmds.ReleaseReservation(s1(t.Context()), &inventoryv1.ReleaseReservationRequest{CommandId: uniq("c"), SkuId: sku, ReservationId: "cart-7"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("release of S2's reservation by an S1 token: %v, want FailedPrecondition", err)
+	}
+	res, err := a.cmds.CommitReservation(s2(t.Context()), &inventoryv1.CommitReservationRequest{CommandId: uniq("c"), SkuId: sku, ReservationId: "cart-7"})
+	if err != nil || res.GetResult().GetStores()[0].GetOnHand() != 3 {
+		t.Fatalf("commit by S2's own token: %v %v, want on hand 3", res, err)
+	}
+}
