@@ -270,6 +270,15 @@ func (l *loop) collect(ctx context.Context, src source) ([]partBatch, error) {
 		if err != nil || ctx.Err() != nil {
 			return nil, errors.Join(ctx.Err(), err)
 		}
+		if n == 0 && len(got) == 0 {
+			// Nothing held yet: let a rebalance through. A poll that
+			// returns only errors (the group lost its session, Kafka
+			// restarted) still blocks rebalances until released, and
+			// polling again without releasing would hold them off for
+			// good: the group could never rejoin and the projection
+			// would stop.
+			src.release()
+		}
 		for _, pb := range got {
 			i, ok := byPart[pb.partition]
 			if !ok {

@@ -56,8 +56,11 @@ type Config struct {
 	Projectors int
 	Queries    int
 	Seed       uint64
-	Log        *slog.Logger
-	Out        io.Writer // the report
+	// Roles, when set, are the only roles faults hit ("kafka",
+	// "command", "projector", "query", "postgres").
+	Roles []string
+	Log   *slog.Logger
+	Out   io.Writer // the report
 }
 
 func (c *Config) defaults() {
@@ -374,6 +377,15 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 func (h *harness) inject(ctx context.Context, i int) (Fault, error) {
 	targets := append(slices.Clone(h.cmds), h.others...)
 	targets = append(targets, h.kafka, nil) // nil: PostgreSQL
+	if len(h.cfg.Roles) > 0 {
+		targets = slices.DeleteFunc(targets, func(p *proc) bool {
+			role := "postgres"
+			if p != nil {
+				role = p.role
+			}
+			return !slices.Contains(h.cfg.Roles, role)
+		})
+	}
 	p := targets[h.rng.IntN(len(targets))]
 	if p == nil {
 		h.db.Stop()

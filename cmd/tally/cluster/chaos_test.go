@@ -54,3 +54,26 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("%d acknowledged, %d checked, %d faults", rep.Acked, rep.Checked, len(rep.Faults))
 	}
 }
+
+// Kafka killed and restarted twice under load with two projectors in one
+// group: both must rejoin and the projection catch up (it once stopped for
+// good: a poll that returned only the group's errors kept rebalances
+// blocked, so the group could never rejoin).
+func TestChaosKafkaKillsWithTwoProjectors(t *testing.T) {
+	spawn := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "TALLY_TEST_CHILD=tally", "TALLY_ARGS="+strings.Join(args, "\x1f"))
+		return cmd
+	}
+	var out strings.Builder
+	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 2, Rate: 100, Every: 3 * time.Second, Commands: 2, Projectors: 2, Queries: 1,
+		Roles: []string{"kafka"}, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	if !rep.OK() || len(rep.Faults) != 2 {
+		t.Fatalf("the chaos audit found %d problems (%d faults)", len(rep.Problems), len(rep.Faults))
+	}
+}
