@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"slices"
 	"time"
 
@@ -122,11 +123,11 @@ func segmentKey(seq uint64) []byte {
 
 func skuSnapshot(s *SKU) *inventoryv1.WriterSkuSnapshot {
 	out := &inventoryv1.WriterSkuSnapshot{SkuId: s.ID, Version: s.Version}
-	for _, store := range slices.Sorted(mapsKeys(s.Stores)) {
+	for _, store := range slices.Sorted(maps.Keys(s.Stores)) {
 		l := s.Stores[store]
 		out.Stores = append(out.Stores, &inventoryv1.WriterStoreSnapshot{StoreId: store, OnHand: l.OnHand, Reserved: l.Reserved})
 	}
-	for _, id := range slices.Sorted(mapsKeys(s.Reservations)) {
+	for _, id := range slices.Sorted(maps.Keys(s.Reservations)) {
 		r := s.Reservations[id]
 		out.Reservations = append(out.Reservations, &inventoryv1.WriterReservationSnapshot{
 			ReservationId: id, StoreId: r.Store, Quantity: r.Quantity, ExpiresAt: timestamppb.New(r.ExpiresAt), Version: r.Version,
@@ -145,16 +146,6 @@ func skuOf(m *inventoryv1.WriterSkuSnapshot) *SKU {
 		s.Reservations[r.GetReservationId()] = Reservation{Store: r.GetStoreId(), Quantity: r.GetQuantity(), ExpiresAt: r.GetExpiresAt().AsTime(), Version: r.GetVersion()}
 	}
 	return s
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // snapshotRecord is a record of the snapshot with its format and CRC.

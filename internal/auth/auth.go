@@ -368,19 +368,25 @@ func Interceptor(v *Verifier) connect.Interceptor { return interceptor{v} }
 type interceptor struct{ v *Verifier }
 
 func (i interceptor) authenticate(ctx context.Context, h http.Header) (context.Context, error) {
-	authz := h.Get("Authorization")
-	if authz == "" {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no bearer token: send the header Authorization: Bearer <token>"))
-	}
-	scheme, token, ok := strings.Cut(authz, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("the Authorization header is not \"Bearer <token>\""))
-	}
-	p, err := i.v.Verify(strings.TrimSpace(token))
+	p, err := i.v.VerifyHeader(h)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	return WithPrincipal(ctx, p), nil
+}
+
+// VerifyHeader verifies the bearer token of a request's Authorization
+// header.
+func (v *Verifier) VerifyHeader(h http.Header) (*Principal, error) {
+	authz := h.Get("Authorization")
+	if authz == "" {
+		return nil, errors.New("no bearer token: send the header Authorization: Bearer <token>")
+	}
+	scheme, token, ok := strings.Cut(authz, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return nil, errors.New("the Authorization header is not \"Bearer <token>\"")
+	}
+	return v.Verify(strings.TrimSpace(token))
 }
 
 func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {

@@ -35,13 +35,8 @@ func runTally() error {
 // pauses under load, each followed by a restart, then the audit. The long
 // run is `tally chaos` (BENCHMARKS.md).
 func TestChaos(t *testing.T) {
-	spawn := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "TALLY_TEST_CHILD=tally", "TALLY_ARGS="+strings.Join(args, "\x1f"))
-		return cmd
-	}
 	var out strings.Builder
-	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 5, Rate: 100, Every: 2 * time.Second, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawn)
+	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 5, Rate: 100, Every: 2 * time.Second, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawnTally)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +55,9 @@ func TestChaos(t *testing.T) {
 // good: a poll that returned only the group's errors kept rebalances
 // blocked, so the group could never rejoin).
 func TestChaosKafkaKillsWithTwoProjectors(t *testing.T) {
-	spawn := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "TALLY_TEST_CHILD=tally", "TALLY_ARGS="+strings.Join(args, "\x1f"))
-		return cmd
-	}
 	var out strings.Builder
 	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 2, Rate: 100, Every: 3 * time.Second, Commands: 2, Projectors: 2, Queries: 1,
-		Roles: []string{"kafka"}, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawn)
+		Roles: []string{"kafka"}, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawnTally)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,4 +66,11 @@ func TestChaosKafkaKillsWithTwoProjectors(t *testing.T) {
 	if !rep.OK() || len(rep.Faults) != 2 {
 		t.Fatalf("the chaos audit found %d problems (%d faults)", len(rep.Problems), len(rep.Faults))
 	}
+}
+
+// spawnTally runs `tally <args>` as this test binary in child mode.
+func spawnTally(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TALLY_TEST_CHILD=tally", "TALLY_ARGS="+strings.Join(args, "\x1f"))
+	return cmd
 }

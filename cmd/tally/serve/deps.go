@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -67,13 +66,9 @@ func (d *deps) apiInterceptors() []connect.Interceptor {
 
 // metricsGuard lets an admin's or an analyst's bearer token read /metrics.
 func (d *deps) metricsGuard(r *http.Request) error {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return errors.New("/metrics needs Authorization: Bearer <token> of an admin or analyst")
-	}
-	p, err := d.auth.Verify(strings.TrimSpace(token))
+	p, err := d.auth.VerifyHeader(r.Header)
 	if err != nil {
-		return err
+		return fmt.Errorf("/metrics needs the bearer token of an admin or analyst: %w", err)
 	}
 	if !p.Has(auth.RoleAdmin, auth.RoleAnalyst) {
 		return fmt.Errorf("%s (roles %s) may not read /metrics: that needs admin or analyst", p.Subject, p.RoleNames())
