@@ -165,10 +165,21 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	// The group is joined by the client's first poll; nothing is ever
 	// fetched because the topic is paused.
 	go func() {
+		var logged time.Time
 		for {
 			f := s.group.PollFetches(s.rootCtx)
 			if f.IsClientClosed() || s.rootCtx.Err() != nil {
 				return
+			}
+			// The group's own errors (a missing ACL, the cluster gone)
+			// come back here; say so, at most every half minute.
+			if err := f.Err0(); err != nil && time.Since(logged) > 30*time.Second {
+				logged = time.Now()
+				if kafka.IsAuthorization(err) {
+					s.log.Error("cannot join the writers' group: no partition is owned here", "group", cfg.Group, "error", err, "hint", kafka.ACLHint)
+				} else {
+					s.log.Warn("writers' group poll failed", "group", cfg.Group, "error", err)
+				}
 			}
 		}
 	}()
@@ -228,7 +239,11 @@ func (s *Service) open(ctx context.Context, p int32) {
 			b.Max = time.Minute
 		}
 		d := b.Next()
-		s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", d)
+		if kafka.IsAuthorization(err) {
+			s.log.Error("opening partition writer failed", "partition", p, "error", err, "retry_in", d, "hint", kafka.ACLHint)
+		} else {
+			s.log.Warn("opening partition writer failed", "partition", p, "error", err, "retry_in", d)
+		}
 		s.mu.Lock()
 		s.openErr[p] = err
 		s.mu.Unlock()

@@ -357,7 +357,11 @@ func (g groupSource) poll(ctx context.Context, deadline time.Time, most int) ([]
 		return nil, ctx.Err()
 	}
 	fetches.EachError(func(t string, p int32, err error) {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		case kafka.IsAuthorization(err):
+			g.log.Error("fetch error", "topic", t, "partition", p, "error", err, "hint", kafka.ACLHint)
+		default:
 			g.log.Warn("fetch error", "topic", t, "partition", p, "error", err)
 		}
 	})

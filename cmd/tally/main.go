@@ -35,6 +35,7 @@ var subcommands = []subcommand{
 	{"check", "verify the log (versions, levels, transactions) and compare the read model with its fold", check.Run},
 	{"bench", "drive a Tally (or --embedded) with an open-loop workload and audit it", runBench},
 	{"chaos", "run every role as its own process, kill and pause them at random under load, then audit", chaos.RunCLI},
+	{"kafka-acls", "print (or --apply) the Kafka ACLs a Tally principal needs on a cluster with an authorizer", serve.RunKafkaACLs},
 	{"token", "token issue: mint a bearer token (role, stores, ttl) signed with the server's HS256 key", serve.RunToken},
 }
 
