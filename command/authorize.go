@@ -48,7 +48,7 @@ func authorize(ctx context.Context, cmd *Command, maxAdjustment int64) error {
 	if !ok {
 		return nil
 	}
-	cmd.Actor = p.Subject
+	cmd.Actor, cmd.Roles = p.Subject, p.RoleNames()
 	if p.Has(auth.RoleAdmin) {
 		return nil
 	}
@@ -73,6 +73,9 @@ func authorize(ctx context.Context, cmd *Command, maxAdjustment int64) error {
 	if cmd.Kind == KindAdjustment && maxAdjustment > 0 && (cmd.Quantity > maxAdjustment || -cmd.Quantity > maxAdjustment) {
 		return deny(fmt.Sprintf("adjustments of %d units (more than --max-adjustment %d)", cmd.Quantity, maxAdjustment), "")
 	}
+	// A count moves on_hand by its variance, known when it is decided
+	// (countKind.decide): bounded like an adjustment.
+	cmd.MaxChange = maxAdjustment
 	// A transfer needs its source store; commit and release name no
 	// store: their reservation's is checked against cmd.Granted when they
 	// are decided (reservationEnd.decide).

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 
 	"connectrpc.com/connect"
 
@@ -46,6 +47,11 @@ func (countKind) decide(d *domain.Decision) ([]*inventoryv1.InventoryEvent, erro
 	a, _ := d.Command.Args.(countArgs) // zero: a Command built without check counts 0
 	from := d.From()
 	variance := d.Sub("on_hand", a.counted, from.OnHand)
+	if b := d.Command.MaxChange; b > 0 && max(variance, -variance) > b {
+		// Found or lost more units than the caller may adjust: an admin's
+		// count, like an adjustment that large.
+		return nil, &PermissionError{Subject: d.Command.Actor, Roles: d.Command.Roles, What: fmt.Sprintf("a count that moves on_hand by %d units (more than --max-adjustment %d)", variance, b), Need: "admin"}
+	}
 	e := d.Next(inventoryv1.EventType_EVENT_TYPE_STOCK_COUNTED, d.Command.Store, "", variance, from)
 	e.VarianceThreshold, e.VarianceFlagged = a.threshold, flagged(variance, a.threshold)
 	// Fewer units than are reserved: recorded, and like any event that

@@ -58,10 +58,16 @@ type Command struct {
 	// Not part of the fingerprint: a retry is the same command whoever
 	// sends it.
 	Actor string
+	// Roles are the caller's roles, named by the refusals decide makes.
+	Roles string
 	// Granted are the stores the caller may act on; nil: every store.
 	// A kind whose store is only known from the state (a reservation's)
 	// checks it in decide. Not part of the fingerprint either.
 	Granted []string
+	// MaxChange bounds the units by which a kind whose change is only
+	// known from the state (a count) may move on_hand: the caller's
+	// --max-adjustment when it is not an admin; 0: no bound.
+	MaxChange int64
 	// Args are the arguments only its kind has, set by the kind's check
 	// and read by its decide: a kind added later keeps them here rather
 	// than adding fields to Command.

@@ -98,6 +98,14 @@ func TestEveryRPCByRoleAndStore(t *testing.T) {
 		}
 		return "S1"
 	}
+	count := func(ctx context.Context, st string, counted int64) error {
+		sku := uniq("count")
+		if _, err := a.cmds.ReceiveStock(admin(t.Context()), &inventoryv1.ReceiveStockRequest{CommandId: uniq("seed"), SkuId: sku, StoreId: st, Quantity: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.cmds.CountStock(ctx, &inventoryv1.CountStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: st, CountedQuantity: counted, VarianceThreshold: 1000})
+		return err
+	}
 	rpcs := map[string]func(ctx context.Context, st string) error{
 		"RecordSale": func(ctx context.Context, st string) error {
 			_, err := a.cmds.RecordSale(ctx, &inventoryv1.RecordSaleRequest{CommandId: uniq("c"), SkuId: sku, StoreId: st, Quantity: 1})
@@ -123,9 +131,13 @@ func TestEveryRPCByRoleAndStore(t *testing.T) {
 			_, err := a.cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: st, QuantityDelta: 500, AdjustmentReason: inventoryv1.AdjustmentReason_ADJUSTMENT_REASON_COUNT_CORRECTION})
 			return err
 		},
-		"CountStock": func(ctx context.Context, st string) error {
-			_, err := a.cmds.CountStock(ctx, &inventoryv1.CountStockRequest{CommandId: uniq("c"), SkuId: sku, StoreId: st, CountedQuantity: 900, VarianceThreshold: 1000})
-			return err
+		// A count's variance is what it adjusts: each counts a SKU of its
+		// own holding 1000 units.
+		"CountStock(-50)": func(ctx context.Context, st string) error {
+			return count(ctx, st, 950)
+		},
+		"CountStock(-500)": func(ctx context.Context, st string) error {
+			return count(ctx, st, 500)
 		},
 		"Reserve": func(ctx context.Context, st string) error {
 			_, err := a.cmds.Reserve(ctx, &inventoryv1.ReserveRequest{CommandId: uniq("c"), SkuId: sku, StoreId: st, ReservationId: uniq("r"), Quantity: 1})
@@ -153,7 +165,8 @@ func TestEveryRPCByRoleAndStore(t *testing.T) {
 		"TransferStock(from)": {auth.RoleWarehouse},
 		"AdjustStock(5)":      {auth.RoleWarehouse},
 		"AdjustStock(500)":    {}, // above --max-adjustment 100
-		"CountStock":          {auth.RoleWarehouse},
+		"CountStock(-50)":     {auth.RoleWarehouse},
+		"CountStock(-500)":    {}, // moves on_hand by more than --max-adjustment 100
 		"Reserve":             {auth.RolePOS, auth.RoleEcommerce},
 		"SetReorderPolicy":    {},
 		"GetStock":            {auth.RolePOS, auth.RoleEcommerce, auth.RoleWarehouse, auth.RoleAnalyst},

@@ -292,7 +292,7 @@ func (a *authFlags) register(fs *flag.FlagSet, embedded bool) {
 	config.Float64(fs, &a.RateLimit, "rate-limit", 0, "calls per second each caller may make to this instance (the token's subject, or the client's IP address when calls are not authenticated); beyond it RESOURCE_EXHAUSTED with RetryInfo. 0: no limit")
 	config.Bool(fs, &a.ProtectMetrics, "protect-metrics", false, "/metrics needs the bearer token of an admin or analyst (health and reflection stay open)")
 	config.Int(fs, &a.RateBurst, "rate-burst", 100, "calls a caller may make at once above --rate-limit")
-	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment may move unless the caller is admin (0: no bound)")
+	config.Int64(fs, &a.MaxAdjustment, "max-adjustment", 1000, "the most units one adjustment, or one count's variance, may move on_hand by unless the caller is admin (0: no bound)")
 	config.Bool(fs, &a.Insecure, "insecure-no-auth", false, "no authentication: anyone who reaches the port may read and change any store's stock (logged loudly at start; never on a network)")
 	a.api, a.embedded = true, embedded
 }
