@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -26,19 +28,18 @@ func BenchmarkProjectPostgres(b *testing.B) {
 	f.assertFoldOfLog()
 }
 
-// BenchmarkProjectBigQuery measures events/s merged into the BigQuery
-// emulator (a SQLite-backed Go process, not BigQuery): the log is produced
-// first, then the clock runs while the projector catches up. One op is one
-// event, over 1,000 SKUs × 3 stores. "500" closes every batch at 500
-// events (the steady-state size); "catch-up" lets a lagging projection
-// take up to 50,000 per batch.
+// BenchmarkProjectBigQuery measures events/s projected into the BigQuery
+// emulator (a SQLite-backed Go process, not BigQuery) through the Storage
+// Write API: the log is produced first, then the clock runs while the
+// projector catches up. One op is one event, over 1,000 SKUs × 3 stores.
+// The cases are the flush interval (--bigquery-merge-interval): each flush
+// appends every partition's buffered rows, refreshes current_inventory and
+// commits. appended-B/event is what the Storage Write API is billed for.
 func BenchmarkProjectBigQuery(b *testing.B) {
 	for _, c := range []struct {
-		name      string
-		batch     int
-		maxBatch  int
-		batchWait time.Duration
-	}{{"500", 500, 500, time.Second}, {"catch-up", 500, 50000, time.Second}} {
+		name     string
+		interval time.Duration
+	}{{"flush-1s", time.Second}, {"flush-5s", 5 * time.Second}} {
 		b.Run(c.name, func(b *testing.B) {
 			f := newBQFixture(b, 6)
 			r := rand.New(rand.NewPCG(19, 20))
@@ -46,7 +47,9 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 				f.produce(min(left, 5000), 1000, r)
 			}
 			cfg := f.config()
-			cfg.BatchRows, cfg.MaxBatchRows, cfg.BatchWait = c.batch, c.maxBatch, c.batchWait
+			cfg.BatchRows, cfg.MaxBatchRows, cfg.BatchWait, cfg.MergeInterval = 5000, 50000, time.Second, c.interval
+			reg := prometheus.NewRegistry()
+			cfg.Metrics = projector.NewBigQueryMetrics(reg)
 			p, err := projector.NewBigQuery(cfg)
 			if err != nil {
 				b.Fatal(err)
@@ -60,6 +63,17 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 			b.StopTimer()
 			f.assertFoldOfLog()
+			families, err := reg.Gather()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, mf := range families {
+				for _, m := range mf.GetMetric() {
+					if mf.GetName() == "tally_bigquery_appended_bytes_total" && m.GetLabel()[0].GetValue() == projector.EventsTable {
+						b.ReportMetric(m.GetCounter().GetValue()/float64(b.N), "appended-B/event")
+					}
+				}
+			}
 		})
 	}
 }

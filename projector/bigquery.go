@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/bigquery/storage/managedwriter"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/iterator"
@@ -40,12 +41,29 @@ type BigQueryConfig struct {
 	// leftovers of a crashed or interrupted batch, dropped at start and
 	// then every StagingTTL. Default 15m.
 	StagingTTL time.Duration
+	// Writer appends rows through the Storage Write API (the live
+	// projection; a replay runs statements only).
+	Writer *managedwriter.Client
+	// MergeInterval is how often the live projection writes what it
+	// buffered: appends committed to inventory_events and one MERGE into
+	// current_inventory (default 1m); sooner when MaxPendingRows events
+	// are buffered (default 200,000).
+	MergeInterval  time.Duration
+	MaxPendingRows int
 	// Metrics, when set, is updated.
 	Metrics *BigQueryMetrics
-	// BeforeMerge, when set, runs after a batch is staged and before it is
-	// merged: fault injection for tests (cancel the context there, and the
-	// restarted projector must neither lose nor duplicate the batch).
-	BeforeMerge func()
+	// BeforeMerge, when set, runs after a replayed batch is staged and
+	// before it is merged; BeforeIntent after a flush's streams are
+	// appended and finalized and before they are recorded; BeforeCommit
+	// after they are recorded and before they are committed. Fault
+	// injection for tests: cancel the context there, and the restarted
+	// projector must neither lose nor duplicate anything.
+	// A hook that returns an error fails the attempt, which is retried.
+	BeforeMerge                func()
+	BeforeIntent, BeforeCommit func() error
+	// Statement, when set, is told every statement the live projection
+	// runs, by name: for tests and audits of what it reads.
+	Statement func(name, sql string)
 }
 
 func (c *BigQueryConfig) defaults() {
@@ -64,6 +82,12 @@ func (c *BigQueryConfig) defaults() {
 	}
 	if c.StagingTTL <= 0 {
 		c.StagingTTL = 15 * time.Minute
+	}
+	if c.MergeInterval <= 0 {
+		c.MergeInterval = time.Minute
+	}
+	if c.MaxPendingRows <= 0 {
+		c.MaxPendingRows = 200000
 	}
 }
 
@@ -96,6 +120,10 @@ type BigQuery struct {
 	// emulator); dropSlots bounds them, pushing back on the batches.
 	drops     sync.WaitGroup
 	dropSlots chan struct{}
+	// The live projection (bigquery_live.go).
+	live                live
+	sw                  *storageWriter
+	eventsRT, currentRT *rowType
 }
 
 // NewBigQuery prepares a projector; Run consumes.
@@ -104,10 +132,24 @@ func NewBigQuery(cfg BigQueryConfig) (*BigQuery, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &BigQuery{
+	events, err := newRowType(eventsSchema, "inventory_event_row")
+	if err != nil {
+		return nil, err
+	}
+	current, err := newRowType(currentSchema, "current_inventory_row")
+	if err != nil {
+		return nil, err
+	}
+	b := &BigQuery{
 		cfg: cfg, log: cfg.Logger.With("component", "projector", "consumer", cfg.Consumer, "dataset", cfg.Dataset),
 		dropSlots: make(chan struct{}, 4),
-	}, nil
+		eventsRT:  events, currentRT: current,
+	}
+	b.live.parts, b.live.latest = map[int32]*bqPart{}, map[bqLevel]levelRow{}
+	if cfg.Writer != nil {
+		b.sw = &storageWriter{mw: cfg.Writer, project: cfg.Client.Project(), dataset: cfg.Dataset, appended: cfg.Metrics.appendedBytes}
+	}
+	return b, nil
 }
 
 // Setup creates or migrates the dataset, tables and views and drops
@@ -123,8 +165,22 @@ func (b *BigQuery) Setup(ctx context.Context) error {
 // is retried, with backoff, from the same records until it lands or ctx
 // ends; nothing is skipped.
 func (b *BigQuery) Run(ctx context.Context) error {
+	if b.sw == nil {
+		return errors.New("bigquery projector: no Storage Write API client (BigQueryConfig.Writer)")
+	}
 	defer b.drops.Wait()
-	return runLoop(ctx, b, b.loopConfig())
+	err := runLoop(ctx, b, b.loopConfig())
+	// What is buffered is written on a clean stop; lost on a crash, it is
+	// read again from the log.
+	if b.flushAt().IsZero() {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if ferr := b.flush(fctx); ferr != nil {
+		b.log.Warn("writing what was buffered at stop failed; it is read again from the log at the next start", "error", ferr)
+	}
+	return err
 }
 
 func (b *BigQuery) loopConfig() loopConfig {
@@ -188,6 +244,9 @@ func LoadBigQueryOffsets(ctx context.Context, client *bigquery.Client, dataset, 
 // derived from it. Stopped mid-batch, the work tables stay, as after a
 // crash; a later start drops them.
 func (b *BigQuery) project(ctx context.Context, bt *batch) error {
+	if bt.offsets != nil {
+		return b.projectLive(ctx, bt)
+	}
 	if bt.attempt == 1 {
 		b.dropLeftovers(ctx)
 		b.w = b.work()

@@ -121,6 +121,8 @@ var offsetsSchema = bigquery.Schema{
 	{Name: "next_offset", Type: bigquery.IntegerFieldType, Required: true},
 	{Name: "newest_recorded_at", Type: bigquery.TimestampFieldType},
 	{Name: "updated_at", Type: bigquery.TimestampFieldType, Required: true},
+	{Name: "pending_stream", Type: bigquery.StringFieldType, Description: "A finalized Storage Write stream of inventory_events holding the events from next_offset to pending_next_offset: committed by whoever reads it, then the row is settled (next_offset = pending_next_offset)."},
+	{Name: "pending_next_offset", Type: bigquery.IntegerFieldType},
 }
 
 // eventRow is an event as a BigQuery row; its insertId is the event_id.

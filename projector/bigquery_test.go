@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/bigquery/storage/managedwriter"
 	"cloud.google.com/go/civil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -28,31 +30,48 @@ import (
 // in one SQLite database and slows down as they pile up (a test binary's
 // second round of these tests ran 2–5 times slower on a shared one).
 func bigQueryClient(t testing.TB) *bigquery.Client {
+	c, _, _ := bigQuery(t)
+	return c
+}
+
+// bigQuery is bigQueryClient with a Storage Write API client and the
+// emulator too.
+func bigQuery(t testing.TB) (*bigquery.Client, *managedwriter.Client, *testenv.BigQuery) {
 	t.Helper()
-	c, err := testenv.NewBigQuery(t).Client(t.Context())
+	emu := testenv.NewBigQuery(t)
+	c, err := emu.Client(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c
+	w, err := emu.Writer(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return c, w, emu
 }
 
 // bqFixture is a fixture whose log is projected into a fresh dataset.
 type bqFixture struct {
 	*fixture
 	bq      *bigquery.Client
+	mw      *managedwriter.Client
+	emu     *testenv.BigQuery
 	dataset string
 }
 
 func newBQFixture(t testing.TB, partitions int32) *bqFixture {
 	f := newFixture(t, partitions)
-	return &bqFixture{fixture: f, bq: bigQueryClient(t), dataset: fmt.Sprintf("tally_test_%d", seq.Add(1))}
+	bq, mw, emu := bigQuery(t)
+	return &bqFixture{fixture: f, bq: bq, mw: mw, emu: emu, dataset: fmt.Sprintf("tally_test_%d", seq.Add(1))}
 }
 
 func (f *bqFixture) config() projector.BigQueryConfig {
 	return projector.BigQueryConfig{
 		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "bq-" + f.topic, Logger: testenv.Logger()},
-		Client:  f.bq, Dataset: f.dataset, BatchRows: 200, BatchWait: 200 * time.Millisecond, MaxBatchRows: 400,
+		Client:  f.bq, Writer: f.mw, Dataset: f.dataset, BatchRows: 200, BatchWait: 200 * time.Millisecond, MaxBatchRows: 400,
+		MergeInterval: 300 * time.Millisecond,
 	}
 }
 
@@ -250,46 +269,66 @@ func TestBigQueryLateEventsAreMergedBySkuVersion(t *testing.T) {
 	}
 }
 
-func TestBigQueryKillBetweenStagingAndMergeLosesAndDuplicatesNothing(t *testing.T) {
-	f := newBQFixture(t, 3)
-	r := rand.New(rand.NewPCG(15, 16))
-	f.produce(900, 40, r)
-
-	ctx, cancel := context.WithCancel(t.Context())
-	batches := 0
-	p := f.projector(func() {
-		// The second batch is staged; its MERGE is next. Die here.
-		if batches++; batches == 2 {
-			cancel()
-		}
-	})
-	if err := p.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if batches != 2 {
-		t.Fatalf("the hook ran %d times, want 2", batches)
-	}
-	merged := f.query("SELECT COUNT(*) AS n FROM `{{dataset}}.inventory_events`")[0]["n"].(int64)
-	staged := f.stagingTables()
-	if merged == 0 || merged >= int64(f.events) || len(staged) == 0 {
-		t.Fatalf("after the kill: %d of %d events merged, %v staging tables; want some merged and a staged batch left", merged, f.events, staged)
-	}
-
-	cfg := f.config()
-	cfg.StagingTTL = time.Nanosecond // this consumer's leftovers are dropped at start
-	p, err := projector.NewBigQuery(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.runUntilCaughtUp(p)
-	f.assertFoldOfLog()
-	// Stopped at once after catching up, the last batch may have been
-	// interrupted between its offsets and its cleanup: a start drops that.
-	if err := p.Setup(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if tables := f.stagingTables(); len(tables) != 0 {
-		t.Fatalf("staging tables left: %v", tables)
+// A projector killed between a flush's appends and their record in
+// projector_offsets (the streams are abandoned, never committed), or
+// between the record and the commit (whoever reads the row commits them),
+// loses and duplicates nothing.
+func TestBigQueryKillBetweenAppendAndOffsetsLosesAndDuplicatesNothing(t *testing.T) {
+	for _, at := range []string{"before the intent", "before the commit"} {
+		t.Run(at, func(t *testing.T) {
+			f := newBQFixture(t, 3)
+			r := rand.New(rand.NewPCG(15, 16))
+			f.produce(900, 40, r)
+			ctx, cancel := context.WithCancel(t.Context())
+			flushes := 0
+			// The projector to kill writes through a client of its own,
+			// closed at the kill: nothing it tries after reaches BigQuery.
+			mw, err := f.emu.Writer(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			kill := func() error {
+				// The second flush's streams are finalized; die here.
+				if flushes++; flushes >= 2 {
+					cancel()
+					mw.Close()
+					return errors.New("killed")
+				}
+				return nil
+			}
+			cfg := f.config()
+			cfg.Writer = mw
+			cfg.MaxPendingRows = 100 // a flush per batch
+			if at == "before the intent" {
+				cfg.BeforeIntent = kill
+			} else {
+				cfg.BeforeCommit = kill
+			}
+			p, err := projector.NewBigQuery(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if flushes < 2 {
+				t.Fatalf("the hook ran %d times, want at least 2", flushes)
+			}
+			landed := f.query("SELECT COUNT(*) AS n FROM `{{dataset}}.inventory_events`")[0]["n"].(int64)
+			pending := f.query("SELECT COUNT(*) AS n FROM `{{dataset}}.projector_offsets` WHERE pending_stream IS NOT NULL")[0]["n"].(int64)
+			if landed == 0 || landed >= int64(f.events) {
+				t.Fatalf("after the kill %s: %d of %d events landed; want the first flush's only", at, landed, f.events)
+			}
+			if (at == "before the commit") != (pending > 0) {
+				t.Fatalf("after the kill %s: %d partitions name a pending stream", at, pending)
+			}
+			p, err = projector.NewBigQuery(f.config())
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.runUntilCaughtUp(p)
+			f.assertFoldOfLog()
+		})
 	}
 }
 
@@ -482,7 +521,9 @@ func TestBigQuerySetupCreatesAndMigratesIdempotently(t *testing.T) {
 	}
 }
 
-func TestBigQueryFailedBatchIsRetriedWithoutLossOrDuplicates(t *testing.T) {
+// A flush that fails after its rows are appended (as after a lost answer)
+// is retried with new streams: the rows appended twice land once.
+func TestBigQueryFlushAppendedTwiceLandsOnce(t *testing.T) {
 	f := newBQFixture(t, 2)
 	r := rand.New(rand.NewPCG(23, 24))
 	f.produce(300, 20, r)
@@ -490,16 +531,11 @@ func TestBigQueryFailedBatchIsRetriedWithoutLossOrDuplicates(t *testing.T) {
 	cfg := f.config()
 	reg := prometheus.NewRegistry()
 	cfg.Metrics = projector.NewBigQueryMetrics(reg)
-	cfg.BeforeMerge = func() {
-		// The first batch is staged; delete its staging table so its
-		// statements fail and the batch is retried.
+	cfg.BeforeIntent = func() error {
 		if calls++; calls == 1 {
-			for _, name := range f.stagingTables() {
-				if err := f.bq.Dataset(f.dataset).Table(name).Delete(t.Context()); err != nil {
-					t.Error(err)
-				}
-			}
+			return errors.New("injected: the answer to the appends was lost")
 		}
+		return nil
 	}
 	p, err := projector.NewBigQuery(cfg)
 	if err != nil {
@@ -511,15 +547,76 @@ func TestBigQueryFailedBatchIsRetriedWithoutLossOrDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed := 0.0
+	failed, appended := 0.0, 0.0
 	for _, mf := range families {
 		for _, m := range mf.GetMetric() {
-			if mf.GetName() == "tally_bigquery_batches_total" && m.GetLabel()[0].GetValue() == "failed" {
+			switch {
+			case mf.GetName() == "tally_bigquery_batches_total" && m.GetLabel()[0].GetValue() == "failed":
 				failed = m.GetCounter().GetValue()
+			case mf.GetName() == "tally_bigquery_appended_bytes_total" && m.GetLabel()[0].GetValue() == projector.EventsTable:
+				appended = m.GetCounter().GetValue()
 			}
 		}
 	}
-	if failed < 1 || calls < 2 {
-		t.Fatalf("%v failed batches, hook ran %d times: the failure was not retried", failed, calls)
+	if failed < 1 || calls < 2 || appended == 0 {
+		t.Fatalf("%v failed attempts, hook ran %d times, %v bytes appended: the failure was not retried", failed, calls, appended)
+	}
+}
+
+// Per batch the live projection runs no statement at all; per flush it
+// runs a handful, none of which reads inventory_events, and only the
+// refresh's MERGE reads current_inventory.
+func TestBigQueryStatementsNeverReadTheEventsTable(t *testing.T) {
+	f := newBQFixture(t, 2)
+	r := rand.New(rand.NewPCG(25, 26))
+	f.produce(2000, 50, r)
+	cfg := f.config()
+	cfg.BatchRows, cfg.MaxBatchRows, cfg.MergeInterval = 50, 50, 2*time.Second
+	var mu sync.Mutex
+	byName := map[string]int{}
+	batches := 0
+	cfg.Statement = func(name, sql string) {
+		mu.Lock()
+		defer mu.Unlock()
+		byName[name]++
+		// A table is named `project.dataset.table` (stream names,
+		// …/tables/inventory_events/streams/…, are not tables).
+		if strings.Contains(sql, "."+projector.EventsTable+"`") {
+			t.Errorf("statement %s reads %s: %s", name, projector.EventsTable, sql)
+		}
+		if strings.Contains(sql, "."+projector.CurrentTable+"`") && name != "refresh_current" {
+			t.Errorf("statement %s reads %s: %s", name, projector.CurrentTable, sql)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = projector.NewBigQueryMetrics(reg)
+	p, err := projector.NewBigQuery(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.runUntilCaughtUp(p)
+	f.assertFoldOfLog()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "tally_bigquery_events_total" {
+			batches = int(mf.GetMetric()[0].GetCounter().GetValue()) / cfg.BatchRows
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	flushes := byName["refresh_current"]
+	total := 0
+	for _, n := range byName {
+		total += n
+	}
+	t.Logf("%d events in at least %d batches: %d flushes, statements %v", f.events, batches, flushes, byName)
+	if flushes == 0 || flushes*4 > batches {
+		t.Fatalf("%d refreshes of current_inventory for %d batches: want one per flush, flushes far fewer than batches", flushes, batches)
+	}
+	if total > flushes*(2+2+int(f.parts))+10 {
+		t.Fatalf("%d statements for %d flushes: %v", total, flushes, byName)
 	}
 }

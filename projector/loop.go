@@ -153,6 +153,21 @@ func (b *batch) deadLetter(ctx context.Context, dead []deadRecord) error {
 	return deadLetter(ctx, b.loop.cl, b.loop.cfg.Consumer, recs, errs, b.loop.cfg.log)
 }
 
+// assignee is a sink that keeps state per partition: it is told which
+// partitions the group assigned and returns where they start, instead of
+// storedOffsets.
+type assignee interface {
+	assigned(ctx context.Context, partitions []int32) (map[int32]int64, error)
+}
+
+// flusher is a sink that holds what project gives it and writes it later
+// (BigQuery): the loop wakes it at flushAt even when no record comes.
+type flusher interface {
+	// flushAt is when what it holds is due; zero: it holds nothing.
+	flushAt() time.Time
+	flush(ctx context.Context) error
+}
+
 // source is where the loop reads records: the live consumer group, or a
 // replay's range of the log.
 type source interface {
@@ -211,7 +226,19 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 
 // assign replaces whatever the group thinks with the sink's truth.
 func (l *loop) assign(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	stored, err := l.sink.storedOffsets(ctx)
+	var stored map[int32]int64
+	var err error
+	if a, ok := l.sink.(assignee); ok {
+		var parts []int32
+		for _, ps := range assigned {
+			for p := range ps {
+				parts = append(parts, p)
+			}
+		}
+		stored, err = a.assigned(ctx, parts)
+	} else {
+		stored, err = l.sink.storedOffsets(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +259,9 @@ func (l *loop) consume(ctx context.Context, src source, advance bool, after func
 		if hasRecords(parts) {
 			b = l.decode(parts, advance)
 			err = l.store(ctx, b)
+		} else if f, ok := l.sink.(flusher); ok && due(f) {
+			what, maxBackoff, failed := l.sink.retrying()
+			err = retry(ctx, l.cfg.log, what, maxBackoff, failed, func() error { return f.flush(ctx) })
 		}
 		src.release()
 		if err != nil {
@@ -242,6 +272,11 @@ func (l *loop) consume(ctx context.Context, src source, advance bool, after func
 		}
 	}
 	return nil
+}
+
+func due(f flusher) bool {
+	at := f.flushAt()
+	return !at.IsZero() && !time.Now().Before(at)
 }
 
 func hasRecords(parts []partBatch) bool {
@@ -263,6 +298,10 @@ func (l *loop) collect(ctx context.Context, src source) ([]partBatch, error) {
 		deadline time.Time
 	)
 	for n < l.cfg.batchRows && !src.done() {
+		if f, ok := l.sink.(flusher); ok && n == 0 {
+			// Holding nothing new, wait no longer than the sink's flush.
+			deadline = f.flushAt()
+		}
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"iter"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,11 +158,15 @@ func (m *Metrics) batchFailed() {
 
 // BigQueryMetrics are the BigQuery projector's Prometheus metrics. A nil
 // *BigQueryMetrics records nothing.
-type BigQueryMetrics struct{ loopMetrics }
+type BigQueryMetrics struct {
+	loopMetrics
+	billed   *prometheus.CounterVec
+	appended *prometheus.CounterVec
+}
 
 // NewBigQueryMetrics registers the BigQuery projector's metrics with reg.
 func NewBigQueryMetrics(reg prometheus.Registerer) *BigQueryMetrics {
-	return &BigQueryMetrics{newLoopMetrics(reg, metricsSpec{
+	m := &BigQueryMetrics{loopMetrics: newLoopMetrics(reg, metricsSpec{
 		prefix:         "tally_bigquery",
 		eventsHelp:     "Events merged into BigQuery (replays included).",
 		batchesHelp:    "BigQuery projector batches and setup attempts, by result.",
@@ -171,6 +176,36 @@ func NewBigQueryMetrics(reg prometheus.Registerer) *BigQueryMetrics {
 		offsetHelp:     "Next offset to project into BigQuery, by partition.",
 		batchStart:     0.01, batchBuckets: 14, visibilityStart: 0.05, visibilityBuckets: 14,
 	})}
+	m.billed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_bigquery_bytes_billed_total",
+		Help: "Bytes BigQuery billed for the projector's statements (processed where it reports no billing, as emulators do), by statement."}, []string{"statement"})
+	m.appended = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_bigquery_appended_bytes_total",
+		Help: "Bytes of rows appended through the Storage Write API, by table."}, []string{"table"})
+	reg.MustRegister(m.billed, m.appended)
+	return m
+}
+
+func (m *BigQueryMetrics) statementBilled(statement string, bytes int64) {
+	if m != nil {
+		m.billed.WithLabelValues(statement).Add(float64(bytes))
+	}
+}
+
+func (m *BigQueryMetrics) appendedBytes(table string, bytes int) {
+	if m != nil {
+		if strings.HasPrefix(table, stagingPrefix) {
+			table = "refresh"
+		}
+		m.appended.WithLabelValues(table).Add(float64(bytes))
+	}
+}
+
+// flushed records the partitions a flush settled.
+func (m *BigQueryMetrics) flushed(done []offsetRow, recorded []time.Time) {
+	if m == nil || len(done) == 0 {
+		return
+	}
+	m.events.WithLabelValues().Add(float64(len(recorded)))
+	m.batchDone("written", done, 0, slices.Values(recorded))
 }
 
 func (m *BigQueryMetrics) batchWritten(offsets []offsetRow, rows []eventRow, d time.Duration) {

@@ -15,8 +15,11 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/bigquery/storage/managedwriter"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tally-oss/tally/internal/pg"
 )
@@ -29,6 +32,9 @@ const BigQueryProject = "tally-test"
 type BigQuery struct {
 	// Endpoint is its REST endpoint, for --bigquery-endpoint.
 	Endpoint string
+	// GRPCEndpoint is its Storage Write API endpoint (host:port, plaintext),
+	// for --bigquery-storage-endpoint.
+	GRPCEndpoint string
 	// Log is the emulator's output.
 	Log  string
 	cmd  *exec.Cmd
@@ -67,7 +73,8 @@ func StartBigQuery(ctx context.Context) (*BigQuery, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bigquery emulator: %w", err)
 	}
-	b := &BigQuery{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", httpPort), Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
+	b := &BigQuery{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", httpPort), GRPCEndpoint: fmt.Sprintf("127.0.0.1:%d", grpcPort),
+		Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(b.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -106,6 +113,12 @@ func NewBigQuery(tb testing.TB) *BigQuery {
 // Client is a BigQuery client on the emulator.
 func (b *BigQuery) Client(ctx context.Context) (*bigquery.Client, error) {
 	return bigquery.NewClient(ctx, BigQueryProject, option.WithEndpoint(b.Endpoint), option.WithoutAuthentication())
+}
+
+// Writer is a Storage Write API client on the emulator.
+func (b *BigQuery) Writer(ctx context.Context) (*managedwriter.Client, error) {
+	return managedwriter.NewClient(ctx, BigQueryProject, option.WithEndpoint(b.GRPCEndpoint), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 }
 
 // Rows runs a query and returns its rows, each a map from column name.

@@ -7,7 +7,7 @@ import (
 )
 
 func TestBigQueryFlagsSayWhatIsMissing(t *testing.T) {
-	ok := BigQueryFlags{BatchRows: 500, BatchWait: time.Second}
+	ok := BigQueryFlags{BatchRows: 500, BatchWait: time.Second, MergeInterval: time.Minute}
 	for _, c := range []struct {
 		flags    BigQueryFlags
 		required bool
@@ -20,6 +20,7 @@ func TestBigQueryFlagsSayWhatIsMissing(t *testing.T) {
 		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset = "p", "d" }), true, ""},
 		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset, b.BatchRows = "p", "d", 0 }), false, "--bigquery-batch-rows must be 1 to 100000, got 0"},
 		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset, b.BatchWait = "p", "d", 0 }), false, "--bigquery-batch-wait must be positive"},
+		{with(ok, func(b *BigQueryFlags) { b.Project, b.Dataset, b.MergeInterval = "p", "d", 0 }), false, "--bigquery-merge-interval must be positive"},
 	} {
 		err := c.flags.validate(c.required)
 		switch {
@@ -28,6 +29,19 @@ func TestBigQueryFlagsSayWhatIsMissing(t *testing.T) {
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%+v: error %v, want %q", c.flags, err, c.want)
 		}
+	}
+}
+
+// An emulator serves the Storage Write API on a port of its own, which the
+// live projection needs.
+func TestAnEmulatorNeedsItsStorageEndpoint(t *testing.T) {
+	b := BigQueryFlags{Project: "p", Dataset: "d", Endpoint: "http://127.0.0.1:9050"}
+	if err := b.validateLive(); err == nil || !strings.Contains(err.Error(), "--bigquery-storage-endpoint") {
+		t.Fatalf("an emulator without its storage endpoint: %v", err)
+	}
+	b.StorageEndpoint = "127.0.0.1:9060"
+	if err := b.validateLive(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -224,7 +224,7 @@ func TestCommandsLandInBigQueryLikeInPostgres(t *testing.T) {
 	// changes.
 	for _, args := range [][]string{{"--from-offset", "0"}, {"--from-time", time.Now().Add(-time.Hour).Format(time.RFC3339)}} {
 		if err := serve.RunReplay(t.Context(), append([]string{"--sink", "bigquery", "--kafka-brokers", kafkaAddr,
-			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint}, args...)); err != nil {
+			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint, "--bigquery-storage-endpoint", bqStorage}, args...)); err != nil {
 			t.Fatal(err)
 		}
 		again, n := bqLevels(t, bq, prefix)

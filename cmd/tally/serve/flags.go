@@ -244,7 +244,7 @@ func (p *projectorFlags) validate() error {
 	if p.HistoryRetention < 0 || (p.HistoryRetention > 0 && p.HistoryRetention < minHistoryRetention) {
 		err = fmt.Errorf("--history-retention must be 0 (keep every event) or at least %v, got %v", minHistoryRetention, p.HistoryRetention)
 	}
-	return errors.Join(err, p.BigQuery.validate(false))
+	return errors.Join(err, p.BigQuery.validate(false), p.BigQuery.validateLive())
 }
 
 // queryFlags configure the read side.

@@ -99,7 +99,7 @@ func replayBigQuery(ctx context.Context, brokers []string, sec *kafka.Security, 
 	}
 	defer client.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, sec, client, log, nil), from, func(p projector.ReplayProgress) {
+	p, err := projector.ReplayBigQuery(ctx, bq.config(brokers, sec, client, nil, log, nil), from, func(p projector.ReplayProgress) {
 		fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%), %d events, %d batches, %.1fs",
 			bq.Dataset, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Events, p.Batches, p.Elapsed.Seconds())
 	})

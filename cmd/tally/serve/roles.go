@@ -82,9 +82,15 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 	if err != nil {
 		return part{}, err
 	}
-	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, d.kafka, bq, d.log, projector.NewBigQueryMetrics(d.reg)))
+	w, err := f.BigQuery.writer(ctx)
 	if err != nil {
 		_ = bq.Close()
+		return part{}, err
+	}
+	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, d.kafka, bq, w, d.log, projector.NewBigQueryMetrics(d.reg)))
+	if err != nil {
+		_ = bq.Close()
+		_ = w.Close()
 		return part{}, err
 	}
 	d.log.Info("bigquery projection enabled", "project", f.BigQuery.Project, "dataset", f.BigQuery.Dataset, "endpoint", f.BigQuery.Endpoint)
@@ -95,7 +101,7 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 			g.Go(func() error { return bp.Run(ctx) })
 			return g.Wait()
 		},
-		close: func(context.Context) error { _ = bq.Close(); return nil },
+		close: func(context.Context) error { _ = bq.Close(); _ = w.Close(); return nil },
 	}, nil
 }
 

@@ -24,7 +24,7 @@ import (
 // Postgres cluster, every service on one port.
 var (
 	addr, kafkaAddr, dataDir string
-	bqEndpoint               string
+	bqEndpoint, bqStorage    string
 	cmds                     inventoryv1.CommandServiceClient
 	qry                      inventoryv1.QueryServiceClient
 )
@@ -50,11 +50,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer emu.Stop()
-	bqEndpoint = emu.Endpoint
+	bqEndpoint, bqStorage = emu.Endpoint, emu.GRPCEndpoint
 	done := make(chan error, 1)
 	go func() {
 		done <- serve.Run(ctx, []string{"--addr", addr, "--data-dir", dir, "--kafka-listen", kafkaAddr, "--partitions", "3", "--log-level", "warn", "--watch-buffer", "512", "--insecure-no-auth",
-			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint, "--bigquery-batch-wait", "200ms"})
+			"--bigquery-project", testenv.BigQueryProject, "--bigquery-dataset", bqDataset, "--bigquery-endpoint", bqEndpoint, "--bigquery-storage-endpoint", bqStorage,
+			"--bigquery-batch-wait", "200ms", "--bigquery-merge-interval", "500ms"})
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
