@@ -55,7 +55,17 @@ type ClusterConfig struct {
 	// (its Pdeathsig), and a supervisor restarts at once. 0 starts at once,
 	// and PostgreSQL refuses while the other one runs.
 	WaitForPrevious time.Duration
-	Logger          *slog.Logger
+	// Settings are more server settings (postgresql.conf names, say
+	// "ssl": "on"), passed as -c name=value in name order after Tally's
+	// own, which they therefore override. Files they name (ssl_cert_file,
+	// hba_file, ...) are read by the server's user: as root, the postgres
+	// user, which owns what is under Dir when the cluster starts, so keep
+	// such files there (PostgreSQL refuses a key file others can read:
+	// 0600). StartCluster's own connections (the readiness check,
+	// CreateDatabase) are plaintext TCP to database postgres as user
+	// postgres (URL): an hba_file must let those in.
+	Settings map[string]string
+	Logger   *slog.Logger
 }
 
 // BinDir finds the PostgreSQL server binaries: pg_config --bindir when it
@@ -154,6 +164,14 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		"-c", "logging_collector=off", "-c", "log_min_messages=warning"}
 	if !cfg.Durable {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	names := make([]string, 0, len(cfg.Settings))
+	for name := range cfg.Settings {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		args = append(args, "-c", name+"="+cfg.Settings[name])
 	}
 	c.cmd = c.command(context.Background(), "postgres", args...)
 	logPath := filepath.Join(dir, "postgres.log")

@@ -174,3 +174,28 @@ func TestStartWaitsForThePreviousServerToExit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestClusterSettingsOverrideTallysOwn(t *testing.T) {
+	c, err := pg.StartCluster(t.Context(), pg.ClusterConfig{Dir: t.TempDir(), Settings: map[string]string{
+		"max_connections": "50", // Tally's own is 200
+		"work_mem":        "7MB",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	conn, err := pgx.Connect(t.Context(), c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	for name, want := range map[string]string{"max_connections": "50", "work_mem": "7MB"} {
+		var got string
+		if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %s, want %s", name, got, want)
+		}
+	}
+}
