@@ -203,16 +203,28 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 			}
 		}
 	}
+	// The partitions' streams side by side: a flush appends the events of
+	// a whole interval.
 	streams := map[int32]string{}
+	var mu sync.Mutex
+	var g errgroup.Group
 	for p, pt := range l.parts {
 		if len(pt.rows) == 0 {
 			continue
 		}
-		s, err := b.streamRows(ctx, p, pt)
-		if err != nil {
+		g.Go(func() error {
+			s, refused, err := b.streamRows(ctx, p, pt)
+			mu.Lock()
+			defer mu.Unlock()
+			l.unsent = append(l.unsent, refused...)
+			if err == nil {
+				streams[p] = s
+			}
 			return err
-		}
-		streams[p] = s
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	if err := b.sendDead(ctx); err != nil {
 		return err
@@ -231,28 +243,20 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	var mu sync.Mutex
+	// One partition after the other: DML on one table is serialised by
+	// BigQuery anyway, and the emulator's SQLite fails concurrent writers.
 	var lost []int32
-	var g errgroup.Group
 	for p, pt := range l.parts {
 		if pt.pos <= pt.settled {
 			continue
 		}
-		g.Go(func() error {
-			won, err := b.intend(ctx, p, pt, streams[p])
-			if err != nil {
-				return err
-			}
-			if !won {
-				mu.Lock()
-				lost = append(lost, p)
-				mu.Unlock()
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("record the flush in %s: %w", OffsetsTable, err)
+		won, err := b.intend(ctx, p, pt, streams[p])
+		if err != nil {
+			return fmt.Errorf("record the flush in %s: %w", OffsetsTable, err)
+		}
+		if !won {
+			lost = append(lost, p)
+		}
 	}
 	for _, p := range lost {
 		b.log.Warn("another BigQuery projector moved the partition's offsets: its rows are dropped here and the partition goes on from the recorded offset",
@@ -288,11 +292,12 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 // fails leaves its stream to expire uncommitted, and the next attempt
 // starts a new one. Rows BigQuery refuses are dead-lettered and the rest
 // streamed again.
-func (b *BigQuery) streamRows(ctx context.Context, p int32, pt *bqPart) (string, error) {
+func (b *BigQuery) streamRows(ctx context.Context, p int32, pt *bqPart) (string, []deadRecord, error) {
+	var refusedRows []deadRecord
 	for {
 		s, err := b.sw.createPending(ctx, EventsTable)
 		if err != nil {
-			return "", err
+			return "", refusedRows, err
 		}
 		enc := make([][]byte, len(pt.rows))
 		for i, r := range pt.rows {
@@ -309,24 +314,24 @@ func (b *BigQuery) streamRows(ctx context.Context, p int32, pt *bqPart) (string,
 			kept := pt.rows[:0]
 			for i, r := range pt.rows {
 				if e, ok := refused[i]; ok {
-					b.live.unsent = append(b.live.unsent, deadRecord{rec: r.rec, err: fmt.Errorf("bigquery rejected the row: %w", e)})
+					refusedRows = append(refusedRows, deadRecord{rec: r.rec, err: fmt.Errorf("bigquery rejected the row: %w", e)})
 					continue
 				}
 				kept = append(kept, r)
 			}
 			pt.rows = kept
 			if len(kept) == 0 {
-				return "", nil
+				return "", refusedRows, nil
 			}
 			continue
 		}
 		if err != nil {
-			return "", err
+			return "", refusedRows, err
 		}
 		if err := b.sw.finalize(ctx, s); err != nil {
-			return "", err
+			return "", refusedRows, err
 		}
-		return s, nil
+		return s, refusedRows, nil
 	}
 }
 
@@ -432,6 +437,9 @@ func (b *BigQuery) settleStreams(ctx context.Context, streams []string) error {
 	_, err := b.dml(ctx, "settle", fmt.Sprintf(`UPDATE %s SET next_offset = pending_next_offset, pending_stream = NULL, pending_next_offset = NULL, updated_at = CURRENT_TIMESTAMP()
 WHERE consumer = @consumer AND pending_stream IN (%s)`, b.table(OffsetsTable), strings.Join(quoted, ", ")),
 		[]bigquery.QueryParameter{{Name: "consumer", Value: b.cfg.Consumer}})
+	if err == nil {
+		b.sw.settled(streams)
+	}
 	return err
 }
 
@@ -610,13 +618,12 @@ func (b *BigQuery) refreshCurrent(ctx context.Context) error {
 	if _, err := b.dml(ctx, "refresh_current", mergeCurrent(b.table(CurrentTable), b.table(name)), nil); err != nil {
 		return err
 	}
-	b.drops.Go(func() {
-		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := t.Delete(dctx); err != nil && !isNotFound(err) {
-			b.log.Warn("dropping a refresh table failed; it is dropped at a later start", "table", name, "error", err)
-		}
-	})
+	// Dropped now, not beside the next statements (the emulator's SQLite
+	// fails concurrent writers); a table left behind expires, or goes at
+	// the next start.
+	if err := t.Delete(ctx); err != nil && !isNotFound(err) {
+		b.log.Warn("dropping a refresh table failed; it is dropped at a later start", "table", name, "error", err)
+	}
 	return nil
 }
 

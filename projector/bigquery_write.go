@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -145,6 +146,21 @@ type storageWriter struct {
 	project, dataset string
 	// appended counts the bytes of rows appended, by table.
 	appended func(table string, bytes int)
+	// committed are the streams this process committed and has not yet
+	// been told are settled: a retried flush does not commit them again
+	// (BigQuery would refuse; the emulator, which records no commit
+	// time, would add their rows twice).
+	mu        sync.Mutex
+	committed map[string]bool
+}
+
+// settled forgets streams whose rows are settled.
+func (w *storageWriter) settled(streams []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range streams {
+		delete(w.committed, s)
+	}
 }
 
 func (w *storageWriter) parent(table string) string {
@@ -262,6 +278,12 @@ func (w *storageWriter) finalize(ctx context.Context, stream string) error {
 func (w *storageWriter) commit(ctx context.Context, table string, streams []string) error {
 	var todo []string
 	for _, s := range streams {
+		w.mu.Lock()
+		done := w.committed[s]
+		w.mu.Unlock()
+		if done {
+			continue
+		}
 		ws, err := w.mw.GetWriteStream(ctx, &storagepb.GetWriteStreamRequest{Name: s})
 		if err != nil {
 			return fmt.Errorf("look up %s: %w", s, err)
@@ -278,11 +300,21 @@ func (w *storageWriter) commit(ctx context.Context, table string, streams []stri
 		if err != nil {
 			return fmt.Errorf("commit %s: %w", s, err)
 		}
+		ok := true
 		for _, se := range resp.GetStreamErrors() {
 			if se.GetCode() == storagepb.StorageError_STREAM_ALREADY_COMMITTED {
 				continue // committed meanwhile by another projector recovering it
 			}
+			ok = false
 			errs = append(errs, fmt.Errorf("commit %s: %s: %s", se.GetEntity(), se.GetCode(), se.GetErrorMessage()))
+		}
+		if ok {
+			w.mu.Lock()
+			if w.committed == nil {
+				w.committed = map[string]bool{}
+			}
+			w.committed[s] = true
+			w.mu.Unlock()
 		}
 	}
 	return errors.Join(errs...)

@@ -266,7 +266,7 @@ func TestApplyRefusesOnlyTheForbiddenCommand(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		h, err := a.qry.GetStockHistory(pos(t.Context()), &inventoryv1.GetStockHistoryRequest{SkuId: sku, StoreId: "S1"})
-		if err != nil {
+		if err != nil && status.Code(err) != codes.NotFound { // NotFound: not projected yet
 			t.Fatal(err)
 		}
 		if evs := h.GetEvents(); len(evs) == 2 {

@@ -61,7 +61,7 @@ func TestHistoryRetentionIsZeroOrAtLeastAMonth(t *testing.T) {
 		{30 * 24 * time.Hour, false},
 		{-time.Hour, false},
 	} {
-		f := projectorFlags{HistoryRetention: c.retention, BigQuery: BigQueryFlags{BatchRows: 500, BatchWait: time.Second}}
+		f := projectorFlags{HistoryRetention: c.retention, BigQuery: BigQueryFlags{BatchRows: 500, BatchWait: time.Second, MergeInterval: time.Minute}}
 		if err := f.validate(); (err == nil) != c.ok {
 			t.Errorf("--history-retention %v: %v, want valid %v", c.retention, err, c.ok)
 		}
