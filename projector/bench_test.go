@@ -1,9 +1,7 @@
 package projector_test
 
 import (
-	"context"
 	"math/rand/v2"
-	"slices"
 	"testing"
 	"time"
 
@@ -78,58 +76,4 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 			}
 		})
 	}
-}
-
-// BenchmarkBigQueryFreshness measures how far current_inventory trails the
-// log at a steady 1,000 events/s: for a minute, events are produced every
-// 100 ms while the projector flushes every 10 s, and every 500 ms the
-// newest updated_at in current_inventory is compared with the clock.
-// Reported: the largest and the 99th percentile staleness, against the
-// target of --bigquery-merge-interval + 5 s. One op is one second of load.
-func BenchmarkBigQueryFreshness(b *testing.B) {
-	const interval = 10 * time.Second
-	f := newBQFixture(b, 6)
-	cfg := f.config()
-	cfg.BatchRows, cfg.MaxBatchRows, cfg.BatchWait, cfg.MergeInterval = 500, 50000, time.Second, interval
-	p, err := projector.NewBigQuery(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(b.Context())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- p.Run(ctx) }()
-	r := rand.New(rand.NewPCG(21, 22))
-	b.ResetTimer()
-	start := time.Now()
-	var stale []time.Duration
-	tick, sample := time.NewTicker(100*time.Millisecond), time.NewTicker(500*time.Millisecond)
-	defer tick.Stop()
-	defer sample.Stop()
-	for time.Since(start) < time.Duration(b.N)*time.Second {
-		select {
-		case <-tick.C:
-			f.produce(100, 10000, r)
-		case <-sample.C:
-			if time.Since(start) < interval+5*time.Second {
-				continue // the first flush is not due yet
-			}
-			rows := f.query("SELECT MAX(updated_at) AS t FROM `{{dataset}}.current_inventory`")
-			if t, ok := rows[0]["t"].(time.Time); ok {
-				stale = append(stale, time.Since(t))
-			}
-		}
-	}
-	b.StopTimer()
-	cancel()
-	if err := <-errc; err != nil {
-		b.Fatal(err)
-	}
-	if len(stale) == 0 {
-		b.Fatal("no sample of current_inventory")
-	}
-	slices.Sort(stale)
-	b.ReportMetric(stale[len(stale)-1].Seconds(), "max-stale-s")
-	b.ReportMetric(stale[len(stale)*99/100].Seconds(), "p99-stale-s")
-	b.ReportMetric(float64(f.events)/time.Since(start).Seconds(), "events/s")
 }

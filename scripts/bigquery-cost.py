@@ -18,13 +18,15 @@ L = 5_000_000              # (sku, store) levels: 100k SKUs x 50 stores
 C = 50                     # bytes of a current_inventory row
 P = 6                      # log partitions
 I = 60                     # --bigquery-merge-interval, seconds
+MAX_PENDING = 1_000_000    # events buffered before a flush is due anyway
 T = 3.5                    # seconds a batch's statements take on BigQuery (before)
 MAX_BATCH = 50_000         # events a batch may hold (before)
 
 
 def after(r, e):
-    flushes = 86400 / I
-    changed = min(L, r * I)
+    every = min(I, MAX_PENDING / r)  # seconds between flushes
+    flushes = 86400 / every
+    changed = min(L, r * every)
     scanned = flushes * (L * C + max(10 * MiB, changed * C) + (P + 1) * 10 * MiB)
     appended = r * 86400 * e + flushes * changed * C
     return scanned, appended, scanned * SCAN + appended * WRITE
@@ -41,7 +43,7 @@ def before(r, e):
 
 
 def main():
-    e = float(sys.argv[1]) if len(sys.argv) > 1 else 220
+    e = float(sys.argv[1]) if len(sys.argv) > 1 else 144
     print(f"row bytes {e:.0f}; levels {L:,}; interval {I}s; partitions {P}")
     print(f"{'events/s':>9} {'design':>7} {'TiB scanned/day':>16} {'GiB appended/day':>17} {'US$/day':>9} {'US$/M events':>12}")
     for r in (1_000, 10_000, 100_000):
