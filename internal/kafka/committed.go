@@ -118,6 +118,16 @@ func (r *Resolver) Settle(rec *kgo.Record, out []*kgo.Record) []*kgo.Record {
 	return r.drain(out)
 }
 
+// HeldFrom returns the offset of the first record held back (a record of
+// an open transaction, or one after it); ok is false when none is held.
+// A consumer's position is safe to store up to it, not beyond.
+func (r *Resolver) HeldFrom() (offset int64, ok bool) {
+	if r.head < len(r.queue) {
+		return r.queue[r.head].rec.Offset, true
+	}
+	return 0, false
+}
+
 // Pending reports whether a transaction is open.
 func (r *Resolver) Pending() bool { return len(r.open) > 0 }
 
