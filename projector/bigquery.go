@@ -515,14 +515,7 @@ func (w *work) currentChain() []statement {
 SELECT sku_id, store_id, on_hand_after AS on_hand, reserved_after AS reserved, sku_version, recorded_at AS updated_at
 FROM %s WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (PARTITION BY sku_id, store_id ORDER BY sku_version DESC) = 1`, w.q(w.latest), w.q(w.staged)), nil},
-		{fmt.Sprintf(`MERGE %s AS T
-USING %s AS S
-ON T.sku_id = S.sku_id AND T.store_id = S.store_id
-WHEN MATCHED AND S.sku_version > T.sku_version THEN
-  UPDATE SET on_hand = S.on_hand, reserved = S.reserved, sku_version = S.sku_version, updated_at = S.updated_at
-WHEN NOT MATCHED THEN
-  INSERT (sku_id, store_id, on_hand, reserved, sku_version, updated_at)
-  VALUES (S.sku_id, S.store_id, S.on_hand, S.reserved, S.sku_version, S.updated_at)`, w.currentT, w.q(w.latest)), nil},
+		{mergeCurrent(w.currentT, w.q(w.latest)), nil},
 	}
 }
 

@@ -656,14 +656,9 @@ func (b *BigQuery) dml(ctx context.Context, name, sql string, params []bigquery.
 
 // query runs a query as a job and returns its rows.
 func (b *BigQuery) query(ctx context.Context, name, sql string, params []bigquery.QueryParameter) ([][]bigquery.Value, error) {
-	if b.cfg.Statement != nil {
-		b.cfg.Statement(name, sql)
-	}
-	q := b.cfg.Client.Query(sql)
-	q.Parameters = params
-	job, err := q.Run(ctx)
+	job, err := b.run(ctx, name, sql, params)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, err
 	}
 	it, err := job.Read(ctx)
 	if err != nil {
@@ -684,7 +679,8 @@ func (b *BigQuery) query(ctx context.Context, name, sql string, params []bigquer
 	}
 }
 
-func (b *BigQuery) job(ctx context.Context, name, sql string, params []bigquery.QueryParameter) (*bigquery.QueryStatistics, error) {
+// run starts a statement as a job, telling cfg.Statement.
+func (b *BigQuery) run(ctx context.Context, name, sql string, params []bigquery.QueryParameter) (*bigquery.Job, error) {
 	if b.cfg.Statement != nil {
 		b.cfg.Statement(name, sql)
 	}
@@ -693,6 +689,14 @@ func (b *BigQuery) job(ctx context.Context, name, sql string, params []bigquery.
 	job, err := q.Run(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return job, nil
+}
+
+func (b *BigQuery) job(ctx context.Context, name, sql string, params []bigquery.QueryParameter) (*bigquery.QueryStatistics, error) {
+	job, err := b.run(ctx, name, sql, params)
+	if err != nil {
+		return nil, err
 	}
 	status, err := job.Wait(ctx)
 	if err == nil {
