@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tally-oss/tally/command"
@@ -336,6 +337,9 @@ func writersOf(t testing.TB, brokers []string) map[int32]string {
 	}
 	defer cl.Close()
 	owners, _, err := command.Writers(t.Context(), kadm.NewClient(cl), command.WritersGroup, kafka.EventsTopic)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return nil // no instance has joined yet
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
