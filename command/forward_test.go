@@ -296,10 +296,15 @@ func TestTwoInstancesOnOneAdvertiseAddressAreNamed(t *testing.T) {
 		_, err := c.ReceiveStock(ctx, connect.NewRequest(&inventoryv1.ReceiveStockRequest{CommandId: fmt.Sprintf("%s-%d", prefix, i), SkuId: fmt.Sprintf("%s-%d", prefix, i), StoreId: "S1", Quantity: 1}))
 		cancel()
 		if err != nil {
-			if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "advertises this instance's address") {
+			if connect.CodeOf(err) != connect.CodeUnavailable {
 				t.Fatalf("command %d: %v; want UNAVAILABLE naming the shared --advertise", i, err)
 			}
-			return
+			if strings.Contains(err.Error(), "advertises this instance's address") {
+				return
+			}
+			// A partition changing hands while the twin joins answers
+			// UNAVAILABLE of its own; keep asking.
+			t.Logf("command %d: %v", i, err)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no command was refused for the twin's partitions in 20 s")
