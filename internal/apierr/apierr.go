@@ -60,13 +60,8 @@ func (e *InvalidError) Error() string {
 // telling them apart needs the confusables tables of UTS #39, and ids in
 // one non-Latin script are legitimate.
 func IDProblem(v string, required bool) string {
-	switch {
-	case v == "" && required:
-		return "required"
-	case len(v) > MaxIDBytes:
-		return fmt.Sprintf("at most %d bytes, got %d", MaxIDBytes, len(v))
-	case !utf8.ValidString(v):
-		return "must be valid UTF-8"
+	if p := idShapeProblem(v, required); p != "" {
+		return p
 	}
 	for i, r := range v {
 		if rule := idRuneProblem(r, i == 0); rule != "" {
@@ -79,12 +74,9 @@ func IDProblem(v string, required bool) string {
 	return ""
 }
 
-// StoredIDProblem is IDProblem for an id a read names: the rule every id
-// written so far obeys (1 to MaxIDBytes bytes of UTF-8 without spaces or
-// control characters), not the stricter one new commands meet, so an id
-// accepted before IDProblem refused invisible characters stays readable.
-// It keeps out what PostgreSQL cannot take as text (NUL, invalid UTF-8).
-func StoredIDProblem(v string, required bool) string {
+// idShapeProblem is what both rules ask first: present when required, at
+// most MaxIDBytes, valid UTF-8.
+func idShapeProblem(v string, required bool) string {
 	switch {
 	case v == "" && required:
 		return "required"
@@ -92,6 +84,18 @@ func StoredIDProblem(v string, required bool) string {
 		return fmt.Sprintf("at most %d bytes, got %d", MaxIDBytes, len(v))
 	case !utf8.ValidString(v):
 		return "must be valid UTF-8"
+	}
+	return ""
+}
+
+// StoredIDProblem is IDProblem for an id a read names: the rule every id
+// written so far obeys (1 to MaxIDBytes bytes of UTF-8 without spaces or
+// control characters), not the stricter one new commands meet, so an id
+// accepted before IDProblem refused invisible characters stays readable.
+// It keeps out what PostgreSQL cannot take as text (NUL, invalid UTF-8).
+func StoredIDProblem(v string, required bool) string {
+	if p := idShapeProblem(v, required); p != "" {
+		return p
 	}
 	for i, r := range v {
 		if unicode.IsControl(r) {

@@ -6,7 +6,6 @@ package kafkaflag
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -88,7 +87,7 @@ func (k *Security) Kafka() (*kafka.Security, error) {
 	if k.TLS || k.TLSCA != "" {
 		sec.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		if k.TLSCA != "" {
-			pool, err := certPool(k.TLSCA)
+			pool, err := config.CertPool(k.TLSCA)
 			if err != nil {
 				return nil, fmt.Errorf("--kafka-tls-ca: %w", err)
 			}
@@ -116,17 +115,4 @@ func (k *Security) password() (string, error) {
 		return "", fmt.Errorf("--kafka-sasl-password-file: %w", err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
-}
-
-// certPool reads the PEM certificates of file into a pool.
-func certPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }

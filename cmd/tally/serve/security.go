@@ -44,18 +44,26 @@ func (t *tlsFlags) validate() error {
 	return errors.Join(errs...)
 }
 
+// presenting is a TLS config that presents this instance's --tls-cert.
+func (t *tlsFlags) presenting() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
 // server returns the API's TLS config, nil when it serves h2c.
 func (t *tlsFlags) server() (*tls.Config, error) {
 	if t.Cert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	cfg, err := t.presenting()
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if t.ClientCA != "" {
-		if cfg.ClientCAs, err = certPool(t.ClientCA); err != nil {
+		if cfg.ClientCAs, err = config.CertPool(t.ClientCA); err != nil {
 			return nil, fmt.Errorf("--tls-client-ca: %w", err)
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
@@ -75,13 +83,13 @@ func (t *tlsFlags) peer() (*tls.Config, error) {
 	if t.Cert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	cfg, err := t.presenting()
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cert := cfg.Certificates[0]
 	if t.PeerCA != "" {
-		if cfg.RootCAs, err = certPool(t.PeerCA); err != nil {
+		if cfg.RootCAs, err = config.CertPool(t.PeerCA); err != nil {
 			return nil, fmt.Errorf("--tls-peer-ca: %w", err)
 		}
 		return cfg, nil
@@ -106,17 +114,4 @@ func (t *tlsFlags) peer() (*tls.Config, error) {
 	}
 	cfg.RootCAs = pool
 	return cfg, nil
-}
-
-// certPool reads the PEM certificates of file into a pool.
-func certPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
