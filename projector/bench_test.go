@@ -64,17 +64,7 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 			b.StopTimer()
 			f.assertFoldOfLog()
-			families, err := reg.Gather()
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, mf := range families {
-				for _, m := range mf.GetMetric() {
-					if mf.GetName() == "tally_bigquery_appended_bytes_total" && m.GetLabel()[0].GetValue() == projector.EventsTable {
-						b.ReportMetric(m.GetCounter().GetValue()/float64(b.N), "appended-B/event")
-					}
-				}
-			}
+			b.ReportMetric(labelledCounter(b, reg, "tally_bigquery_appended_bytes_total", projector.EventsTable)/float64(b.N), "appended-B/event")
 		})
 	}
 }

@@ -543,21 +543,8 @@ func TestBigQueryFlushAppendedTwiceLandsOnce(t *testing.T) {
 	}
 	f.runUntilCaughtUp(p)
 	f.assertFoldOfLog()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	failed, appended := 0.0, 0.0
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			switch {
-			case mf.GetName() == "tally_bigquery_batches_total" && m.GetLabel()[0].GetValue() == "failed":
-				failed = m.GetCounter().GetValue()
-			case mf.GetName() == "tally_bigquery_appended_bytes_total" && m.GetLabel()[0].GetValue() == projector.EventsTable:
-				appended = m.GetCounter().GetValue()
-			}
-		}
-	}
+	failed := labelledCounter(t, reg, "tally_bigquery_batches_total", "failed")
+	appended := labelledCounter(t, reg, "tally_bigquery_appended_bytes_total", projector.EventsTable)
 	if failed < 1 || calls < 2 || appended == 0 {
 		t.Fatalf("%v failed attempts, hook ran %d times, %v bytes appended: the failure was not retried", failed, calls, appended)
 	}
@@ -596,15 +583,7 @@ func TestBigQueryStatementsNeverReadTheEventsTable(t *testing.T) {
 	}
 	f.runUntilCaughtUp(p)
 	f.assertFoldOfLog()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range families {
-		if mf.GetName() == "tally_bigquery_events_total" {
-			batches = int(mf.GetMetric()[0].GetCounter().GetValue()) / cfg.BatchRows
-		}
-	}
+	batches = int(counter(t, reg, "tally_bigquery_events_total")) / cfg.BatchRows
 	mu.Lock()
 	defer mu.Unlock()
 	flushes := byName["refresh_current"]

@@ -136,6 +136,25 @@ func TestRetentionDropsOldMonthsAndLateEventsStillProject(t *testing.T) {
 	}
 }
 
+// labelledCounter is the value of the counter name whose first label is
+// label (counter, in projector_test.go, for unlabelled ones); 0 when it
+// has not counted yet.
+func labelledCounter(t testing.TB, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == name && len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
