@@ -101,7 +101,9 @@ func noPartition(err error) bool {
 // ahead, and drops those past HistoryRetention, as of now. Run calls it at
 // start and every MaintainEvery; tests call it with the now they need.
 func (p *Postgres) MaintainLedger(ctx context.Context, now time.Time) (readmodel.LedgerMaintenance, error) {
-	res, err := readmodel.MaintainLedger(ctx, p.cfg.Pool, now, monthsAhead, p.cfg.HistoryRetention)
+	res, err := readmodel.MaintainLedger(ctx, p.cfg.Pool, now, readmodel.LedgerPolicy{
+		Ahead: monthsAhead, Retention: p.cfg.HistoryRetention, CompactAfter: p.cfg.CompactAfter, Progress: p.compactProgress,
+	})
 	p.cfg.Metrics.partitionsCreated(len(res.Created))
 	p.cfg.Metrics.partitionsDropped(len(res.Dropped))
 	if len(res.Dropped) > 0 {
@@ -114,11 +116,29 @@ func (p *Postgres) MaintainLedger(ctx context.Context, now time.Time) (readmodel
 	for _, m := range res.Dropped {
 		p.log.Info("ledger partition dropped", "month", m.Format("2006-01"), "retention", p.cfg.HistoryRetention)
 	}
+	for i, m := range res.Compacted {
+		p.log.Info("ledger month compacted", "month", m.Format("2006-01"), "rows", res.CompactedRows[i])
+	}
 	if err != nil {
 		return res, err
 	}
 	p.cfg.Metrics.ledgerRetained(res)
 	return res, nil
+}
+
+// compactProgress logs a month's compaction as it goes (a month of a busy
+// chain is billions of rows: hours), at most every 10 s, and counts the
+// rows moved.
+func (p *Postgres) compactProgress(month time.Time, moved int64) {
+	if !month.Equal(p.compacting.month) {
+		p.compacting.month, p.compacting.moved = month, 0
+	}
+	p.cfg.Metrics.rowsCompacted(moved - p.compacting.moved)
+	p.compacting.moved = moved
+	if time.Since(p.compacting.logged) >= 10*time.Second {
+		p.compacting.logged = time.Now()
+		p.log.Info("compacting ledger month", "month", month.Format("2006-01"), "rows_moved", moved)
+	}
 }
 
 // maintainLoop runs MaintainLedger at start and every MaintainEvery until

@@ -98,7 +98,7 @@ func TestRetentionDropsOldMonthsAndLateEventsStillProject(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	p, err := projector.NewPostgres(projector.Config{
 		Consume: projector.Consume{Brokers: env.Brokers, Topic: f.topic, Group: "g-" + f.topic, Consumer: "pg", Logger: testenv.Logger()},
-		Pool:    f.pool, Metrics: projector.NewMetrics(reg), HistoryRetention: 120 * 24 * time.Hour,
+		Pool:    f.pool, Metrics: projector.NewMetrics(reg), HistoryRetention: 120 * 24 * time.Hour, CompactAfter: 24 * time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +106,7 @@ func TestRetentionDropsOldMonthsAndLateEventsStillProject(t *testing.T) {
 	f.runUntilCaughtUp(p, "pg")
 
 	// 120 days before June 10 is February 10: January ended before it.
+	// February to May ended more than a day before: compacted.
 	res, err := p.MaintainLedger(t.Context(), jun)
 	if err != nil {
 		t.Fatal(err)
@@ -114,8 +115,14 @@ func TestRetentionDropsOldMonthsAndLateEventsStillProject(t *testing.T) {
 		t.Fatalf("maintenance as of %s: %+v; want January dropped, retained from February", jun, res)
 	}
 	var rows int64
-	if err := f.pool.QueryRow(t.Context(), "SELECT count(*) FROM inventory_ledger WHERE sku_id = 'sku-0'").Scan(&rows); err != nil || rows != 2 {
-		t.Fatalf("ledger rows left: %d, %v; want February's and June's", rows, err)
+	if err := f.pool.QueryRow(t.Context(), "SELECT count(*) FROM "+readmodel.Events+" WHERE sku_id = 'sku-0'").Scan(&rows); err != nil || rows != 2 {
+		t.Fatalf("ledger events left: %d, %v; want February's and June's", rows, err)
+	}
+	if err := f.pool.QueryRow(t.Context(), "SELECT count(*) FROM "+readmodel.Ledger+" WHERE sku_id = 'sku-0'").Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("ledger rows left: %d, %v; want June's (February's compacted)", rows, err)
+	}
+	if n := counter(t, reg, "tally_projector_ledger_compacted_rows_total"); n != 1 {
+		t.Errorf("compacted rows metric: %v, want 1 (February's sale)", n)
 	}
 	if n := counter(t, reg, "tally_projector_ledger_partitions_dropped_total"); n != float64(len(res.Dropped)) {
 		t.Errorf("partitions dropped metric: %v, want %d", n, len(res.Dropped))

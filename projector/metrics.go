@@ -78,6 +78,7 @@ type Metrics struct {
 	// The ledger's partitions (ledger.go).
 	created, dropped, maintainFailed prometheus.Counter
 	oldestMonth, retainedFrom        prometheus.Gauge
+	compacted                        prometheus.Counter
 }
 
 // NewMetrics registers the projector's metrics with reg.
@@ -93,8 +94,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Start of the oldest month the ledger has a partition for (Unix time)."}),
 		retainedFrom: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_projector_ledger_retained_from_timestamp_seconds",
 			Help: "How far back history reads go: the end of the newest month retention dropped (Unix time); 0 when none was."}),
+		compacted: prometheus.NewCounter(prometheus.CounterOpts{Name: "tally_projector_ledger_compacted_rows_total",
+			Help: "Ledger rows moved into compacted chunks, a month at a time once it ended --ledger-compact-after ago."}),
 	}
-	reg.MustRegister(m.created, m.dropped, m.maintainFailed, m.oldestMonth, m.retainedFrom)
+	reg.MustRegister(m.created, m.dropped, m.maintainFailed, m.oldestMonth, m.retainedFrom, m.compacted)
 	m.loopMetrics = newLoopMetrics(reg, metricsSpec{
 		prefix:         "tally_projector",
 		eventsHelp:     "Events projected into the read model, by partition.",
@@ -118,6 +121,12 @@ func (m *Metrics) partitionsCreated(n int) {
 func (m *Metrics) partitionsDropped(n int) {
 	if m != nil {
 		m.dropped.Add(float64(n))
+	}
+}
+
+func (m *Metrics) rowsCompacted(n int64) {
+	if m != nil {
+		m.compacted.Add(float64(n))
 	}
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	// them). 0 keeps every event. Default 0; tally's flag defaults to 400
 	// days.
 	HistoryRetention time.Duration
+	// CompactAfter is how long after its month ends the ledger's rows of
+	// the month are compacted into chunks (readmodel.CompactLedgerMonth).
+	// 0 compacts nothing. Default 0; tally's flag defaults to a day.
+	CompactAfter time.Duration
 	// MaintainEvery is how often the ledger's partitions are created ahead
 	// and dropped past HistoryRetention, besides at start. Default 1h.
 	MaintainEvery time.Duration
@@ -71,6 +75,9 @@ func (c *Config) Validate() error {
 	if c.HistoryRetention < 0 {
 		err = errors.Join(err, fmt.Errorf("projector: history retention %v is negative", c.HistoryRetention))
 	}
+	if c.CompactAfter < 0 {
+		err = errors.Join(err, fmt.Errorf("projector: ledger compact-after %v is negative", c.CompactAfter))
+	}
 	return err
 }
 
@@ -80,6 +87,12 @@ type Postgres struct {
 	log      *slog.Logger
 	policies *policies
 	months   *ledgerMonths
+	// compacting is the ledger compaction under way, for its progress.
+	compacting struct {
+		month  time.Time
+		moved  int64
+		logged time.Time
+	}
 }
 
 // NewPostgres prepares a projector; Run consumes.

@@ -28,7 +28,7 @@ func retainedFixture(t *testing.T) (*fixture, time.Time) {
 	r1, r2, r3 := receipt("sku-1", "S1", 1, 10), receipt("sku-2", "S1", 1, 5), receipt("sku-3", "S1", 1, 4)
 	r1.recorded, r2.recorded, r3.recorded = day(1, 15), day(1, 20), day(4, 1)
 	f.project(r1, r2, r3, sale("sku-1", 2, -3, 7, day(2, 15), day(2, 15)), sale("sku-1", 3, -2, 5, day(3, 31), day(4, 10)))
-	res, err := readmodel.MaintainLedger(t.Context(), f.pool, day(6, 10), 2, 120*24*time.Hour)
+	res, err := readmodel.MaintainLedger(t.Context(), f.pool, day(6, 10), readmodel.LedgerPolicy{Ahead: 2, Retention: 120 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -319,8 +319,8 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	if m.GetPageToken() != "" {
 		before = tok.V
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM `+readmodel.Ledger+`
-		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 ORDER BY sku_version DESC LIMIT $4`,
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM `+readmodel.Events+`
+		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 AND span_first_version < $3 ORDER BY sku_version DESC LIMIT $4`,
 		m.GetSkuId(), m.GetStoreId(), before, size+1)
 	if err != nil {
 		return nil, s.connectError(err)
@@ -424,8 +424,8 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 	var err error
 	switch {
 	case basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED:
-		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM `+readmodel.Ledger+`
-			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 ORDER BY sku_version DESC LIMIT 1`,
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM `+readmodel.Events+`
+			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 AND span_first_recorded <= $3 ORDER BY sku_version DESC LIMIT 1`,
 			m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand, &resp.SkuVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = nil // nothing had happened yet: 0
@@ -435,15 +435,15 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 			}
 		}
 	case retained == nil:
-		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM `+readmodel.Ledger+`
-			WHERE sku_id = $1 AND store_id = $2 AND occurred_at <= $3`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(quantity_delta), 0) FROM `+readmodel.Events+`
+			WHERE sku_id = $1 AND store_id = $2 AND occurred_at <= $3 AND span_first_occurred <= $3`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
 	default:
 		// The dropped events' deltas are not in the ledger but are in the
 		// level, and each of them occurred before at: it was recorded
 		// before the retained range, and an event occurs before it is
 		// recorded. So: the level less what occurred after at.
-		err = s.cfg.Pool.QueryRow(ctx, `SELECT l.on_hand - COALESCE((SELECT sum(quantity_delta) FROM `+readmodel.Ledger+`
-			WHERE sku_id = $1 AND store_id = $2 AND occurred_at > $3), 0)
+		err = s.cfg.Pool.QueryRow(ctx, `SELECT l.on_hand - COALESCE((SELECT sum(quantity_delta) FROM `+readmodel.Events+`
+			WHERE sku_id = $1 AND store_id = $2 AND occurred_at > $3 AND span_last_occurred > $3), 0)
 			FROM `+readmodel.Levels+` l WHERE l.sku_id = $1 AND l.store_id = $2`, m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand)
 	}
 	if err != nil {
@@ -457,7 +457,7 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 // on_hand less its delta (the version that set it is not known: 0); with
 // no event left, the level and its version.
 func (s *Service) beforeRetained(ctx context.Context, sku, store string) (onHand, version int64, err error) {
-	err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after - quantity_delta, 0::bigint FROM `+readmodel.Ledger+`
+	err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after - quantity_delta, 0::bigint FROM `+readmodel.Events+`
 		WHERE sku_id = $1 AND store_id = $2 ORDER BY sku_version LIMIT 1`, sku, store).Scan(&onHand, &version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand, sku_version FROM `+readmodel.Levels+`

@@ -349,9 +349,9 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 	rows, err := s.cfg.Pool.Query(ctx, `
 		SELECT s.sku_id, s.store_id, s.on_hand, s.reserved, s.sku_version,
 		       COALESCE($3, p.reorder_point, $5), COALESCE(p.target_level, $6),
-		       COALESCE((SELECT sum(-l.quantity_delta) FROM `+readmodel.Ledger+` l
+		       COALESCE((SELECT sum(-l.quantity_delta) FROM `+readmodel.Events+` l
 		                 WHERE l.sku_id = s.sku_id AND l.store_id = s.store_id AND l.event_type = ANY($7)
-		                   AND l.occurred_at > now() - interval '7 days'), 0),
+		                   AND l.occurred_at > now() - interval '7 days' AND l.span_last_occurred > now() - interval '7 days'), 0),
 		       now()
 		FROM `+readmodel.Levels+` s
 		LEFT JOIN `+readmodel.ReorderPolicies+` p ON p.sku_id = s.sku_id AND p.store_id = s.store_id
@@ -393,8 +393,9 @@ func (s *Service) lowStockSnapshot(ctx context.Context, f *watchFilter, since ti
 func (s *Service) sales7(ctx context.Context, sku, store string) (int64, time.Time, error) {
 	var n int64
 	var now time.Time
-	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM `+readmodel.Ledger+`
-		WHERE sku_id = $1 AND store_id = $2 AND event_type = ANY($3) AND occurred_at > now() - interval '7 days'`, sku, store, readmodel.SaleTypeNumbers()).Scan(&n, &now)
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT COALESCE(sum(-quantity_delta), 0), now() FROM `+readmodel.Events+`
+		WHERE sku_id = $1 AND store_id = $2 AND event_type = ANY($3)
+		  AND occurred_at > now() - interval '7 days' AND span_last_occurred > now() - interval '7 days'`, sku, store, readmodel.SaleTypeNumbers()).Scan(&n, &now)
 	return n, now, err
 }
 

@@ -45,6 +45,41 @@ func TestLedgerHasEveryEventColumn(t *testing.T) {
 	}
 }
 
+// TestLedgerChunksHoldEveryColumn: every column of the ledger is, with its
+// type, a column of the ledger_events view, and (but for the pair's ids,
+// which a chunk holds once) an array of its type in ledger_chunks, so a
+// column added to the ledger without its place in compaction (migration
+// 0008's table, ledger_compact and the view) fails here.
+func TestLedgerChunksHoldEveryColumn(t *testing.T) {
+	ctx := context.Background()
+	pool := env.NewDatabase(t)
+	if err := readmodel.Migrate(ctx, pool, testenv.Logger()); err != nil {
+		t.Fatal(err)
+	}
+	types := func(table string) map[string]string {
+		rows, err := pool.Query(ctx, `SELECT attname, format_type(atttypid, NULL) FROM pg_attribute
+			WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		var name, typ string
+		if _, err := pgx.ForEachRow(rows, []any{&name, &typ}, func() error { out[name] = typ; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	ledger, view, chunks := types(readmodel.Ledger), types(readmodel.Events), types("ledger_chunks")
+	for col, typ := range ledger {
+		if view[col] != typ {
+			t.Errorf("%s.%s is %q, %s.%s %q", readmodel.Ledger, col, typ, readmodel.Events, col, view[col])
+		}
+		if col != "sku_id" && col != "store_id" && chunks[col] != typ+"[]" {
+			t.Errorf("%s.%s is %q, ledger_chunks.%s %q, want %q", readmodel.Ledger, col, typ, col, chunks[col], typ+"[]")
+		}
+	}
+}
+
 // TestLedgerRowsReadBackAsTheEvent: an event with every field set, written
 // with LedgerRow by COPY and read with LedgerSelect and ScanEvent, is the
 // event again (but for the fields no read model keeps).

@@ -21,6 +21,11 @@ import (
 // month as YYYY_MM.
 const ledgerPartitionPrefix = Ledger + "_"
 
+// chunksPartitionPrefix starts the name of every partition of the
+// compacted months' chunks (migration 0008), made and dropped with the
+// ledger's.
+const chunksPartitionPrefix = "ledger_chunks_"
+
 // DB is a pool, a connection or a transaction (a nested Begin is a
 // savepoint).
 type DB interface {
@@ -88,6 +93,10 @@ type LedgerMaintenance struct {
 	// Created and Dropped are the months whose partitions it created and
 	// dropped.
 	Created, Dropped []time.Time
+	// Compacted are the months whose rows it moved into chunks, and
+	// CompactedRows how many rows each.
+	Compacted     []time.Time
+	CompactedRows []int64
 	// RetainedFrom is how far back the ledger goes: the start of the month
 	// after the newest month ever dropped; zero when none ever was.
 	RetainedFrom time.Time
@@ -95,14 +104,29 @@ type LedgerMaintenance struct {
 	Oldest time.Time
 }
 
+// LedgerPolicy is what MaintainLedger keeps the ledger to.
+type LedgerPolicy struct {
+	// Ahead is how many months after now's have a partition made ahead.
+	Ahead int
+	// Retention drops the months whose whole month is older than
+	// now-Retention; 0 keeps every month.
+	Retention time.Duration
+	// CompactAfter compacts the months that ended before now-CompactAfter;
+	// 0 compacts none.
+	CompactAfter time.Duration
+	// Progress, if set, is told of a compaction's progress.
+	Progress func(month time.Time, moved int64)
+}
+
 // MaintainLedger creates the partitions of the month of now and of the
-// ahead months after it, and, with a retention, drops the partitions whose
-// whole month is older than now-retention (0 keeps every month), moving
-// ledger_retention's retained_from past them in the same transaction.
-func MaintainLedger(ctx context.Context, db DB, now time.Time, ahead int, retention time.Duration) (LedgerMaintenance, error) {
+// months ahead after it; with a retention, drops the partitions whose
+// whole month is older than now-retention, moving ledger_retention's
+// retained_from past them in the same transaction; and compacts the rows
+// of the months that ended before now-CompactAfter.
+func MaintainLedger(ctx context.Context, db DB, now time.Time, policy LedgerPolicy) (LedgerMaintenance, error) {
 	var res LedgerMaintenance
-	want := make([]time.Time, 0, ahead+1)
-	for i := range ahead + 1 {
+	want := make([]time.Time, 0, policy.Ahead+1)
+	for i := range policy.Ahead + 1 {
 		want = append(want, Month(now).AddDate(0, i, 0))
 	}
 	created, err := EnsureLedgerMonths(ctx, db, want...)
@@ -114,8 +138,8 @@ func MaintainLedger(ctx context.Context, db DB, now time.Time, ahead int, retent
 	if err != nil {
 		return res, err
 	}
-	if retention > 0 {
-		cutoff := now.Add(-retention)
+	if policy.Retention > 0 {
+		cutoff := now.Add(-policy.Retention)
 		var drop []time.Time
 		for _, m := range months {
 			if !m.AddDate(0, 1, 0).After(cutoff) {
@@ -133,7 +157,30 @@ func MaintainLedger(ctx context.Context, db DB, now time.Time, ahead int, retent
 		res.Oldest = months[0]
 	}
 	res.RetainedFrom, err = RetainedFrom(ctx, db)
-	return res, err
+	if err != nil || policy.CompactAfter <= 0 {
+		return res, err
+	}
+	for _, m := range months {
+		if m.AddDate(0, 1, 0).After(now.Add(-policy.CompactAfter)) {
+			break
+		}
+		if rows, err := monthHasRows(ctx, db, m); err != nil || !rows {
+			if err != nil {
+				return res, err
+			}
+			continue
+		}
+		var progress func(int64)
+		if policy.Progress != nil {
+			progress = func(moved int64) { policy.Progress(m, moved) }
+		}
+		n, err := CompactLedgerMonth(ctx, db, m, progress)
+		res.Compacted, res.CompactedRows = append(res.Compacted, m), append(res.CompactedRows, n)
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // dropMonths drops the partitions of months (oldest first) and records how
@@ -150,8 +197,10 @@ func dropMonths(ctx context.Context, db DB, months []time.Time) error {
 		return err
 	}
 	for _, m := range months {
-		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{ledgerPartitionPrefix + m.Format("2006_01")}.Sanitize()); err != nil {
-			return fmt.Errorf("drop ledger partition %s: %w", m.Format("2006-01"), err)
+		for _, prefix := range []string{ledgerPartitionPrefix, chunksPartitionPrefix} {
+			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{prefix + m.Format("2006_01")}.Sanitize()); err != nil {
+				return fmt.Errorf("drop ledger partition %s: %w", m.Format("2006-01"), err)
+			}
 		}
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO ledger_retention (retained_from) VALUES ($1)
@@ -171,4 +220,91 @@ func RetainedFrom(ctx context.Context, db DB) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return t, err
+}
+
+// Events is the ledger as readers see it (migration 0008): the rows of the
+// months not compacted yet and the events of the chunks of those that
+// were, with inventory_ledger's columns, and span_first_version,
+// span_last_version, span_first_recorded, span_last_recorded,
+// span_first_occurred and span_last_occurred bounding the events stored
+// with each one. A query that bounds an event column should bound its
+// span_ column the same way: PostgreSQL then skips the chunks outside
+// without unpacking them.
+const Events = "ledger_events"
+
+// compactBatchRows is about how many rows one compaction statement moves:
+// a transaction of seconds, not of a month.
+const compactBatchRows = 50000
+
+// CompactLedgerMonth moves the rows of month (a Month) into chunks, one per
+// (sku_id, store_id), in transactions of about compactBatchRows rows in
+// sku_id order, then truncates the month's partition if nothing was written
+// to it meanwhile (so its space is returned at once). progress is called
+// after each transaction with the rows moved so far. Rows written to the
+// month later (a lagging partition's) are moved by the next call, into
+// chunks of their own.
+func CompactLedgerMonth(ctx context.Context, db DB, month time.Time, progress func(moved int64)) (int64, error) {
+	from, until := month, month.AddDate(0, 1, 0)
+	var moved int64
+	lo := ""
+	for {
+		var hi *string
+		err := db.QueryRow(ctx, `SELECT sku_id FROM `+Ledger+`
+			WHERE recorded_at >= $1 AND recorded_at < $2 AND sku_id > $3 ORDER BY sku_id OFFSET $4 LIMIT 1`,
+			from, until, lo, compactBatchRows).Scan(&hi)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return moved, fmt.Errorf("compact ledger %s: %w", month.Format("2006-01"), err)
+		}
+		var n int64
+		if err := db.QueryRow(ctx, "SELECT ledger_compact($1, $2, $3, $4)", from, until, lo, hi).Scan(&n); err != nil {
+			return moved, fmt.Errorf("compact ledger %s: %w", month.Format("2006-01"), err)
+		}
+		moved += n
+		if progress != nil {
+			progress(moved)
+		}
+		if hi == nil {
+			break
+		}
+		lo = *hi
+	}
+	return moved, truncateIfEmpty(ctx, db, month)
+}
+
+// truncateIfEmpty truncates month's ledger partition if it holds no row:
+// compaction deleted every row, and TRUNCATE gives the space back now,
+// where VACUUM would only mark it free in a month no longer written.
+func truncateIfEmpty(ctx context.Context, db DB, month time.Time) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	// TRUNCATE locks the partition: rather than queue the month's reads
+	// behind a long one, give up and try at the next run.
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		return err
+	}
+	part := pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+part+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("truncate ledger partition %s: %w", month.Format("2006-01"), err)
+	}
+	var rows bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+part+")").Scan(&rows); err != nil {
+		return err
+	}
+	if rows {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "TRUNCATE "+part); err != nil {
+		return fmt.Errorf("truncate ledger partition %s: %w", month.Format("2006-01"), err)
+	}
+	return tx.Commit(ctx)
+}
+
+// monthHasRows reports whether month's ledger partition holds a row.
+func monthHasRows(ctx context.Context, db DB, month time.Time) (bool, error) {
+	var rows bool
+	err := db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()+")").Scan(&rows)
+	return rows, err
 }

@@ -37,7 +37,13 @@ func TestLedgerBytesPerEvent(t *testing.T) {
 		name     string
 		migrated func(*pgxpool.Pool) error
 	}{
-		{"0005 single table", func(p *pgxpool.Pool) error { return pg.Migrate(t.Context(), p, migrationsBefore(t, "0006"), nil) }},
+		{"0005 single table", func(p *pgxpool.Pool) error {
+			if err := pg.Migrate(t.Context(), p, migrationsBefore(t, "0006"), nil); err != nil {
+				return err
+			}
+			_, err := p.Exec(t.Context(), "ALTER TABLE inventory_ledger ADD COLUMN actor text NOT NULL DEFAULT ''") // as 0007 does
+			return err
+		}},
 		{"0006 partitioned", func(p *pgxpool.Pool) error { return readmodel.Migrate(t.Context(), p, nil) }},
 	} {
 		pool := env.NewDatabase(t)
@@ -88,9 +94,49 @@ func TestLedgerBytesPerEvent(t *testing.T) {
 		}
 		t.Logf("  average row (pg_column_size, no line pointer): %.1f bytes", avgRow)
 	}
+	// The same events once their months are compacted (migration 0008).
+	pool := env.NewDatabase(t)
+	if err := readmodel.Migrate(t.Context(), pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readmodel.EnsureLedgerMonths(t.Context(), pool, readmodel.Month(sizeStart), readmodel.Month(sizeStart).AddDate(0, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 20000 {
+		if _, err := pool.CopyFrom(t.Context(), pgx.Identifier{readmodel.Ledger}, readmodel.LedgerColumns(), pgx.CopyFromRows(events[i:min(i+20000, n)])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	var moved int64
+	for _, m := range []time.Time{readmodel.Month(sizeStart), readmodel.Month(sizeStart).AddDate(0, 1, 0)} {
+		k, err := readmodel.CompactLedgerMonth(t.Context(), pool, m, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved += k
+	}
+	took := time.Since(start)
+	if _, err := pool.Exec(t.Context(), "VACUUM ANALYZE"); err != nil {
+		t.Fatal(err)
+	}
+	var rowsLeft, chunks, chunkBytes, rowBytes, toastBytes int64
+	if err := pool.QueryRow(t.Context(), `
+		SELECT (SELECT count(*) FROM inventory_ledger), (SELECT count(*) FROM ledger_chunks),
+		       (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'ledger_chunks'::regclass),
+		       (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'inventory_ledger'::regclass),
+		       (SELECT sum(pg_total_relation_size(c.reltoastrelid)) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		         WHERE i.inhparent = 'ledger_chunks'::regclass AND c.reltoastrelid <> 0)`).Scan(&rowsLeft, &chunks, &chunkBytes, &rowBytes, &toastBytes); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compacted: %d rows moved into %d chunks (%.1f events per chunk) in %v (%.0f rows/s); %d rows left",
+		moved, chunks, float64(moved)/float64(chunks), took.Round(time.Millisecond), float64(moved)/took.Seconds(), rowsLeft)
+	t.Logf("  chunks (heap, TOAST, key)  %12d bytes  %6.1f bytes/event (TOAST %.1f)", chunkBytes, float64(chunkBytes)/float64(n), float64(toastBytes)/float64(n))
+	t.Logf("  total with the row months  %12d bytes  %6.1f bytes/event", chunkBytes+rowBytes, float64(chunkBytes+rowBytes)/float64(n))
+
 	// What storing zeros and empty strings as NULL would save (not done:
 	// ScanEvent would map them back), on the last database's rows.
-	pool := env.NewDatabase(t)
+	pool = env.NewDatabase(t)
 	if err := readmodel.Migrate(t.Context(), pool, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +166,11 @@ var sizeStart = time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC)
 // ledgerRows are n events' ledger rows, in recorded order over a month.
 func ledgerRows(n int) [][]any {
 	r := rand.New(rand.NewPCG(1, 2))
-	zipf := rand.NewZipf(r, 1.1, 1, 9999)
+	skus := 10000
+	if n, _ := strconv.Atoi(os.Getenv("TALLY_LEDGER_SIZE_SKUS")); n > 0 {
+		skus = n
+	}
+	zipf := rand.NewZipf(r, 1.1, 1, uint64(skus-1))
 	versions := map[int]int64{}
 	onHand := map[string]int64{}
 	out := make([][]any, n)

@@ -155,7 +155,7 @@ func TestRetentionDropsWholeMonthsOlderThanIt(t *testing.T) {
 	}
 	now := time.Date(2030, 6, 10, 0, 0, 0, 0, time.UTC)
 
-	res, err := readmodel.MaintainLedger(ctx, pool, now, 2, 0)
+	res, err := readmodel.MaintainLedger(ctx, pool, now, readmodel.LedgerPolicy{Ahead: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +163,18 @@ func TestRetentionDropsWholeMonthsOlderThanIt(t *testing.T) {
 		t.Errorf("keep forever: %+v, want created %v, nothing dropped", res, want)
 	}
 
+	// January to May ended more than a day before June 10: compacted.
+	res, err = readmodel.MaintainLedger(ctx, pool, now, readmodel.LedgerPolicy{Ahead: 2, CompactAfter: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if compacted := slices.DeleteFunc(slices.Clone(res.Compacted), func(m time.Time) bool { return m.Before(jan) }); !slices.Equal(compacted, months[:5]) {
+		t.Errorf("compacted %v, want January to May", compacted)
+	}
+
 	// 100 days before June 10 is March 2: January and February ended
 	// before it, March did not.
-	res, err = readmodel.MaintainLedger(ctx, pool, now, 2, 100*24*time.Hour)
+	res, err = readmodel.MaintainLedger(ctx, pool, now, readmodel.LedgerPolicy{Ahead: 2, Retention: 100 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,8 +186,12 @@ func TestRetentionDropsWholeMonthsOlderThanIt(t *testing.T) {
 		t.Errorf("retention 100 days: %+v, want dropped %v, retained from %s", res, want, march)
 	}
 	var oldest time.Time
-	if err := pool.QueryRow(ctx, "SELECT min(recorded_at) FROM inventory_ledger").Scan(&oldest); err != nil {
+	var chunksLeft bool
+	if err := pool.QueryRow(ctx, `SELECT min(recorded_at), to_regclass('ledger_chunks_2030_02') IS NOT NULL FROM ledger_events`).Scan(&oldest, &chunksLeft); err != nil {
 		t.Fatal(err)
+	}
+	if chunksLeft {
+		t.Errorf("February's chunks were not dropped with its ledger partition")
 	}
 	if !oldest.Equal(march.Add(time.Hour)) {
 		t.Errorf("oldest row left: %s, want %s", oldest, march.Add(time.Hour))

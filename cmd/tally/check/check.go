@@ -442,7 +442,20 @@ func loadReadModel(ctx context.Context, dsn, consumer string) (*readModel, error
 		sku        string
 		n, maxVers int64
 	)
-	rows, err = tx.Query(ctx, `SELECT sku_id, count(*), max(sku_version) FROM inventory_ledger GROUP BY sku_id`)
+	// The rows, and the events of the compacted months' chunks (migration
+	// 0008), counted from their arrays.
+	ledger := `SELECT sku_id, count(*), max(sku_version) FROM inventory_ledger GROUP BY sku_id`
+	var chunks bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('ledger_chunks') IS NOT NULL`).Scan(&chunks); err != nil {
+		return nil, err
+	}
+	if chunks {
+		ledger = `SELECT sku_id, sum(n)::bigint, max(v) FROM (
+			SELECT sku_id, count(*) AS n, max(sku_version) AS v FROM inventory_ledger GROUP BY sku_id
+			UNION ALL
+			SELECT sku_id, sum(cardinality(sku_version)), max(last_version) FROM ledger_chunks GROUP BY sku_id) l GROUP BY sku_id`
+	}
+	rows, err = tx.Query(ctx, ledger)
 	if err != nil {
 		return nil, fmt.Errorf("inventory_ledger: %w", err)
 	}

@@ -70,7 +70,7 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, error) {
 	p, err := projector.NewPostgres(projector.Config{
 		Consume: projector.Consume{Brokers: d.brokers, Kafka: d.kafka, Logger: d.log}, Pool: d.pool, Metrics: projector.NewMetrics(d.reg),
-		HistoryRetention: f.HistoryRetention,
+		HistoryRetention: f.HistoryRetention, CompactAfter: f.CompactAfter,
 	})
 	if err != nil {
 		return part{}, err

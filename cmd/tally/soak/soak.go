@@ -577,7 +577,7 @@ func (s *soak) dropOldestMonth(ctx context.Context, now time.Time) error {
 	retention := now.Sub(oldest.AddDate(0, 1, 0))
 	fmt.Fprintf(s.progress, "dropping ledger month %s...\n", oldest.Format("2006-01"))
 	start := time.Now()
-	res, err := readmodel.MaintainLedger(ctx, s.pool, now, 0, retention)
+	res, err := readmodel.MaintainLedger(ctx, s.pool, now, readmodel.LedgerPolicy{Retention: retention})
 	if err != nil {
 		return err
 	}
