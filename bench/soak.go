@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -67,6 +68,15 @@ type SoakReport struct {
 
 	Restarts []SoakRestart `json:"restarts"`
 
+	// CompactMonths are the months compaction moved into chunks (YYYY-MM),
+	// CompactRows the rows it moved, CompactSeconds the time it took, and
+	// CompactBytesPerEvent what the chunks cost per event they hold
+	// (tables, TOAST and key).
+	CompactMonths        []string `json:"compact_months,omitempty"`
+	CompactRows          int64    `json:"compact_rows,omitempty"`
+	CompactSeconds       float64  `json:"compact_seconds,omitempty"`
+	CompactBytesPerEvent float64  `json:"compact_bytes_per_event,omitempty"`
+
 	// DropMonth is the oldest month of the ledger dropped at the end
 	// (YYYY-MM), with its rows and size; empty when the ledger had only the
 	// current month.
@@ -88,7 +98,10 @@ type SoakStage struct {
 
 // SoakAt is the read side at one ledger size.
 type SoakAt struct {
+	// LedgerRows is the events in the ledger: rows and, of them,
+	// Compacted in chunks.
 	LedgerRows      int64       `json:"ledger_rows"`
+	Compacted       int64       `json:"ledger_compacted_events,omitempty"`
 	LedgerBytes     int64       `json:"ledger_bytes"`
 	BytesPerEvent   float64     `json:"ledger_bytes_per_event"`
 	StockLevels     int64       `json:"stock_levels_rows"`
@@ -216,9 +229,9 @@ func (r *SoakReport) Print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "projector catch-up: %.0f events/s\n", r.Projector)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ledger rows\tledger MiB\tB/event\tstock_levels rows\tstock_levels MiB\tGetStock p50 ms\tp99 ms\tGetStockHistory p50 ms\tp99 ms\t")
+	fmt.Fprintln(tw, "ledger events\tcompacted\tledger MiB\tB/event\tstock_levels rows\tstock_levels MiB\tGetStock p50 ms\tp99 ms\tGetStockHistory p50 ms\tp99 ms\t")
 	for _, a := range r.At {
-		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%d\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", a.LedgerRows, mib(a.LedgerBytes), a.BytesPerEvent, a.StockLevels, mib(a.StockBytes),
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%d\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", a.LedgerRows, a.Compacted, mib(a.LedgerBytes), a.BytesPerEvent, a.StockLevels, mib(a.StockBytes),
 			a.GetStock.P50, a.GetStock.P99, a.GetStockHistory.P50, a.GetStockHistory.P99)
 	}
 	tw.Flush()
@@ -228,6 +241,10 @@ func (r *SoakReport) Print(out io.Writer) {
 		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.2f\t%d\t\n", x.Name, x.Seconds, x.EventsFolded, x.FromSnapshot, x.OpenSeconds, x.DedupeCommands)
 	}
 	tw.Flush()
+	if len(r.CompactMonths) > 0 {
+		fmt.Fprintf(out, "compacting ledger months %s (%d rows): %.1f s (%.0f rows/s); %.1f bytes per compacted event\n", strings.Join(r.CompactMonths, ", "),
+			r.CompactRows, r.CompactSeconds, float64(r.CompactRows)/r.CompactSeconds, r.CompactBytesPerEvent)
+	}
 	if r.DropMonth != "" {
 		fmt.Fprintf(out, "dropping ledger month %s (%d rows, %.1f MiB): %.3f s\n", r.DropMonth, r.DropRows, mib(r.DropBytes), r.DropSeconds)
 	} else {

@@ -220,6 +220,16 @@ func (s *soak) run(ctx context.Context) error {
 		}
 		s.rep.At = append(s.rep.At, at)
 	}
+	if err := s.compact(ctx, end); err != nil {
+		return fmt.Errorf("compact the ledger: %w", err)
+	}
+	if s.rep.CompactRows > 0 {
+		at, err := s.measureRead(ctx, qaddr, keys)
+		if err != nil {
+			return err
+		}
+		s.rep.At = append(s.rep.At, at)
+	}
 	s.rep.Events = int64(s.gen.made)
 	s.rep.Produce = float64(s.gen.made) / produceTime.Seconds()
 	s.rep.Projector = float64(s.gen.made) / s.projected.Seconds()
@@ -431,12 +441,14 @@ func (s *soak) measureRead(ctx context.Context, addr string, keys []bench.StockK
 	}
 	err := s.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM `+readmodel.Ledger+`),
-		(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits WHERE inhparent = $1::regclass),
+		(SELECT coalesce(sum(events), 0) FROM ledger_chunks),
+		(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits WHERE inhparent IN ($1::regclass, 'ledger_chunks'::regclass)),
 		(SELECT count(*) FROM stock_levels),
-		pg_total_relation_size('stock_levels')`, readmodel.Ledger).Scan(&at.LedgerRows, &at.LedgerBytes, &at.StockLevels, &at.StockBytes)
+		pg_total_relation_size('stock_levels')`, readmodel.Ledger).Scan(&at.LedgerRows, &at.Compacted, &at.LedgerBytes, &at.StockLevels, &at.StockBytes)
 	if err != nil {
 		return at, fmt.Errorf("read model size: %w", err)
 	}
+	at.LedgerRows += at.Compacted
 	if at.LedgerRows > 0 {
 		at.BytesPerEvent = float64(at.LedgerBytes) / float64(at.LedgerRows)
 	}
@@ -561,6 +573,44 @@ func (h *opens) WithGroup(name string) slog.Handler {
 	return &c
 }
 
+// compact times the projector's maintenance compacting the months that
+// ended a day before now, as --ledger-compact-after does by default, and
+// measures what the chunks cost per event.
+func (s *soak) compact(ctx context.Context, now time.Time) error {
+	fmt.Fprintln(s.progress, "compacting the ledger's months that ended before yesterday...")
+	done := s.stage("compact")
+	defer done()
+	last := time.Now()
+	start := last
+	res, err := readmodel.MaintainLedger(ctx, s.pool, now, readmodel.LedgerPolicy{CompactAfter: 24 * time.Hour, Progress: func(m time.Time, moved int64) {
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			fmt.Fprintf(s.progress, "  %s: %d rows moved\n", m.Format("2006-01"), moved)
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	s.rep.CompactSeconds = time.Since(start).Seconds()
+	for i, m := range res.Compacted {
+		s.rep.CompactMonths = append(s.rep.CompactMonths, m.Format("2006-01"))
+		s.rep.CompactRows += res.CompactedRows[i]
+	}
+	if s.rep.CompactRows == 0 {
+		return nil
+	}
+	if _, err := s.pool.Exec(ctx, "VACUUM ANALYZE ledger_chunks"); err != nil {
+		return err
+	}
+	var events, bytes int64
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT sum(events) FROM ledger_chunks),
+		(SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'ledger_chunks'::regclass)`).Scan(&events, &bytes); err != nil {
+		return err
+	}
+	s.rep.CompactBytesPerEvent = float64(bytes) / float64(events)
+	return nil
+}
+
 // dropOldestMonth times the projector's retention dropping the ledger's
 // oldest month, when that month is before the current one.
 func (s *soak) dropOldestMonth(ctx context.Context, now time.Time) error {
@@ -569,8 +619,10 @@ func (s *soak) dropOldestMonth(ctx context.Context, now time.Time) error {
 		return err
 	}
 	oldest := months[0]
-	table := pgx.Identifier{readmodel.Ledger + "_" + oldest.Format("2006_01")}.Sanitize()
-	if err := s.pool.QueryRow(ctx, "SELECT count(*), pg_total_relation_size($1::regclass) FROM "+table, table).Scan(&s.rep.DropRows, &s.rep.DropBytes); err != nil {
+	rows := pgx.Identifier{readmodel.Ledger + "_" + oldest.Format("2006_01")}.Sanitize()
+	chunks := pgx.Identifier{"ledger_chunks_" + oldest.Format("2006_01")}.Sanitize()
+	if err := s.pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+rows+") + (SELECT coalesce(sum(events), 0) FROM "+chunks+`),
+		pg_total_relation_size($1::regclass) + pg_total_relation_size($2::regclass)`, rows, chunks).Scan(&s.rep.DropRows, &s.rep.DropBytes); err != nil {
 		return err
 	}
 	// The retention that makes exactly the oldest month due.
