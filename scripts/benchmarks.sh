@@ -156,11 +156,11 @@ SOAK
 # (its output is kept in scripts/results/soak-20m.txt), else the last
 # recorded run is shown.
 if [ "${SOAK:-}" = 1 ]; then
-  "$bin" bench --soak --events 20000000 2>/dev/null | sed -n '/^log:/,$p' > scripts/results/soak-20m.txt
+  "$bin" bench --soak --events 20000000 --queries 10000 2>/dev/null | sed -n '/^log:/,$p' > scripts/results/soak-20m.txt
 fi
 echo
 echo '```'
-echo '$ tally bench --soak --events 20000000'
+echo '$ tally bench --soak --events 20000000 --queries 10000'
 cat scripts/results/soak-20m.txt
 echo '```'
 cat <<'SOAKREAD'

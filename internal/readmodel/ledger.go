@@ -186,16 +186,12 @@ func MaintainLedger(ctx context.Context, db DB, now time.Time, policy LedgerPoli
 // dropMonths drops the partitions of months (oldest first) and records how
 // far back the ledger now goes, in one transaction.
 func dropMonths(ctx context.Context, db DB, months []time.Time) error {
-	tx, err := db.Begin(ctx)
+	// Dropping a partition locks the whole ledger.
+	tx, err := beginLocking(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
-	// Dropping a partition locks the whole ledger: rather than queue every
-	// read and write behind a long query, give up and try at the next run.
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
-		return err
-	}
 	for _, m := range months {
 		for _, prefix := range []string{ledgerPartitionPrefix, chunksPartitionPrefix} {
 			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{prefix + m.Format("2006_01")}.Sanitize()); err != nil {
@@ -209,6 +205,22 @@ func dropMonths(ctx context.Context, db DB, months []time.Time) error {
 		return fmt.Errorf("ledger_retention: %w", err)
 	}
 	return tx.Commit(ctx)
+}
+
+// beginLocking begins a transaction that takes an exclusive lock on the
+// ledger or a partition: rather than queue every read and write behind a
+// long query holding it, its lock waits give up after 5 s (the caller
+// tries again at the next maintenance).
+func beginLocking(ctx context.Context, db DB) (pgx.Tx, error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		tx.Rollback(context.Background()) //nolint:errcheck
+		return nil, err
+	}
+	return tx, nil
 }
 
 // RetainedFrom is how far back the ledger goes: history recorded before it
@@ -275,16 +287,11 @@ func CompactLedgerMonth(ctx context.Context, db DB, month time.Time, progress fu
 // compaction deleted every row, and TRUNCATE gives the space back now,
 // where VACUUM would only mark it free in a month no longer written.
 func truncateIfEmpty(ctx context.Context, db DB, month time.Time) error {
-	tx, err := db.Begin(ctx)
+	tx, err := beginLocking(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
-	// TRUNCATE locks the partition: rather than queue the month's reads
-	// behind a long one, give up and try at the next run.
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
-		return err
-	}
 	part := pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()
 	if _, err := tx.Exec(ctx, "LOCK TABLE "+part+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		return fmt.Errorf("truncate ledger partition %s: %w", month.Format("2006-01"), err)

@@ -237,7 +237,7 @@ const minHistoryRetention = 31 * 24 * time.Hour
 
 func (p *projectorFlags) register(fs *flag.FlagSet) {
 	config.Duration(fs, &p.HistoryRetention, "history-retention", 400*24*time.Hour, "how long the read model's ledger keeps an event (by recorded_at): whole months older are dropped hourly, and history reads before them answer OUT_OF_RANGE (BigQuery keeps every event). 400 days by default; at least 744h (31 days); 0 keeps every event")
-	config.Duration(fs, &p.CompactAfter, "ledger-compact-after", 24*time.Hour, "how long after a month ends the ledger's rows of it are compacted: one compressed row per (sku, store) and month, about a fifth of the bytes, read the same way (DESIGN.md \"Ledger compaction\"); 0 never compacts")
+	config.Duration(fs, &p.CompactAfter, "ledger-compact-after", 24*time.Hour, "how long after a month ends the ledger's rows of it are compacted: one compressed row per (sku, store) and month, 85-105 bytes per event instead of ~300 at 25-100 events per (sku, store) a month, read the same way (DESIGN.md \"Ledger compaction\"); 0 never compacts")
 	p.BigQuery.flags(fs, true)
 }
 
