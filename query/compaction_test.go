@@ -253,6 +253,39 @@ func TestCompactedMonthsReadAsBefore(t *testing.T) {
 		}
 	}
 	before.same(t, after, "after the late event and the duplicate were compacted")
+	// Newer rows over the compacted months: pages straddle them, and only
+	// the chunks a page reaches into are read (history's floor), without
+	// changing an answer.
+	var newer []*inventoryv1.InventoryEvent
+	for i := range 10 {
+		e := compactionHistory(r, 1)[0]
+		e.SkuId, e.StoreId, e.SkuVersion, e.OnHandAfter = "sku-b", "S2", int64(20_000+i), int64(1000+i)
+		e.RecordedAt = timestamppb.New(time.Date(2030, 3, 10+i, 0, 0, 0, 0, time.UTC))
+		e.OccurredAt = e.GetRecordedAt()
+		newer = append(newer, e)
+	}
+	f.storeEvents(newer...)
+	got = f.ledgerReads(t)
+	want := slices.Clone(before.history["sku-b/S2"])
+	for _, e := range newer {
+		want = append([]*inventoryv1.InventoryEvent{e}, want...)
+	}
+	if !slices.EqualFunc(got.history["sku-b/S2"], want, func(a, b *inventoryv1.InventoryEvent) bool { return proto.Equal(a, b) }) {
+		t.Errorf("sku-b/S2's history with 10 newer rows over its chunks: %d events, want %d (or they differ)", len(got.history["sku-b/S2"]), len(want))
+	}
+	for d := range 10 {
+		at := time.Date(2030, 3, 10+d, 12, 0, 0, 0, time.UTC)
+		a, err := f.c.GetStockAsOf(t.Context(), connect.NewRequest(&inventoryv1.GetStockAsOfRequest{SkuId: "sku-b", StoreId: "S2", AsOf: timestamppb.New(at)}))
+		if err != nil || a.Msg.GetOnHand() != int64(1000+d) || a.Msg.GetSkuVersion() != int64(20_000+d) {
+			t.Errorf("sku-b/S2 as of %s: %v, %v; want on_hand %d at version %d", at, a, err, 1000+d, 20_000+d)
+		}
+	}
+	last := before.history["sku-b/S2"][0]
+	a, err := f.c.GetStockAsOf(t.Context(), connect.NewRequest(&inventoryv1.GetStockAsOfRequest{SkuId: "sku-b", StoreId: "S2", AsOf: timestamppb.New(time.Date(2030, 3, 9, 0, 0, 0, 0, time.UTC))}))
+	if err != nil || a.Msg.GetOnHand() != last.GetOnHandAfter() || a.Msg.GetSkuVersion() != last.GetSkuVersion() {
+		t.Errorf("sku-b/S2 as of the day before the newer rows: %v, %v; want its newest compacted event's %d at version %d", a, err, last.GetOnHandAfter(), last.GetSkuVersion())
+	}
+
 	var chunksNow int64
 	if err := f.pool.QueryRow(t.Context(), "SELECT count(*) FROM ledger_chunks").Scan(&chunksNow); err != nil {
 		t.Fatal(err)

@@ -319,8 +319,15 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	if m.GetPageToken() != "" {
 		before = tok.V
 	}
+	// The page is the newest size+1 events before the token's version. If
+	// the rows (the months not compacted, which hold the newest events)
+	// have size+1 of them, no event older than the oldest of those is on
+	// the page: only the chunks reaching above it are unpacked (a hot
+	// pair's month is a chunk of thousands of events).
 	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+readmodel.LedgerSelect+` FROM `+readmodel.Events+`
-		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 AND span_first_version < $3 ORDER BY sku_version DESC LIMIT $4`,
+		WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 AND span_first_version < $3
+		  AND sku_version >= `+historyFloor+` AND span_last_version >= `+historyFloor+`
+		ORDER BY sku_version DESC LIMIT $4`,
 		m.GetSkuId(), m.GetStoreId(), before, size+1)
 	if err != nil {
 		return nil, s.connectError(err)
@@ -352,6 +359,12 @@ func (s *Service) GetStockHistory(ctx context.Context, req *connect.Request[inve
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// historyFloor is, in a history query (pair $1, $2, versions below $3,
+// page of $4), the oldest version the page can hold: that of the $4-th
+// newest row, or 0 when the rows have fewer.
+const historyFloor = `COALESCE((SELECT sku_version FROM ` + readmodel.Ledger + `
+	WHERE sku_id = $1 AND store_id = $2 AND sku_version < $3 ORDER BY sku_version DESC OFFSET $4 - 1 LIMIT 1), 0)`
 
 // historyEnd finishes a history page that reached the end of the ledger's
 // rows of the pair. With nothing ever dropped that is the pair's whole
@@ -424,8 +437,12 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 	var err error
 	switch {
 	case basis == inventoryv1.TimeBasis_TIME_BASIS_RECORDED:
+		// The newest event recorded by then: not older than the newest
+		// such row, so only the chunks reaching above it are unpacked.
 		err = s.cfg.Pool.QueryRow(ctx, `SELECT on_hand_after, sku_version FROM `+readmodel.Events+`
-			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 AND span_first_recorded <= $3 ORDER BY sku_version DESC LIMIT 1`,
+			WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 AND span_first_recorded <= $3
+			  AND sku_version >= `+asOfFloor+` AND span_last_version >= `+asOfFloor+`
+			ORDER BY sku_version DESC LIMIT 1`,
 			m.GetSkuId(), m.GetStoreId(), at).Scan(&resp.OnHand, &resp.SkuVersion)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = nil // nothing had happened yet: 0
@@ -451,6 +468,11 @@ func (s *Service) GetStockAsOf(ctx context.Context, req *connect.Request[invento
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// asOfFloor is, in an as-of query (pair $1, $2, recorded by $3), the
+// version of the newest row recorded by then, or 0.
+const asOfFloor = `COALESCE((SELECT sku_version FROM ` + readmodel.Ledger + `
+	WHERE sku_id = $1 AND store_id = $2 AND recorded_at <= $3 ORDER BY sku_version DESC LIMIT 1), 0)`
 
 // beforeRetained is a pair's on_hand just before its oldest event in the
 // ledger, when retention dropped the events before it: that event's
