@@ -143,7 +143,7 @@ func skuOf(m *inventoryv1.WriterSkuSnapshot) *SKU {
 		s.Stores[l.GetStoreId()] = Level{OnHand: l.GetOnHand(), Reserved: l.GetReserved()}
 	}
 	for _, r := range m.GetReservations() {
-		s.Reservations[r.GetReservationId()] = Reservation{Store: r.GetStoreId(), Quantity: r.GetQuantity(), ExpiresAt: r.GetExpiresAt().AsTime(), Version: r.GetVersion()}
+		s.Reserve(r.GetReservationId(), Reservation{Store: r.GetStoreId(), Quantity: r.GetQuantity(), ExpiresAt: r.GetExpiresAt().AsTime(), Version: r.GetVersion()})
 	}
 	return s
 }
