@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -47,6 +48,8 @@ type Deps struct {
 	Replay func(ctx context.Context, brokers []string, databaseURL string) (int64, time.Duration, error)
 	// Soak runs `tally bench --soak`.
 	Soak func(ctx context.Context, cfg SoakConfig) (*SoakReport, error)
+	// Out is where the report goes; nil is standard output.
+	Out io.Writer
 }
 
 // Config is `tally bench`'s flags.
@@ -76,9 +79,12 @@ type Config struct {
 	JSON         bool
 	NoAudit      bool
 	CPUProfile   string
+	Reads        float64
+	ReadMixSpec  string
 
-	soak soakFlags
-	mix  Mix
+	soak    soakFlags
+	mix     Mix
+	readMix ReadMix
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -108,6 +114,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	config.Bool(fs, &c.JSON, "json", false, "print the report as JSON on stdout")
 	config.Bool(fs, &c.NoAudit, "no-audit", false, "skip the correctness audit")
 	config.String(fs, &c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (with --embedded: of Tally too) to this file")
+	fs.Float64Var(&c.Reads, "reads", 0, "fraction of the operations that are reads (GetStock, BatchGetStock, ListStock, GetStockHistory of Zipf-popular stocked SKUs, open loop beside the commands): 0.9 offers 9 reads per command; 1 reads only, at --rate reads/s (target tally)")
+	config.String(fs, &c.ReadMixSpec, "read-mix", "get=70,batch=20,list=5,history=5", "with --reads: the reads' mix in percent")
 	c.soak.flags(fs)
 }
 
@@ -139,6 +147,15 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if _, err := c.sweepRates(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Reads < 0 || c.Reads > 1 {
+		errs = append(errs, fmt.Errorf("--reads must be 0 to 1, got %v", c.Reads))
+	}
+	if c.Reads > 0 && (c.Target != "tally" || c.Compare) {
+		errs = append(errs, errors.New("--reads needs --target tally and no --compare: only Tally has the query service"))
+	}
+	if c.readMix, err = ParseReadMix(c.ReadMixSpec); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.soak.validate(c); err != nil {
@@ -275,12 +292,16 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 		}
 		rep.ReplayCount, rep.ReplayRate = n, float64(n)/d.Seconds()
 	}
+	out := deps.Out
+	if out == nil {
+		out = os.Stdout
+	}
 	if c.JSON {
-		if err := writeJSON(os.Stdout, rep); err != nil {
+		if err := writeJSON(out, rep); err != nil {
 			return err
 		}
 	} else {
-		rep.print(os.Stdout)
+		rep.print(out)
 	}
 	if rep.Audit != nil && !rep.Audit.OK() {
 		return errors.New("the correctness audit failed")
@@ -409,11 +430,42 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 		}
 		before, _ = scrapeHistogram(ctx, addr, "tally_projector_visibility_seconds")
 	}
-	w := newWorkload(c.Seed, c.SKUs, c.Stores, c.Zipf, c.mix, runID)
-	r := drive(ctx, t, w, driveOpts{
-		name: name, rate: rate, batch: c.Batch, duration: c.Duration, warmup: c.Warmup, concurrency: c.Concurrency,
-		sampleRate: c.Sample, seed: c.Seed, probe: probe, keepAccepted: name == "tally" && !c.NoAudit, progress: true,
-	})
+	var (
+		reads     map[string]*ReadStats
+		readsDone = make(chan struct{})
+	)
+	if c.Reads > 0 {
+		q, closeQ, err := queryClient(c.queryAddr())
+		if err != nil {
+			return nil, err
+		}
+		defer closeQ()
+		readRate := rate
+		if c.Reads < 1 {
+			readRate = rate * c.Reads / (1 - c.Reads)
+		}
+		go func() {
+			defer close(readsDone)
+			reads = driveReads(ctx, q, readOpts{
+				rate: readRate, mix: c.readMix, skus: min(c.SeedSKUs, c.SKUs), stores: c.Stores, zipf: c.Zipf,
+				duration: c.Duration, warmup: c.Warmup, concurrency: c.Concurrency, seed: c.Seed,
+			})
+		}()
+	} else {
+		close(readsDone)
+	}
+	var r *run
+	if c.Reads < 1 {
+		w := newWorkload(c.Seed, c.SKUs, c.Stores, c.Zipf, c.mix, runID)
+		r = drive(ctx, t, w, driveOpts{
+			name: name, rate: rate, batch: c.Batch, duration: c.Duration, warmup: c.Warmup, concurrency: c.Concurrency,
+			sampleRate: c.Sample, seed: c.Seed, probe: probe, keepAccepted: name == "tally" && !c.NoAudit, progress: true,
+		})
+	} else {
+		r = &run{Target: name, Batch: c.Batch, Duration: c.Duration, Rejected: map[string]int64{}, Sustained: true}
+	}
+	<-readsDone
+	r.Reads = reads
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -460,6 +512,9 @@ func (r *Report) print(out io.Writer) {
 			}
 			fmt.Fprintf(out, "%s @%.0f/s rejected: %s (of %d commands, %d accepted)\n", x.Target, x.Rate, strings.Join(parts, " "), x.Commands, x.Accepted)
 		}
+	}
+	if slices.ContainsFunc(r.Runs, func(x *run) bool { return len(x.Reads) > 0 }) {
+		printReads(out, r.Runs)
 	}
 	if r.Compare != nil {
 		fmt.Fprintf(out, "tally / naive-postgres: throughput x%.2f, p99 latency x%.2f\n", r.Compare.Throughput, r.Compare.P99)

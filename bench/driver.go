@@ -26,21 +26,23 @@ type job struct {
 
 // run is what one drive measured.
 type run struct {
-	Target      string           `json:"target"`
-	Rate        float64          `json:"offered_rate"`
-	Batch       int              `json:"batch"`
-	Duration    time.Duration    `json:"duration_ns"`
-	Commands    int64            `json:"commands"`
-	Accepted    int64            `json:"accepted"`
-	Rejected    map[string]int64 `json:"rejected"`
-	Achieved    float64          `json:"achieved_rate"`
-	Sustained   bool             `json:"sustained"`
-	Latency     Percentiles      `json:"command_latency_ms"`
-	Visibility  *Percentiles     `json:"visibility_ms,omitempty"`
-	VisSamples  int64            `json:"visibility_samples,omitempty"`
-	VisSkipped  int64            `json:"visibility_skipped,omitempty"`
-	Projector   *Percentiles     `json:"projector_visibility_ms,omitempty"`
-	LagAtEnd    *int64           `json:"projector_lag_at_end,omitempty"`
+	Target     string           `json:"target"`
+	Rate       float64          `json:"offered_rate"`
+	Batch      int              `json:"batch"`
+	Duration   time.Duration    `json:"duration_ns"`
+	Commands   int64            `json:"commands"`
+	Accepted   int64            `json:"accepted"`
+	Rejected   map[string]int64 `json:"rejected"`
+	Achieved   float64          `json:"achieved_rate"`
+	Sustained  bool             `json:"sustained"`
+	Latency    Percentiles      `json:"command_latency_ms"`
+	Visibility *Percentiles     `json:"visibility_ms,omitempty"`
+	VisSamples int64            `json:"visibility_samples,omitempty"`
+	VisSkipped int64            `json:"visibility_skipped,omitempty"`
+	Projector  *Percentiles     `json:"projector_visibility_ms,omitempty"`
+	LagAtEnd   *int64           `json:"projector_lag_at_end,omitempty"`
+	// Reads are the read RPCs' figures, with --reads.
+	Reads       map[string]*ReadStats `json:"reads,omitempty"`
 	accepted    []acceptedCmd
 	acceptedMux sync.Mutex
 }
