@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 )
@@ -54,10 +55,23 @@ func ParseReadMix(s string) (ReadMix, error) {
 
 // ReadStats is one read RPC's figures in a run.
 type ReadStats struct {
-	Calls   int64       `json:"calls"`
-	Errors  int64       `json:"errors"`
-	QPS     float64     `json:"qps"`
-	Latency Percentiles `json:"latency_ms"`
+	Calls  int64 `json:"calls"`
+	Errors int64 `json:"errors"`
+	// ErrorCodes counts the errors by gRPC code, "overload" for a call not
+	// made because --concurrency calls were in flight.
+	ErrorCodes map[string]int64 `json:"error_codes,omitempty"`
+	QPS        float64          `json:"qps"`
+	Latency    Percentiles      `json:"latency_ms"`
+}
+
+// failed counts a call that failed with code.
+func (s *ReadStats) failed(code string) {
+	s.Calls++
+	s.Errors++
+	if s.ErrorCodes == nil {
+		s.ErrorCodes = map[string]int64{}
+	}
+	s.ErrorCodes[code]++
 }
 
 // readOpts are a read drive's parameters.
@@ -153,8 +167,7 @@ func driveReads(ctx context.Context, q inventoryv1.QueryServiceClient, o readOpt
 		default:
 			if measured {
 				mu.Lock()
-				stats[kind].Calls++
-				stats[kind].Errors++
+				stats[kind].failed("overload")
 				mu.Unlock()
 			}
 			continue
@@ -171,11 +184,11 @@ func driveReads(ctx context.Context, q inventoryv1.QueryServiceClient, o readOpt
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			stats[kind].Calls++
 			if err != nil {
-				stats[kind].Errors++
+				stats[kind].failed(status.Code(err).String())
 				return
 			}
+			stats[kind].Calls++
 			_ = hists[kind].RecordValue(took.Microseconds())
 		}()
 	}
