@@ -23,7 +23,7 @@ func TestBenchEmbeddedPassesItsAudit(t *testing.T) {
 	var out bytes.Buffer
 	err := bench.Run(t.Context(), []string{
 		"--embedded", "--rate", "500", "--duration", "2s", "--warmup", "500ms", "--skus", "2000", "--stores", "5",
-		"--seed-skus", "100", "--batch", "10", "--replay", "--json", "--reads", "0.5",
+		"--seed-skus", "100", "--batch", "10", "--replay", "--json", "--reads", "0.5", "--concurrency", "2048",
 	}, bench.Deps{
 		StartEmbedded: serve.StartEmbedded,
 		Replay: func(ctx context.Context, brokers []string, dsn string) (int64, time.Duration, error) {
@@ -49,10 +49,12 @@ func TestBenchEmbeddedPassesItsAudit(t *testing.T) {
 	}
 	r := rep.Runs[0]
 	for _, rpc := range []string{"GetStock", "BatchGetStock", "ListStock", "GetStockHistory"} {
-		// On a loaded box a few calls may wait out a stall (overload, or
-		// DEADLINE_EXCEEDED); most must be answered, and only those timed.
-		if s := r.Reads[rpc]; s.Calls == 0 || s.Errors*10 > s.Calls || s.Latency.Count != s.Calls-s.Errors {
-			t.Errorf("%s: %+v, want calls, nine in ten at least answered, those timed", rpc, s)
+		// On a loaded box (CI runs packages side by side) a stall can fill
+		// every slot, and the calls that find none are counted as overload,
+		// as a benchmark must; any other error is a failed read.
+		s := r.Reads[rpc]
+		if s.Calls == s.Errors || s.Latency.Count != s.Calls-s.Errors || s.Errors != s.ErrorCodes["overload"] {
+			t.Errorf("%s: %+v, want answered calls, those timed, no error but overload", rpc, s)
 		}
 	}
 	if r.Accepted == 0 {
