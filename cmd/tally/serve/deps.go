@@ -234,9 +234,9 @@ func (d *deps) startPostgres(ctx context.Context, dataDir string) (string, error
 	return dsn, nil
 }
 
-// openReadModel connects to the read model and brings its schema up to
-// date.
-func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+// openPool makes a pool on the read model's database, with a 5 s connect
+// timeout unless the URL's connect_timeout says otherwise.
+func openPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
@@ -246,7 +246,13 @@ func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, er
 		// until its caller gives up; connect_timeout in the URL overrides.
 		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	return pgxpool.NewWithConfig(ctx, pcfg)
+}
+
+// openReadModel connects to the read model and brings its schema up to
+// date.
+func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	pool, err := openPool(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"os"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/readmodel"
 )
@@ -24,7 +22,7 @@ func RunMigrate(ctx context.Context, args []string) error {
 	if dsn == "" {
 		return errors.New("--database-url (or DATABASE_URL) is required")
 	}
-	pool, err := pgxpool.New(ctx, dsn)
+	pool, err := openPool(ctx, dsn)
 	if err != nil {
 		return err
 	}

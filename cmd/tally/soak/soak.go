@@ -168,6 +168,12 @@ func (s *soak) createTopic(ctx context.Context) error {
 // freshDatabase creates database name on the server of dsn and returns its
 // connection string.
 func freshDatabase(ctx context.Context, dsn, name string) (string, error) {
+	// Checked before anything is created; the URL is not quoted back, as
+	// it may hold a password.
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "", errors.New("--database-url must be a postgres:// URL to make a fresh database in (a key=value string cannot be pointed at another database)")
+	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return "", err
@@ -175,10 +181,6 @@ func freshDatabase(ctx context.Context, dsn, name string) (string, error) {
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return "", fmt.Errorf("create database %s: %w", name, err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		return "", fmt.Errorf("--database-url must be a postgres:// URL to make a fresh database in: %q", dsn)
 	}
 	u.Path = "/" + name
 	return u.String(), nil
