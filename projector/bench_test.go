@@ -2,6 +2,7 @@ package projector_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -70,7 +71,8 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 }
 
 // BenchmarkBigQueryFreshness measures how far BigQuery trails the log at a
-// steady 1,000 events/s over 1,000 SKUs × 3 stores with 5-second flushes:
+// steady 1,000 events/s over 100 and 1,000 SKUs × 3 stores with 5-second
+// flushes:
 // events are produced every 100 ms for b.N seconds, and each event's
 // visibility (recorded_at to its stream committed,
 // tally_bigquery_visibility_seconds) is read from the projector's
@@ -83,6 +85,14 @@ func BenchmarkProjectBigQuery(b *testing.B) {
 // runs a MERGE as a nested loop and commits rows one by one, so more
 // levels or longer flushes fall behind there, not on BigQuery.
 func BenchmarkBigQueryFreshness(b *testing.B) {
+	for _, skus := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("skus=%d", skus), func(b *testing.B) { benchmarkFreshness(b, skus) })
+	}
+}
+
+// benchmarkFreshness is BenchmarkBigQueryFreshness over skus SKUs × 3
+// stores.
+func benchmarkFreshness(b *testing.B, skus int) {
 	const interval = 5 * time.Second
 	f := newBQFixture(b, 6)
 	cfg := f.config()
@@ -104,7 +114,7 @@ func BenchmarkBigQueryFreshness(b *testing.B) {
 	defer tick.Stop()
 	for time.Since(start) < time.Duration(b.N)*time.Second {
 		<-tick.C
-		f.produce(100, 1000, r)
+		f.produce(100, skus, r)
 	}
 	rate := float64(f.events) / time.Since(start).Seconds()
 	time.Sleep(interval + 3*time.Second) // the last periodic flush
