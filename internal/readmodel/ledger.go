@@ -164,9 +164,17 @@ func MaintainLedger(ctx context.Context, db DB, now time.Time, policy LedgerPoli
 		if m.AddDate(0, 1, 0).After(now.Add(-policy.CompactAfter)) {
 			break
 		}
-		if rows, err := monthHasRows(ctx, db, m); err != nil || !rows {
-			if err != nil {
-				return res, err
+		rows, size, err := monthRows(ctx, db, m)
+		if err != nil {
+			return res, err
+		}
+		if !rows {
+			// Compacted, but its vacuum failed or did not finish (a
+			// restart, a lock it would not wait for): try again.
+			if size > 0 {
+				if err := vacuumMonth(ctx, db, m); err != nil {
+					return res, err
+				}
 			}
 			continue
 		}
@@ -250,8 +258,8 @@ const compactBatchRows = 50000
 
 // CompactLedgerMonth moves the rows of month (a Month) into chunks, one per
 // (sku_id, store_id), in transactions of about compactBatchRows rows in
-// sku_id order, then truncates the month's partition if nothing was written
-// to it meanwhile (so its space is returned at once). progress is called
+// sku_id order, then vacuums the month's partition (so its space is
+// returned at once). db must not be a transaction (VACUUM runs outside one). progress is called
 // after each transaction with the rows moved so far. Rows written to the
 // month later (a lagging partition's) are moved by the next call, into
 // chunks of their own.
@@ -280,38 +288,29 @@ func CompactLedgerMonth(ctx context.Context, db DB, month time.Time, progress fu
 		}
 		lo = *hi
 	}
-	return moved, truncateIfEmpty(ctx, db, month)
+	return moved, vacuumMonth(ctx, db, month)
 }
 
-// truncateIfEmpty truncates month's ledger partition if it holds no row:
-// compaction deleted every row, and TRUNCATE gives the space back now,
-// where VACUUM would only mark it free in a month no longer written.
-func truncateIfEmpty(ctx context.Context, db DB, month time.Time) error {
-	tx, err := beginLocking(ctx, db)
-	if err != nil {
-		return err
+// vacuumMonth vacuums month's ledger partition: the rows compaction
+// deleted are removed and, the pages being empty, the file is cut short,
+// so the space is returned now rather than marked free in a month no
+// longer written. Not TRUNCATE: that would hold an exclusive lock on the
+// partition (and so stall every ledger read, which touches every
+// partition) and is not MVCC-safe (a repeatable-read reader such as tally
+// check would see the month's rows gone before its chunks). VACUUM keeps
+// what an open snapshot can still see, and takes its short truncation
+// lock only when nobody waits for the table.
+func vacuumMonth(ctx context.Context, db DB, month time.Time) error {
+	if _, err := db.Exec(ctx, "VACUUM "+pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()); err != nil {
+		return fmt.Errorf("vacuum ledger partition %s: %w", month.Format("2006-01"), err)
 	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck
+	return nil
+}
+
+// monthRows reports whether month's ledger partition holds a row, and its
+// size on disk.
+func monthRows(ctx context.Context, db DB, month time.Time) (rows bool, size int64, err error) {
 	part := pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+part+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		return fmt.Errorf("truncate ledger partition %s: %w", month.Format("2006-01"), err)
-	}
-	var rows bool
-	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+part+")").Scan(&rows); err != nil {
-		return err
-	}
-	if rows {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, "TRUNCATE "+part); err != nil {
-		return fmt.Errorf("truncate ledger partition %s: %w", month.Format("2006-01"), err)
-	}
-	return tx.Commit(ctx)
-}
-
-// monthHasRows reports whether month's ledger partition holds a row.
-func monthHasRows(ctx context.Context, db DB, month time.Time) (bool, error) {
-	var rows bool
-	err := db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{ledgerPartitionPrefix + month.Format("2006_01")}.Sanitize()+")").Scan(&rows)
-	return rows, err
+	err = db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+part+"), pg_relation_size($1::regclass)", part).Scan(&rows, &size)
+	return rows, size, err
 }
