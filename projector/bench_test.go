@@ -128,6 +128,14 @@ func benchmarkFreshness(b *testing.B, skus int) {
 		b.Fatal(err)
 	}
 	for _, mf := range families {
+		if mf.GetName() == "tally_bigquery_flush_step_seconds" {
+			for _, m := range mf.GetMetric() {
+				h := m.GetHistogram()
+				if h.GetSampleCount() > 0 {
+					b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), m.GetLabel()[0].GetValue()+"-s/flush")
+				}
+			}
+		}
 		if mf.GetName() != "tally_bigquery_visibility_seconds" {
 			continue
 		}

@@ -78,9 +78,14 @@ type live struct {
 	parts    map[int32]*bqPart
 	latest   map[bqLevel]levelRow
 	buffered int
-	// since is when the oldest buffered record was buffered (zero:
-	// nothing buffered).
-	since time.Time
+	// since is when the interval of the buffered records began (zero:
+	// nothing buffered): the oldest one's recorded_at, but not before the
+	// last flush began (or partitions were assigned) nor after it was
+	// buffered. So a record waits at most the interval plus one flush,
+	// not a flush, the interval and the next flush; and a projector
+	// catching up flushes once per interval.
+	since     time.Time
+	lastFlush time.Time
 	// unsent are dead letters not yet sent: sent before the flush that
 	// moves the offsets past them, through lp's client.
 	unsent []deadRecord
@@ -149,7 +154,8 @@ func (b *BigQuery) sendDead(ctx context.Context) error {
 // newest state of each level they touch.
 func (b *BigQuery) buffer(bt *batch) {
 	l := &b.live
-	if l.since.IsZero() {
+	start := l.since.IsZero()
+	if start {
 		l.since = time.Now()
 	}
 	l.unsent = append(l.unsent, bt.dead...)
@@ -173,6 +179,9 @@ func (b *BigQuery) buffer(bt *batch) {
 			continue
 		}
 		recorded := ev.e.GetRecordedAt().AsTime()
+		if start && recorded.Before(l.since) {
+			l.since = maxTime(recorded, l.lastFlush)
+		}
 		pt.rows = append(pt.rows, bqRow{offset: ev.rec.Offset, b: enc, recorded: recorded, rec: ev.rec})
 		l.buffered++
 		k := bqLevel{ev.e.GetSkuId(), ev.e.GetStoreId()}
@@ -191,6 +200,7 @@ func (b *BigQuery) buffer(bt *batch) {
 func (b *BigQuery) flushLocked(ctx context.Context) error {
 	l := &b.live
 	start := time.Now()
+	l.lastFlush = start
 	if err := b.settle(ctx); err != nil {
 		return err
 	}
@@ -205,6 +215,7 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 	}
 	// The partitions' streams side by side: a flush appends the events of
 	// a whole interval.
+	step := time.Now()
 	streams := map[int32]string{}
 	var mu sync.Mutex
 	var g errgroup.Group
@@ -226,13 +237,16 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	b.cfg.Metrics.flushStep("append", time.Since(step))
 	if err := b.sendDead(ctx); err != nil {
 		return err
 	}
 	if len(l.latest) > 0 {
+		step = time.Now()
 		if err := b.refreshCurrent(ctx); err != nil {
 			return fmt.Errorf("refresh current_inventory: %w", err)
 		}
+		b.cfg.Metrics.flushStep("refresh", time.Since(step))
 		clear(l.latest)
 	}
 	if b.cfg.BeforeIntent != nil {
@@ -245,18 +259,10 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 	}
 	// One partition after the other: DML on one table is serialised by
 	// BigQuery anyway, and the emulator's SQLite fails concurrent writers.
-	var lost []int32
-	for p, pt := range l.parts {
-		if pt.pos <= pt.settled {
-			continue
-		}
-		won, err := b.intend(ctx, p, pt, streams[p])
-		if err != nil {
-			return fmt.Errorf("record the flush in %s: %w", OffsetsTable, err)
-		}
-		if !won {
-			lost = append(lost, p)
-		}
+	step = time.Now()
+	lost, err := b.intend(ctx, streams)
+	if err != nil {
+		return fmt.Errorf("record the flush in %s: %w", OffsetsTable, err)
 	}
 	for _, p := range lost {
 		b.log.Warn("another BigQuery projector moved the partition's offsets: its rows are dropped here and the partition goes on from the recorded offset",
@@ -265,6 +271,7 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 			return err
 		}
 	}
+	b.cfg.Metrics.flushStep("intent", time.Since(step))
 	if b.cfg.BeforeCommit != nil {
 		if err := b.cfg.BeforeCommit(); err != nil {
 			return err
@@ -273,9 +280,11 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	step = time.Now()
 	if err := b.settle(ctx); err != nil {
 		return err
 	}
+	b.cfg.Metrics.flushStep("commit", time.Since(step))
 	l.buffered, l.since = 0, time.Time{}
 	for _, pt := range l.parts {
 		l.buffered += len(pt.rows) // rows a lost intent left to write (none unless a row ran ahead)
@@ -335,53 +344,93 @@ func (b *BigQuery) streamRows(ctx context.Context, p int32, pt *bqPart) (string,
 	}
 }
 
-// intend records the partition's flush: its stream (or, with none, its new
-// offset) in projector_offsets, on condition that the row is still as this
-// projector last saw it. false: another projector moved it.
-func (b *BigQuery) intend(ctx context.Context, p int32, pt *bqPart, stream string) (bool, error) {
-	var newest time.Time
-	for _, r := range pt.rows {
-		newest = maxTime(newest, r.recorded)
+// intend records the flush of every partition with something new in one
+// conditional UPDATE of projector_offsets (one DML job per flush however
+// many partitions: BigQuery runs a table's DML one statement at a time and
+// bills each at least 10 MB): each partition's stream (or, with none, its
+// new offset), on condition that its row is still as this projector last
+// saw it. It returns the partitions whose row another projector moved.
+func (b *BigQuery) intend(ctx context.Context, streams map[int32]string) ([]int32, error) {
+	var parts []int32
+	for p, pt := range b.live.parts {
+		if pt.pos > pt.settled {
+			parts = append(parts, p)
+		}
 	}
-	params := []bigquery.QueryParameter{
-		{Name: "consumer", Value: b.cfg.Consumer}, {Name: "partition", Value: int64(p)},
-		{Name: "settled", Value: pt.settled}, {Name: "next", Value: pt.pos},
-		{Name: "newest", Value: bigquery.NullTimestamp{Timestamp: newest, Valid: !newest.IsZero()}},
+	if len(parts) == 0 {
+		return nil, nil
 	}
-	set := "next_offset = @next"
-	if stream != "" {
-		set = "pending_stream = @stream, pending_next_offset = @next"
-		params = append(params, bigquery.QueryParameter{Name: "stream", Value: stream})
+	slices.Sort(parts)
+	// Literals, not parameters: the emulator matches nothing against an
+	// array parameter, and a flush's partitions are a few hundred at most.
+	var pending, pendingNext, next, newest, where []string
+	for _, p := range parts {
+		pt := b.live.parts[p]
+		var nw time.Time
+		for _, r := range pt.rows {
+			nw = maxTime(nw, r.recorded)
+		}
+		if !nw.IsZero() {
+			newest = append(newest, fmt.Sprintf("WHEN %d THEN TIMESTAMP_MICROS(%d)", p, nw.UnixMicro()))
+		}
+		if s := streams[p]; s != "" {
+			if !streamName.MatchString(s) {
+				return nil, fmt.Errorf("unexpected write stream name %q", s)
+			}
+			pending = append(pending, fmt.Sprintf("WHEN %d THEN '%s'", p, s))
+			pendingNext = append(pendingNext, fmt.Sprintf("WHEN %d THEN %d", p, pt.pos))
+		} else {
+			next = append(next, fmt.Sprintf("WHEN %d THEN %d", p, pt.pos))
+		}
+		where = append(where, fmt.Sprintf("(log_partition = %d AND next_offset = %d)", p, pt.settled))
 	}
-	n, err := b.dml(ctx, "intent", fmt.Sprintf(`UPDATE %s SET %s, newest_recorded_at = COALESCE(@newest, newest_recorded_at), updated_at = CURRENT_TIMESTAMP()
-WHERE consumer = @consumer AND log_partition = @partition AND next_offset = @settled AND pending_stream IS NULL`, b.table(OffsetsTable), set), params)
+	set := []string{"updated_at = CURRENT_TIMESTAMP()"}
+	for _, c := range []struct {
+		col   string
+		whens []string
+	}{{"pending_stream", pending}, {"pending_next_offset", pendingNext}, {"next_offset", next}, {"newest_recorded_at", newest}} {
+		if len(c.whens) > 0 {
+			set = append(set, fmt.Sprintf("%s = CASE log_partition %s ELSE %[1]s END", c.col, strings.Join(c.whens, " ")))
+		}
+	}
+	n, err := b.dml(ctx, "intent", fmt.Sprintf(`UPDATE %s SET %s
+WHERE consumer = @consumer AND pending_stream IS NULL AND (%s)`, b.table(OffsetsTable), strings.Join(set, ", "), strings.Join(where, " OR ")),
+		[]bigquery.QueryParameter{{Name: "consumer", Value: b.cfg.Consumer}})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	if n == 0 {
-		// Lost, or an emulator that does not count the rows a DML
-		// changed: the row tells.
+	won := func(int32) bool { return true }
+	if n != int64(len(parts)) {
+		// Some lost, or an emulator that does not count the rows a DML
+		// changed: the rows tell.
 		states, err := b.readOffsets(ctx)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		st := states[p]
-		won := (stream != "" && st.pending == stream) || (stream == "" && !st.hasPending && st.next == pt.pos)
-		if !won {
-			return false, nil
+		won = func(p int32) bool {
+			st, s := states[p], streams[p]
+			return (s != "" && st.pending == s) || (s == "" && !st.hasPending && st.next == b.live.parts[p].pos)
 		}
 	}
-	if stream != "" {
-		pt.intent, pt.intentNext = stream, pt.pos
-		pt.intentRecorded = pt.intentRecorded[:0]
-		for _, r := range pt.rows {
-			pt.intentRecorded = append(pt.intentRecorded, r.recorded)
+	var lost []int32
+	for _, p := range parts {
+		pt := b.live.parts[p]
+		if !won(p) {
+			lost = append(lost, p)
+			continue
 		}
-	} else {
-		pt.settled = pt.pos
+		if s := streams[p]; s != "" {
+			pt.intent, pt.intentNext = s, pt.pos
+			pt.intentRecorded = pt.intentRecorded[:0]
+			for _, r := range pt.rows {
+				pt.intentRecorded = append(pt.intentRecorded, r.recorded)
+			}
+		} else {
+			pt.settled = pt.pos
+		}
+		pt.rows = nil
 	}
-	pt.rows = nil
-	return true, nil
+	return lost, nil
 }
 
 // settle commits the streams this projector recorded and marks their rows
@@ -582,6 +631,10 @@ func (b *BigQuery) assigned(ctx context.Context, parts []int32) (map[int32]int64
 		}
 		b.live.parts[p] = &bqPart{settled: next[p], pos: next[p]}
 	}
+	// Consuming starts here, as after a flush: a projector catching up on
+	// old events gathers an interval's worth before its first flush, not
+	// one batch.
+	b.live.lastFlush = time.Now()
 	return next, nil
 }
 

@@ -271,27 +271,21 @@ func (w *storageWriter) finalize(ctx context.Context, stream string) error {
 	return nil
 }
 
-// commit commits the pending streams of table that are not committed yet:
-// their rows appear in the table at once. A stream already committed is
-// left alone (BigQuery would refuse it; the emulator would add its rows
-// again).
+// commit commits the pending streams of table, but none this process has
+// committed already (the emulator would add its rows again). A stream
+// committed by another projector is refused by BigQuery
+// (STREAM_ALREADY_COMMITTED) and taken as done; no lookup comes first,
+// since BigQuery's refusal says the same and the emulator records no
+// commit time to look up.
 func (w *storageWriter) commit(ctx context.Context, table string, streams []string) error {
 	var todo []string
+	w.mu.Lock()
 	for _, s := range streams {
-		w.mu.Lock()
-		done := w.committed[s]
-		w.mu.Unlock()
-		if done {
-			continue
-		}
-		ws, err := w.mw.GetWriteStream(ctx, &storagepb.GetWriteStreamRequest{Name: s})
-		if err != nil {
-			return fmt.Errorf("look up %s: %w", s, err)
-		}
-		if ws.GetCommitTime() == nil {
+		if !w.committed[s] {
 			todo = append(todo, s)
 		}
 	}
+	w.mu.Unlock()
 	// One stream per request: the emulator leaves a failed stream's
 	// transaction open and then waits forever on the next one's.
 	var errs []error

@@ -31,8 +31,9 @@ type metricsSpec struct {
 	eventsHelp, batchesHelp, batchHelp, visibilityHelp string
 	deadHelp, offsetHelp                               string
 	eventLabels                                        []string
-	batchStart, visibilityStart                        float64
-	batchBuckets, visibilityBuckets                    int
+	batchStart                                         float64
+	batchBuckets                                       int
+	visibility                                         []float64
 }
 
 func newLoopMetrics(reg prometheus.Registerer, s metricsSpec) loopMetrics {
@@ -45,7 +46,7 @@ func newLoopMetrics(reg prometheus.Registerer, s metricsSpec) loopMetrics {
 		}),
 		visibility: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: s.prefix + "_visibility_seconds", Help: s.visibilityHelp,
-			Buckets: prometheus.ExponentialBuckets(s.visibilityStart, 2, s.visibilityBuckets),
+			Buckets: s.visibility,
 		}),
 		dead:   prometheus.NewCounter(prometheus.CounterOpts{Name: s.prefix + "_dead_lettered_total", Help: s.deadHelp}),
 		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: s.prefix + "_next_offset", Help: s.offsetHelp}, []string{"partition"}),
@@ -107,7 +108,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		deadHelp:       "Records skipped and sent to the dead-letter topic: undecodable, or refused by Postgres for their data.",
 		offsetHelp:     "Next offset to project, by partition.",
 		eventLabels:    []string{"partition"},
-		batchStart:     0.0005, batchBuckets: 16, visibilityStart: 0.0005, visibilityBuckets: 18,
+		batchStart:     0.0005, batchBuckets: 16, visibility: prometheus.ExponentialBuckets(0.0005, 2, 18),
 	})
 	return m
 }
@@ -171,7 +172,13 @@ type BigQueryMetrics struct {
 	loopMetrics
 	billed   *prometheus.CounterVec
 	appended *prometheus.CounterVec
+	steps    *prometheus.HistogramVec
 }
+
+// bigQueryVisibilityBuckets are seconds fine enough to tell whether an
+// event was visible within --bigquery-merge-interval + 5 s (the freshness
+// target) at the default interval and at short ones.
+var bigQueryVisibilityBuckets = []float64{0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 45, 60, 65, 70, 80, 90, 120, 180, 300, 600, 900}
 
 // NewBigQueryMetrics registers the BigQuery projector's metrics with reg.
 func NewBigQueryMetrics(reg prometheus.Registerer) *BigQueryMetrics {
@@ -183,14 +190,24 @@ func NewBigQueryMetrics(reg prometheus.Registerer) *BigQueryMetrics {
 		visibilityHelp: "Per event: recorded_at (accepted by the write side) to merged into BigQuery.",
 		deadHelp:       "Records the BigQuery projector sent to the dead-letter topic.",
 		offsetHelp:     "Next offset to project into BigQuery, by partition.",
-		batchStart:     0.01, batchBuckets: 14, visibilityStart: 0.05, visibilityBuckets: 14,
+		batchStart:     0.01, batchBuckets: 14, visibility: bigQueryVisibilityBuckets,
 	})}
 	m.billed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_bigquery_bytes_billed_total",
 		Help: "Bytes BigQuery billed for the projector's statements (processed where it reports no billing, as emulators do), by statement."}, []string{"statement"})
 	m.appended = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_bigquery_appended_bytes_total",
 		Help: "Bytes of rows appended through the Storage Write API, by table."}, []string{"table"})
-	reg.MustRegister(m.billed, m.appended)
+	m.steps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tally_bigquery_flush_step_seconds",
+		Help:    "Time a live flush spends in each step: append (all partitions' streams), refresh (current_inventory's MERGE and its table), intent (recording the streams in projector_offsets), commit (committing the streams and settling their rows).",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"step"})
+	reg.MustRegister(m.billed, m.appended, m.steps)
 	return m
+}
+
+// flushStep records how long a step of a live flush took.
+func (m *BigQueryMetrics) flushStep(step string, d time.Duration) {
+	if m != nil {
+		m.steps.WithLabelValues(step).Observe(d.Seconds())
+	}
 }
 
 func (m *BigQueryMetrics) statementBilled(statement string, bytes int64) {

@@ -6,7 +6,7 @@ usage: python3 scripts/bigquery-cost.py [ROW_BYTES]
 Prints, for 1k, 10k and 100k events/s, what the BigQuery projection scans,
 appends and costs a day and per million events, before (statements per
 batch) and after (Storage Write API appends, one MERGE per interval).
-Edit the constants below for your own levels, partitions and interval.
+Edit the constants below for your own levels and interval.
 """
 import sys
 
@@ -16,7 +16,6 @@ WRITE = 0.025 / GiB        # Storage Write API, per byte appended
 INSERTALL = 0.05 / GiB     # legacy streaming inserts, per byte (rows at least 1 KiB)
 L = 5_000_000              # (sku, store) levels: 100k SKUs x 50 stores
 C = 50                     # bytes of a current_inventory row
-P = 6                      # log partitions
 I = 60                     # --bigquery-merge-interval, seconds
 MAX_PENDING = 1_000_000    # events buffered before a flush is due anyway
 T = 3.5                    # seconds a batch's statements take on BigQuery (before)
@@ -27,7 +26,7 @@ def after(r, e):
     every = min(I, MAX_PENDING / r)  # seconds between flushes
     flushes = 86400 / every
     changed = min(L, r * every)
-    scanned = flushes * (L * C + max(10 * MiB, changed * C) + (P + 1) * 10 * MiB)
+    scanned = flushes * (L * C + max(10 * MiB, changed * C) + 2 * 10 * MiB)
     appended = r * 86400 * e + flushes * changed * C
     return scanned, appended, scanned * SCAN + appended * WRITE
 
@@ -44,7 +43,7 @@ def before(r, e):
 
 def main():
     e = float(sys.argv[1]) if len(sys.argv) > 1 else 144
-    print(f"row bytes {e:.0f}; levels {L:,}; interval {I}s; partitions {P}")
+    print(f"row bytes {e:.0f}; levels {L:,}; interval {I}s")
     print(f"{'events/s':>9} {'design':>7} {'TiB scanned/day':>16} {'GiB appended/day':>17} {'US$/day':>9} {'US$/M events':>12}")
     for r in (1_000, 10_000, 100_000):
         events = r * 86400
