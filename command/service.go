@@ -150,6 +150,7 @@ func NewService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(RebalanceTimeout(cfg.SessionTimeout)),
 		// A survivor learns of a rebalance at its next heartbeat.
 		kgo.HeartbeatInterval(max(cfg.SessionTimeout/8, 100*time.Millisecond)),
 		kgo.DisableAutoCommit(),
@@ -354,7 +355,7 @@ func (s *Service) writer(ctx context.Context, p int32) (*Writer, error) {
 				return nil, &UnavailableError{Reason: fmt.Sprintf("partition %d is being rebuilt from the log here", p)}
 			case sameAddress:
 				s.owners.warnSameAddress(s.log, p, s.cfg.Advertise)
-				return nil, &UnavailableError{Reason: fmt.Sprintf("partition %d is written by another instance that advertises this instance's address %s: give each instance its own --advertise", p, s.cfg.Advertise)}
+				return nil, &UnavailableError{Reason: fmt.Sprintf("partition %d is written by another instance that advertises this instance's address %s: give each instance its own --advertise (or it is this instance's previous run, killed during a rebalance, which the group drops within %s)", p, s.cfg.Advertise, RebalanceTimeout(s.cfg.SessionTimeout))}
 			}
 			return nil, &NotOwnerError{Partition: p}
 		}
@@ -421,7 +422,7 @@ func (c *ownerCache) warnSameAddress(log *slog.Logger, p int32, addr string) {
 	defer c.mu.Unlock()
 	if time.Since(c.warnedAt) > time.Minute {
 		c.warnedAt = time.Now()
-		log.Error("another instance advertises this instance's address: commands for its partitions cannot be forwarded; give each instance its own --advertise", "partition", p, "advertise", addr)
+		log.Error("another instance advertises this instance's address: commands for its partitions cannot be forwarded; give each instance its own --advertise (unless it is this instance's previous run, killed during a rebalance: the group drops it within the rebalance timeout)", "partition", p, "advertise", addr)
 	}
 }
 
@@ -440,6 +441,18 @@ func (s *Service) describeOwners(ctx context.Context) (map[int32]string, error) 
 		err = fmt.Errorf("writers' group %s is rebalancing", s.cfg.Group)
 	}
 	return owners, err
+}
+
+// RebalanceTimeout is how long the writers' group waits, in a rebalance,
+// for its members to rejoin and take their assignments: max(10 s, five
+// session timeouts), not the client's default 60 s. An instance killed in
+// the middle of a rebalance (after joining, before its SyncGroup) holds
+// the partitions it was given until then (the embedded broker expires it
+// only by this timeout, not by its session's): the longest takeover. A
+// revoke only drains the writers' last group commit, well within it; a
+// writer rebuilds its state after the rebalance, outside it.
+func RebalanceTimeout(session time.Duration) time.Duration {
+	return max(10*time.Second, 5*session)
 }
 
 // Writers asks the writers' group which instance writes each partition of

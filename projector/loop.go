@@ -208,6 +208,13 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 		// while they wait. 6 s is the least Kafka brokers accept by default.
 		kgo.SessionTimeout(6*time.Second),
 		kgo.HeartbeatInterval(time.Second),
+		// A projector killed in the middle of a rebalance (joined, not
+		// yet synced) holds its new partitions until this, not the
+		// client's default 60 s (the embedded broker expires such a
+		// member only by this timeout). It must cover finishing the
+		// batch in hand (BlockRebalanceOnPoll): seconds, a long
+		// BigQuery flush at most.
+		kgo.RebalanceTimeout(30*time.Second),
 		kgo.DisableAutoCommit(),
 		// The raw log, transactions resolved here (kafka.Resolver) rather
 		// than by the broker: kfake, reloaded after a crash, forgets a

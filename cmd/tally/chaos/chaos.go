@@ -95,6 +95,7 @@ func (c *Config) defaults() {
 
 // Report is what a run found.
 type Report struct {
+	Seed        uint64 // the run's Config.Seed: the same faults, in the same order, again
 	Faults      []Fault
 	Acked       int // commands acknowledged
 	Checked     int // acknowledged commands found once in the log
@@ -345,7 +346,7 @@ func (h *harness) skuOf(p int32) string {
 }
 
 func (h *harness) run(ctx context.Context) (*Report, error) {
-	rep := &Report{}
+	rep := &Report{Seed: h.cfg.Seed}
 	start := time.Now()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -678,7 +679,7 @@ func (r *Report) Print(w io.Writer) {
 		names = append(names, fmt.Sprintf("%s ×%d", k, kinds[k]))
 	}
 	sort.Strings(names)
-	fmt.Fprintf(w, "faults: %d (%s)\n", len(r.Faults), strings.Join(names, ", "))
+	fmt.Fprintf(w, "faults: %d (%s), seed %d\n", len(r.Faults), strings.Join(names, ", "), r.Seed)
 	fmt.Fprintf(w, "commands: %d acknowledged, %d checked once in the log, %d refused for stock, %d retries, %d never acknowledged; %d retries of acknowledged commands answered replayed; %d events\n",
 		r.Acked, r.Checked, r.Refused, r.Retries, r.Unanswered, r.Replayed, r.Events)
 	if len(r.Takeovers) > 0 {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,7 +37,7 @@ func runTally() error {
 // run is `tally chaos` (BENCHMARKS.md).
 func TestChaos(t *testing.T) {
 	var out strings.Builder
-	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 5, Rate: 100, Every: 2 * time.Second, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawnTally)
+	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 5, Rate: 100, Every: 2 * time.Second, Seed: chaosSeed(t), Out: &out}, spawnTally)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestChaos(t *testing.T) {
 func TestChaosKafkaKillsWithTwoProjectors(t *testing.T) {
 	var out strings.Builder
 	rep, err := chaos.Run(t.Context(), chaos.Config{Dir: t.TempDir(), Faults: 2, Rate: 100, Every: 3 * time.Second, Commands: 2, Projectors: 2, Queries: 1,
-		Roles: []string{"kafka"}, Seed: uint64(time.Now().UnixNano()), Out: &out}, spawnTally)
+		Roles: []string{"kafka"}, Seed: chaosSeed(t), Out: &out}, spawnTally)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +67,19 @@ func TestChaosKafkaKillsWithTwoProjectors(t *testing.T) {
 	if !rep.OK() || len(rep.Faults) != 2 {
 		t.Fatalf("the chaos audit found %d problems (%d faults)", len(rep.Problems), len(rep.Faults))
 	}
+}
+
+// chaosSeed is TALLY_CHAOS_SEED (a failed run's report gives it: the same
+// faults again), or the time.
+func chaosSeed(t *testing.T) uint64 {
+	if v := os.Getenv("TALLY_CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("TALLY_CHAOS_SEED: %v", err)
+		}
+		return n
+	}
+	return uint64(time.Now().UnixNano())
 }
 
 // spawnTally runs `tally <args>` as this test binary in child mode.
