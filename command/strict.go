@@ -55,13 +55,41 @@ func (c strictJSON) Unmarshal(b []byte, m any) error {
 // it (an Apply batch is refused as a whole, as its JSON form is).
 func (h *Handler) rejectUnknownFields(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if m, ok := req.Any().(proto.Message); ok {
+		if m, ok := req.Any().(proto.Message); ok && hasUnknownFields(m.ProtoReflect()) {
 			if vs := unknownFields(m.ProtoReflect(), "", nil); len(vs) > 0 {
 				return nil, h.connectError(&ValidationError{What: "command", Violations: vs})
 			}
 		}
 		return next(ctx, req)
 	}
+}
+
+// hasUnknownFields reports whether m or a message it holds has unknown
+// fields: the walk of every request, without the paths unknownFields
+// names them by.
+func hasUnknownFields(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && !found; i++ {
+				found = hasUnknownFields(l.Get(i).Message())
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				found = hasUnknownFields(mv.Message())
+				return !found
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			found = hasUnknownFields(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 // unknownFields appends a violation for every unknown field in m and the

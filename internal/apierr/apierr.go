@@ -121,8 +121,24 @@ const (
 // hangulFillers are letters (Lo) that display as nothing.
 var hangulFillers = []rune{0x115F, 0x1160, 0x3164, 0xFFA0}
 
-// idRuneProblem is the rule r breaks in an id, or "".
+// idRuneProblem is the rule r breaks in an id, or "". ASCII, nearly
+// every id's every character, is decided without the Unicode tables
+// (idRuneProblemUnicode agrees on it; a test checks every ASCII rune).
 func idRuneProblem(r rune, first bool) string {
+	if r < utf8.RuneSelf {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			return ruleControl
+		case r == ' ':
+			return ruleSpace
+		}
+		return ""
+	}
+	return idRuneProblemUnicode(r, first)
+}
+
+// idRuneProblemUnicode is idRuneProblem by the Unicode tables.
+func idRuneProblemUnicode(r rune, first bool) string {
 	switch {
 	case unicode.IsControl(r):
 		return ruleControl
