@@ -28,6 +28,17 @@ type ReplayProgress struct {
 	Events         int64
 	Batches        int
 	Elapsed        time.Duration
+	// Indexing: the log is loaded and the rebuild builds the ledger's key
+	// (Rebuild only).
+	Indexing bool
+}
+
+// ETA is the time left at the rate so far, while loading (0: unknown).
+func (p ReplayProgress) ETA() time.Duration {
+	if p.Offsets <= 0 || p.Total <= p.Offsets || p.Indexing {
+		return 0
+	}
+	return time.Duration(float64(p.Elapsed) * float64(p.Total-p.Offsets) / float64(p.Offsets))
 }
 
 // ReplayBigQuery re-feeds the events topic into BigQuery from `from` up to

@@ -682,8 +682,12 @@ func TestRebuildIntoAFreshSchemaIsTheFoldOfTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != int64(f.events) || last.Events == 0 || last.Offsets == 0 || last.Offsets > last.Total {
-		t.Fatalf("rebuilt %d events (progress %+v), want %d", n, last, f.events)
+	if n != int64(f.events) || last.Events == 0 || last.Offsets == 0 || last.Offsets > last.Total || !last.Indexing {
+		t.Fatalf("rebuilt %d events (last progress %+v: want the key's build after the load), want %d", n, last, f.events)
+	}
+	quarter := projector.ReplayProgress{Offsets: 50, Total: 200, Elapsed: 10 * time.Second}
+	if eta := quarter.ETA(); eta != 30*time.Second {
+		t.Fatalf("a quarter of the log in 10 s: ETA %v, want 30s", eta)
 	}
 	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
 	if err != nil {
@@ -697,6 +701,17 @@ func TestRebuildIntoAFreshSchemaIsTheFoldOfTheLog(t *testing.T) {
 	t.Cleanup(pool.Close)
 	f.pool = pool
 	f.assertFoldOfLog()
+	// The ledger's key, dropped for the load, is back (the idempotence of
+	// every projection into this schema hangs on it).
+	var key string
+	if err := pool.QueryRow(t.Context(), `SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+		JOIN pg_class r ON r.oid = c.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+		WHERE n.nspname = 'rebuilt' AND r.relname = 'inventory_ledger' AND c.contype = 'p'`).Scan(&key); err != nil {
+		t.Fatalf("the rebuilt ledger's primary key: %v", err)
+	}
+	if key != "PRIMARY KEY (sku_id, store_id, sku_version, recorded_at)" {
+		t.Fatalf("the rebuilt ledger's primary key is %q", key)
+	}
 	if _, h := f.deadLetter("replay"); h["tally-source-partition"] != "1" {
 		t.Fatalf("dead letter headers %v", h)
 	}

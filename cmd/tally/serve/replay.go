@@ -128,7 +128,11 @@ func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, sch
 	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{
 		Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Schema: schema, Logger: log,
 		Progress: func(p projector.ReplayProgress) {
-			fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs", schema, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Elapsed.Seconds())
+			if p.Indexing {
+				fmt.Fprintf(w, "\r\033[Kreplay into %s: %d events loaded in %.1fs; building the ledger's key", schema, p.Events, p.Elapsed.Seconds())
+				return
+			}
+			fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs, about %.0fs left", schema, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Elapsed.Seconds(), p.ETA().Seconds())
 		},
 	})
 	fmt.Fprintln(w)
