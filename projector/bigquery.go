@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/bigquery"
@@ -125,6 +126,9 @@ type BigQuery struct {
 	live                live
 	sw                  *storageWriter
 	eventsRT, currentRT *rowType
+	// dupOffsets: a read of projector_offsets found a partition with two
+	// rows, so a flush's intent cannot be judged by its row count.
+	dupOffsets atomic.Bool
 }
 
 // NewBigQuery prepares a projector; Run consumes.
@@ -189,6 +193,10 @@ func (b *BigQuery) loopConfig() loopConfig {
 		Consume: b.cfg.Consume, log: b.log,
 		fetch:     []kgo.Opt{kgo.FetchMaxWait(100 * time.Millisecond)},
 		batchRows: b.cfg.BatchRows, most: b.cfg.MaxBatchRows, batchWait: b.cfg.BatchWait,
+		// A flush (appends, the MERGE, the commits, each retried) can
+		// take a minute on a slow day: the client's default 60 s would
+		// drop the projector from its group mid-flush.
+		rebalance: 2 * time.Minute,
 	}
 }
 

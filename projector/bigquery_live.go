@@ -79,13 +79,16 @@ type live struct {
 	latest   map[bqLevel]levelRow
 	buffered int
 	// since is when the interval of the buffered records began (zero:
-	// nothing buffered): the oldest one's recorded_at, but not before the
-	// last flush began (or partitions were assigned) nor after it was
-	// buffered. So a record waits at most the interval plus one flush,
-	// not a flush, the interval and the next flush; and a projector
-	// catching up flushes once per interval.
-	since     time.Time
-	lastFlush time.Time
+	// nothing buffered): the oldest one's recorded_at, but not before
+	// floor nor after it was buffered. floor is the later of when the
+	// last flush began and three quarters of an interval before it ended
+	// (or when partitions were assigned). So a record that arrives during a flush
+	// waits at most the interval plus one flush, not that flush, a whole
+	// interval and the next flush; and a projector that is behind (a
+	// flush longer than the interval) still gathers a quarter interval of
+	// records per flush, not one batch.
+	since time.Time
+	floor time.Time
 	// unsent are dead letters not yet sent: sent before the flush that
 	// moves the offsets past them, through lp's client.
 	unsent []deadRecord
@@ -180,7 +183,7 @@ func (b *BigQuery) buffer(bt *batch) {
 		}
 		recorded := ev.e.GetRecordedAt().AsTime()
 		if start && recorded.Before(l.since) {
-			l.since = maxTime(recorded, l.lastFlush)
+			l.since = maxTime(recorded, l.floor)
 		}
 		pt.rows = append(pt.rows, bqRow{offset: ev.rec.Offset, b: enc, recorded: recorded, rec: ev.rec})
 		l.buffered++
@@ -200,7 +203,7 @@ func (b *BigQuery) buffer(bt *batch) {
 func (b *BigQuery) flushLocked(ctx context.Context) error {
 	l := &b.live
 	start := time.Now()
-	l.lastFlush = start
+	l.floor = start
 	if err := b.settle(ctx); err != nil {
 		return err
 	}
@@ -286,6 +289,7 @@ func (b *BigQuery) flushLocked(ctx context.Context) error {
 	}
 	b.cfg.Metrics.flushStep("commit", time.Since(step))
 	l.buffered, l.since = 0, time.Time{}
+	l.floor = maxTime(start, time.Now().Add(-b.cfg.MergeInterval*3/4))
 	for _, pt := range l.parts {
 		l.buffered += len(pt.rows) // rows a lost intent left to write (none unless a row ran ahead)
 	}
@@ -400,9 +404,12 @@ WHERE consumer = @consumer AND pending_stream IS NULL AND (%s)`, b.table(Offsets
 		return nil, err
 	}
 	won := func(int32) bool { return true }
-	if n != int64(len(parts)) {
+	if n != int64(len(parts)) || b.dupOffsets.Load() {
 		// Some lost, or an emulator that does not count the rows a DML
-		// changed: the rows tell.
+		// changed, or a partition with two rows (an old version of
+		// Tally, or two projectors creating its row at once), whose two
+		// changed rows could hide another partition's lost one: the rows
+		// tell.
 		states, err := b.readOffsets(ctx)
 		if err != nil {
 			return nil, err
@@ -520,8 +527,11 @@ func (b *BigQuery) readOffsets(ctx context.Context) (map[int32]offsetState, erro
 			st.pending, st.hasPending = s, true
 			st.pendingNext, _ = r[3].(int64)
 		}
-		if cur, ok := out[p]; ok && cur.next > st.next {
-			continue
+		if cur, ok := out[p]; ok {
+			b.dupOffsets.Store(true)
+			if cur.next > st.next {
+				continue
+			}
 		}
 		out[p] = st
 	}
@@ -634,7 +644,7 @@ func (b *BigQuery) assigned(ctx context.Context, parts []int32) (map[int32]int64
 	// Consuming starts here, as after a flush: a projector catching up on
 	// old events gathers an interval's worth before its first flush, not
 	// one batch.
-	b.live.lastFlush = time.Now()
+	b.live.floor = time.Now()
 	return next, nil
 }
 

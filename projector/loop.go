@@ -95,6 +95,9 @@ type loopConfig struct {
 	fetch           []kgo.Opt    // fetch sizes and waits
 	batchRows, most int          // a batch is written at batchRows events, never holds more than most
 	batchWait       time.Duration
+	// rebalance is the group's rebalance timeout: longer than the sink's
+	// slowest batch or flush.
+	rebalance time.Duration
 }
 
 // partBatch is one partition's records of a batch, and the offset the read
@@ -209,12 +212,11 @@ func runLoop(ctx context.Context, s sink, cfg loopConfig) error {
 		kgo.SessionTimeout(6*time.Second),
 		kgo.HeartbeatInterval(time.Second),
 		// A projector killed in the middle of a rebalance (joined, not
-		// yet synced) holds its new partitions until this, not the
-		// client's default 60 s (the embedded broker expires such a
-		// member only by this timeout). It must cover finishing the
-		// batch in hand (BlockRebalanceOnPoll): seconds, a long
-		// BigQuery flush at most.
-		kgo.RebalanceTimeout(30*time.Second),
+		// yet synced) holds its new partitions until this (the embedded
+		// broker expires such a member only by this timeout). It must
+		// cover finishing the batch in hand (BlockRebalanceOnPoll), or
+		// the member is dropped and rejoins, again and again.
+		kgo.RebalanceTimeout(cfg.rebalance),
 		kgo.DisableAutoCommit(),
 		// The raw log, transactions resolved here (kafka.Resolver) rather
 		// than by the broker: kfake, reloaded after a crash, forgets a

@@ -129,6 +129,10 @@ func (p *Postgres) loopConfig() loopConfig {
 		// One transaction per poll, for every partition in it: one commit
 		// (and one WAL flush) makes the whole poll visible at once.
 		batchRows: 1, most: p.cfg.MaxPollRecords,
+		// A batch commits in well under a second: 30 s, not the
+		// client's 60 s, bounds what a projector killed mid-rebalance
+		// holds up.
+		rebalance: 30 * time.Second,
 	}
 }
 
