@@ -101,23 +101,21 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 // PostgreSQL gives it.
 const ledgerKey = "inventory_ledger_pkey"
 
-// addLedgerKey builds the ledger's primary key, on one connection with
-// room to sort.
+// addLedgerKey builds the ledger's primary key in a transaction with room
+// to sort (SET LOCAL: the setting ends with it, not with the pool's
+// connection).
 func addLedgerKey(ctx context.Context, pool *pgxpool.Pool) error {
-	conn, err := pool.Acquire(ctx)
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL maintenance_work_mem = '512MB'"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "ALTER TABLE inventory_ledger ADD CONSTRAINT "+ledgerKey+" PRIMARY KEY (sku_id, store_id, sku_version, recorded_at)")
+		return err
+	})
 	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SET maintenance_work_mem = '512MB'"); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, "ALTER TABLE inventory_ledger ADD CONSTRAINT "+ledgerKey+" PRIMARY KEY (sku_id, store_id, sku_version, recorded_at)"); err != nil {
 		return fmt.Errorf("build the ledger's key after the load: %w", err)
 	}
-	// The connection's setting goes with it: a pool connection is reused.
-	_, err = conn.Exec(ctx, "RESET maintenance_work_mem")
-	return err
+	return nil
 }
 
 // newSchema creates schema, migrates the read model into it and returns a
