@@ -218,7 +218,7 @@ func (s *snapshot) records(partition int32) ([]*kgo.Record, error) {
 
 // snapshotter is a writer's snapshot state, owned by its run goroutine.
 type snapshotter struct {
-	producer *kgo.Client
+	producer *txnProducer
 	dirty    map[string]struct{} // SKUs changed since the last increment
 	appended uint64              // window commands appended when the last increment was taken
 	segments []segment
@@ -240,8 +240,8 @@ type snapshotDone struct {
 }
 
 // openSnapshotProducer fences the previous owner's snapshot producer.
-func (w *Writer) openSnapshotProducer(ctx context.Context) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
+func (w *Writer) openSnapshotProducer(ctx context.Context) (*txnProducer, error) {
+	cl, err := newTxnProducer(w.log.With("producer", "snapshots"), append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
 		kgo.TransactionalID(SnapshotTransactionalID(w.partition)),
 		kgo.TransactionTimeout(time.Minute),
 		kgo.DefaultProduceTopic(w.cfg.SnapshotTopic),
@@ -257,7 +257,7 @@ func (w *Writer) openSnapshotProducer(ctx context.Context) (*kgo.Client, error) 
 		return nil, err
 	}
 	// The snapshots topic has a partition for each of the events topic's.
-	adm := kadm.NewClient(cl)
+	adm := kadm.NewClient(cl.Client)
 	topics, err := adm.ListTopics(ctx, w.cfg.Topic)
 	if err == nil {
 		err = topics.Error()
@@ -495,20 +495,20 @@ func (w *Writer) takeSnapshot() *snapshot {
 }
 
 // writeSnapshot commits one increment.
-func (w *Writer) writeSnapshot(producer *kgo.Client, s *snapshot) error {
+func (w *Writer) writeSnapshot(producer *txnProducer, s *snapshot) error {
 	recs, err := s.records(w.partition)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := producer.BeginTransaction(); err != nil {
+	if err := producer.begin(); err != nil {
 		return err
 	}
 	if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return errors.Join(err, producer.EndTransaction(ctx, kgo.TryAbort))
 	}
-	return producer.EndTransaction(ctx, kgo.TryCommit)
+	return producer.commit(ctx)
 }
 
 // snapshotAnswered takes an increment's outcome in the run goroutine.

@@ -199,7 +199,7 @@ type Writer struct {
 	lastErr error // set by run before stopped closes
 
 	// Owned by the run goroutine after OpenWriter returns.
-	producer *kgo.Client
+	producer *txnProducer
 	skus     map[string]*SKU
 	dedupe   *window
 	next     int64        // the events offset after the last committed transaction's records
@@ -232,7 +232,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig, partition int32) (*Writer
 // open fences the previous owner and rebuilds state.
 func (w *Writer) open(ctx context.Context) error {
 	start := time.Now()
-	producer, err := kgo.NewClient(append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
+	producer, err := newTxnProducer(w.log, append(kafka.Options(w.cfg.Brokers, w.cfg.Kafka, nil),
 		kgo.TransactionalID(TransactionalID(w.partition)),
 		kgo.TransactionTimeout(w.cfg.CommitTimeout+5*time.Second),
 		kgo.DefaultProduceTopic(w.cfg.Topic),
@@ -252,7 +252,7 @@ func (w *Writer) open(ctx context.Context) error {
 		producer.Close()
 		return fmt.Errorf("%w: fence partition %d: %w", ErrUnavailable, w.partition, err)
 	}
-	var snapProducer *kgo.Client
+	var snapProducer *txnProducer
 	if w.cfg.SnapshotEvery > 0 {
 		if snapProducer, err = w.openSnapshotProducer(ctx); err != nil {
 			producer.Close()
@@ -835,7 +835,7 @@ func (w *Writer) commit(batch []*request) error {
 func (w *Writer) transact(recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.CommitTimeout)
 	defer cancel()
-	if err := w.producer.BeginTransaction(); err != nil {
+	if err := w.producer.begin(); err != nil {
 		return err
 	}
 	if err := w.producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -847,7 +847,7 @@ func (w *Writer) transact(recs []*kgo.Record) error {
 	if w.cfg.BeforeCommit != nil {
 		w.cfg.BeforeCommit(w.partition)
 	}
-	return w.producer.EndTransaction(ctx, kgo.TryCommit)
+	return w.producer.commit(ctx)
 }
 
 func (r *Result) replayed() *Result {
