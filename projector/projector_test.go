@@ -675,15 +675,25 @@ func TestRebuildIntoAFreshSchemaIsTheFoldOfTheLog(t *testing.T) {
 	f.commit([]*kgo.Record{{Key: []byte("sku-0"), Value: []byte("not an event"), Partition: 1}})
 	f.produce(300, 10, r)
 	var last projector.ReplayProgress
+	// Two loads, a partition each, into the one schema.
 	n, _, err := projector.Rebuild(t.Context(), projector.RebuildConfig{
 		Brokers: env.Brokers, Topic: f.topic, DatabaseURL: f.pool.Config().ConnString(), Schema: "rebuilt",
-		Logger: testenv.Logger(), Progress: func(p projector.ReplayProgress) { last = p },
+		Logger: testenv.Logger(), Progress: func(p projector.ReplayProgress) { last = p }, Parallel: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != int64(f.events) || last.Events == 0 || last.Offsets == 0 || last.Offsets > last.Total || !last.Indexing {
 		t.Fatalf("rebuilt %d events (last progress %+v: want the key's build after the load), want %d", n, last, f.events)
+	}
+	ends, err := f.adm.ListEndOffsets(t.Context(), f.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offsets int64
+	ends.Each(func(o kadm.ListedOffset) { offsets += o.Offset })
+	if last.Offsets != offsets || last.Total != offsets || last.Events != int64(f.events)+1 {
+		t.Fatalf("the progress of both loads: %+v, want %d offsets of %d and %d records (the events and the dead letter)", last, offsets, offsets, f.events+1)
 	}
 	quarter := projector.ReplayProgress{Offsets: 50, Total: 200, Elapsed: 10 * time.Second}
 	if eta := quarter.ETA(); eta != 30*time.Second {

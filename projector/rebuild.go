@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/readmodel"
@@ -29,8 +33,13 @@ type RebuildConfig struct {
 	Schema string
 	// Logger, default slog.Default().
 	Logger *slog.Logger
-	// Progress, when set, is called after every batch.
+	// Progress, when set, is called after every batch (from one goroutine
+	// at a time).
 	Progress func(ReplayProgress)
+	// Parallel is how many loads run at once, each over its own share of
+	// the partitions with its own consumer and database connection.
+	// Default GOMAXPROCS, at most the partition count.
+	Parallel int
 }
 
 // Rebuild projects the whole log, up to each partition's last stable offset
@@ -61,23 +70,54 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 	if _, err := pool.Exec(ctx, "ALTER TABLE inventory_ledger DROP CONSTRAINT "+ledgerKey); err != nil {
 		return 0, 0, fmt.Errorf("drop the ledger's key for the load: %w", err)
 	}
-	p, err := NewPostgres(Config{
-		Consume: Consume{Brokers: cfg.Brokers, Kafka: cfg.Kafka, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
-	})
+	shares, err := partitionShares(ctx, cfg)
 	if err != nil {
 		return 0, 0, err
 	}
-	var prog ReplayProgress
+	var (
+		mu   sync.Mutex
+		prog ReplayProgress
+		done = make([]ReplayProgress, len(shares)) // each load's own figures
+	)
 	start := time.Now()
-	err = replayLog(ctx, p, p.loopConfig(), nil, true, func(passed, total, records int64) {
-		prog.Offsets, prog.Total, prog.Events = passed, total, records
-		prog.Batches++
-		prog.Elapsed = time.Since(start)
+	report := func(i int, passed, total, records int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done[i].Offsets, done[i].Total, done[i].Events = passed, total, records
+		done[i].Batches++
+		prog = ReplayProgress{Elapsed: time.Since(start)}
+		for _, d := range done {
+			prog.Offsets += d.Offsets
+			prog.Total += d.Total
+			prog.Events += d.Events
+			prog.Batches += d.Batches
+		}
 		if cfg.Progress != nil {
 			cfg.Progress(prog)
 		}
-	})
-	if err != nil {
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(shares))
+	var wg sync.WaitGroup
+	for i, share := range shares {
+		p, err := NewPostgres(Config{
+			Consume: Consume{Brokers: cfg.Brokers, Kafka: cfg.Kafka, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
+		})
+		if err != nil {
+			return 0, 0, err
+		}
+		wg.Go(func() {
+			errs[i] = replayLog(lctx, p, p.loopConfig(), share, true, func(passed, total, records int64) {
+				report(i, passed, total, records)
+			})
+			if errs[i] != nil {
+				cancel() // the others stop: the rebuild failed
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return 0, 0, err
 	}
 	indexed := time.Now()
@@ -95,6 +135,44 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 		return 0, 0, err
 	}
 	return n, took, nil
+}
+
+// partitionShares splits the events topic's partitions among the loads:
+// partition i goes to load i mod Parallel, each from its start.
+func partitionShares(ctx context.Context, cfg RebuildConfig) ([]map[int32]int64, error) {
+	topic := cfg.Topic
+	if topic == "" {
+		topic = kafka.EventsTopic
+	}
+	cl, err := kgo.NewClient(kafka.Options(cfg.Brokers, cfg.Kafka, nil)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err == nil {
+		err = topics.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the partitions of %s: %w", topic, err)
+	}
+	parts := topics[topic].Partitions.Numbers()
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("topic %s not found", topic)
+	}
+	n := cfg.Parallel
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	n = min(n, len(parts))
+	shares := make([]map[int32]int64, n)
+	for i, p := range parts {
+		if shares[i%n] == nil {
+			shares[i%n] = map[int32]int64{}
+		}
+		shares[i%n][p] = 0
+	}
+	return shares, nil
 }
 
 // ledgerKey is the ledger's primary key (migration 0006), the name

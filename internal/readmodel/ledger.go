@@ -55,7 +55,13 @@ func EnsureLedgerMonths(ctx context.Context, db DB, months ...time.Time) ([]time
 			continue
 		}
 		var made bool
-		if err := db.QueryRow(ctx, "SELECT inventory_ledger_add_month($1)", m).Scan(&made); err != nil {
+		err := db.QueryRow(ctx, "SELECT inventory_ledger_add_month($1)", m).Scan(&made)
+		if createRace(err) {
+			// Another session created the month between the function's
+			// check and its CREATE: the second call finds it.
+			err = db.QueryRow(ctx, "SELECT inventory_ledger_add_month($1)", m).Scan(&made)
+		}
+		if err != nil {
 			return created, fmt.Errorf("ledger partition %s: %w", m.Format("2006-01"), err)
 		}
 		if made {
@@ -63,6 +69,13 @@ func EnsureLedgerMonths(ctx context.Context, db DB, months ...time.Time) ([]time
 		}
 	}
 	return created, nil
+}
+
+// createRace reports an error of CREATE TABLE IF NOT EXISTS racing another
+// session's: the table (42P07) or its row type (23505 on pg_type) exists.
+func createRace(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P07" || pgErr.Code == "23505")
 }
 
 // LedgerMonths are the months the ledger has a partition for, oldest first.

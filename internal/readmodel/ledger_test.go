@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -221,4 +222,39 @@ func TestEnsureLedgerMonthsMakesAnyMonthStorable(t *testing.T) {
 		t.Fatalf("EnsureLedgerMonths: created %v, %v; want one month", created, err)
 	}
 	exec(t, pool, insert, at)
+}
+
+// Sessions that ensure the same months at once (two projectors, or a
+// rebuild's parallel loads) all succeed, and each month is created once.
+func TestEnsureLedgerMonthsRacesOtherSessions(t *testing.T) {
+	ctx := context.Background()
+	pool := env.NewDatabase(t)
+	if err := readmodel.Migrate(ctx, pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		m := readmodel.Month(time.Date(1990+round, 3, 1, 0, 0, 0, 0, time.UTC))
+		const sessions = 6
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			created int
+			errs    []error
+		)
+		for range sessions {
+			wg.Go(func() {
+				c, err := readmodel.EnsureLedgerMonths(ctx, pool, m)
+				mu.Lock()
+				defer mu.Unlock()
+				created += len(c)
+				if err != nil {
+					errs = append(errs, err)
+				}
+			})
+		}
+		wg.Wait()
+		if len(errs) > 0 || created != 1 {
+			t.Fatalf("%d sessions ensuring %s: %d created, errors %v; want one created, no error", sessions, m.Format("2006-01"), created, errs)
+		}
+	}
 }

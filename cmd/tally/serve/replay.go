@@ -26,7 +26,7 @@ import (
 func RunReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally replay", flag.ContinueOnError)
 	var brokers, dsn, schema, sink, fromTime string
-	var fromOffset int
+	var fromOffset, parallel int
 	var bq BigQueryFlags
 	var ks kafkaflag.Security
 	config.String(fs, &brokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
@@ -34,6 +34,7 @@ func RunReplay(ctx context.Context, args []string) error {
 	config.String(fs, &sink, "sink", "postgres", "what to rebuild: postgres (a fresh schema) or bigquery (re-feed a range into the dataset)")
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "postgres: PostgreSQL connection string (env DATABASE_URL also works)")
 	config.String(fs, &schema, "schema", "", "postgres: schema to build into (must not exist; default replay_<unix time>)")
+	config.Int(fs, &parallel, "parallel", 0, "postgres: loads at once, each over its share of the partitions (0: one per CPU, at most one per partition)")
 	config.Int(fs, &fromOffset, "from-offset", 0, "bigquery: first offset to re-feed, in every partition")
 	config.String(fs, &fromTime, "from-time", "", "bigquery: re-feed from the first record written at or after this RFC 3339 time instead")
 	bq.flags(fs, true)
@@ -55,7 +56,10 @@ func RunReplay(ctx context.Context, args []string) error {
 		if fromOffset != 0 || fromTime != "" {
 			return errors.New("--from-offset and --from-time are for --sink bigquery; a Postgres replay rebuilds the whole log into a fresh schema")
 		}
-		n, d, err := replay(ctx, config.List(brokers), sec, dsn, schema, os.Stderr)
+		if parallel < 0 {
+			return fmt.Errorf("--parallel must be 0 or more, got %d", parallel)
+		}
+		n, d, err := replay(ctx, config.List(brokers), sec, dsn, schema, parallel, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -114,10 +118,10 @@ func replayBigQuery(ctx context.Context, brokers []string, sec *kafka.Security, 
 // Replay rebuilds the read model into a new schema (projector.Rebuild),
 // once the events topic passes kafka.CheckEventTopic, and returns the events projected and the time it took, printing progress to w.
 func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
-	return replay(ctx, brokers, nil, dsn, schema, w)
+	return replay(ctx, brokers, nil, dsn, schema, 0, w)
 }
 
-func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
+func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, schema string, parallel int, w io.Writer) (int64, time.Duration, error) {
 	if schema == "" {
 		schema = fmt.Sprintf("replay_%d", time.Now().Unix())
 	}
@@ -126,7 +130,7 @@ func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, sch
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{
-		Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Schema: schema, Logger: log,
+		Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Schema: schema, Logger: log, Parallel: parallel,
 		Progress: func(p projector.ReplayProgress) {
 			if p.Indexing {
 				fmt.Fprintf(w, "\r\033[Kreplay into %s: %d events loaded in %.1fs; building the ledger's key", schema, p.Events, p.Elapsed.Seconds())
