@@ -44,8 +44,9 @@ type Deps struct {
 	// under dir.
 	StartEmbedded func(ctx context.Context, dir string) (*Embedded, error)
 	// Replay rebuilds the read model from the log into a fresh schema and
-	// returns how many events it projected and how long it took.
-	Replay func(ctx context.Context, brokers []string, databaseURL string) (int64, time.Duration, error)
+	// returns how many events it projected and how long it took, with
+	// parallel loads at once (0: one per CPU).
+	Replay func(ctx context.Context, brokers []string, databaseURL string, parallel int) (int64, time.Duration, error)
 	// Soak runs `tally bench --soak`.
 	Soak func(ctx context.Context, cfg SoakConfig) (*SoakReport, error)
 	// Out is where the report goes; nil is standard output.
@@ -76,6 +77,7 @@ type Config struct {
 	Compare      bool
 	Sweep        string
 	Replay       bool
+	ReplayLoads  int
 	JSON         bool
 	NoAudit      bool
 	CPUProfile   string
@@ -111,6 +113,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	config.Bool(fs, &c.Compare, "compare", false, "run tally and naive-postgres on the same workload and print the ratios")
 	config.String(fs, &c.Sweep, "sweep", "", "comma-separated rates: one run each, then the highest with p99 visibility under 250 ms")
 	config.Bool(fs, &c.Replay, "replay", false, "also rebuild the read model from the log and report events/s")
+	config.Int(fs, &c.ReplayLoads, "replay-parallel", 0, "with --replay: loads at once (0: one per CPU, at most one per partition)")
 	config.Bool(fs, &c.JSON, "json", false, "print the report as JSON on stdout")
 	config.Bool(fs, &c.NoAudit, "no-audit", false, "skip the correctness audit")
 	config.String(fs, &c.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (with --embedded: of Tally too) to this file")
@@ -160,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.soak.validate(c); err != nil {
 		errs = append(errs, err)
+	}
+	if c.ReplayLoads < 0 {
+		errs = append(errs, fmt.Errorf("--replay-parallel must be 0 or more, got %d", c.ReplayLoads))
 	}
 	if (c.Target == "naive-postgres" || c.Compare || c.Replay) && !c.Embedded && c.DatabaseURL == "" {
 		errs = append(errs, errors.New("naive-postgres, --compare and --replay need --database-url (or --embedded)"))
@@ -286,7 +292,7 @@ func Run(ctx context.Context, args []string, deps Deps) error {
 	}
 	if c.Replay {
 		fmt.Fprintln(os.Stderr, "replaying the log into a fresh read model...")
-		n, d, err := deps.Replay(ctx, brokers, c.DatabaseURL)
+		n, d, err := deps.Replay(ctx, brokers, c.DatabaseURL, c.ReplayLoads)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}

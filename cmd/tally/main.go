@@ -42,8 +42,8 @@ var subcommands = []subcommand{
 func runBench(ctx context.Context, args []string) error {
 	return bench.Run(ctx, args, bench.Deps{
 		StartEmbedded: serve.StartEmbedded,
-		Replay: func(ctx context.Context, brokers []string, dsn string) (int64, time.Duration, error) {
-			return serve.Replay(ctx, brokers, dsn, "", os.Stderr)
+		Replay: func(ctx context.Context, brokers []string, dsn string, parallel int) (int64, time.Duration, error) {
+			return serve.Replay(ctx, brokers, dsn, "", parallel, os.Stderr)
 		},
 		Soak: soak.Run,
 	})

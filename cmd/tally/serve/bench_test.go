@@ -26,8 +26,8 @@ func TestBenchEmbeddedPassesItsAudit(t *testing.T) {
 		"--seed-skus", "100", "--batch", "10", "--replay", "--json", "--reads", "0.5", "--concurrency", "2048",
 	}, bench.Deps{
 		StartEmbedded: serve.StartEmbedded,
-		Replay: func(ctx context.Context, brokers []string, dsn string) (int64, time.Duration, error) {
-			return serve.Replay(ctx, brokers, dsn, "", t.Output())
+		Replay: func(ctx context.Context, brokers []string, dsn string, parallel int) (int64, time.Duration, error) {
+			return serve.Replay(ctx, brokers, dsn, "", parallel, t.Output())
 		},
 		Out: &out,
 	})

@@ -117,8 +117,8 @@ func replayBigQuery(ctx context.Context, brokers []string, sec *kafka.Security, 
 
 // Replay rebuilds the read model into a new schema (projector.Rebuild),
 // once the events topic passes kafka.CheckEventTopic, and returns the events projected and the time it took, printing progress to w.
-func Replay(ctx context.Context, brokers []string, dsn, schema string, w io.Writer) (int64, time.Duration, error) {
-	return replay(ctx, brokers, nil, dsn, schema, 0, w)
+func Replay(ctx context.Context, brokers []string, dsn, schema string, parallel int, w io.Writer) (int64, time.Duration, error) {
+	return replay(ctx, brokers, nil, dsn, schema, parallel, w)
 }
 
 func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, schema string, parallel int, w io.Writer) (int64, time.Duration, error) {
