@@ -7,8 +7,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -49,18 +51,52 @@ func runBench(ctx context.Context, args []string) error {
 	})
 }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: tally <subcommand> [flags]\n\nsubcommands:\n")
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: tally <subcommand> [flags]\n\nsubcommands:\n")
 	for _, s := range subcommands {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", s.name, s.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", s.name, s.summary)
 	}
-	fmt.Fprintf(os.Stderr, "\n`tally <subcommand> -h` lists its flags; each flag has a TALLY_ env fallback.\n")
+	fmt.Fprintf(w, "  %-10s %s\n", "version", "print the version, commit and Go version of this binary")
+	fmt.Fprintf(w, "\n`tally <subcommand> -h` lists its flags; each flag has a TALLY_ env fallback.\n")
+}
+
+// version describes the binary from its build information: the module's
+// version (a tag, or "(devel)"), the commit and its time when built from a
+// checkout, and the Go version.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "tally (no build information)"
+	}
+	v := "tally " + bi.Main.Version
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v += " commit " + rev
+		if settings["vcs.modified"] == "true" {
+			v += " (modified)"
+		}
+		if at := settings["vcs.time"]; at != "" {
+			v += " " + at
+		}
+	}
+	return v + " " + bi.GoVersion
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "-h", "-help", "--help", "help":
+		usage(os.Stdout)
+		return
+	case "version", "-version", "--version":
+		fmt.Println(version())
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -77,6 +113,7 @@ func main() {
 			return
 		}
 	}
-	usage()
+	fmt.Fprintf(os.Stderr, "tally: unknown subcommand %q\n\n", os.Args[1])
+	usage(os.Stderr)
 	os.Exit(2)
 }

@@ -210,3 +210,47 @@ func TestServeStopsOnSignalDuringStartup(t *testing.T) {
 		})
 	}
 }
+
+// runTally runs `tally args...` to its end and returns its stdout, stderr
+// and exit code.
+func runTally(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "TALLY_TEST_MAIN=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// What a new user types first: help exits 0 and lists the subcommands,
+// every subcommand's -h exits 0 with its flags, an unknown subcommand is
+// named, and `tally version` says what was built.
+func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
+	for _, h := range []string{"-h", "--help", "help"} {
+		out, _, code := runTally(t, h)
+		if code != 0 || !strings.Contains(out, "subcommands:") || !strings.Contains(out, "version") {
+			t.Fatalf("tally %s: exit %d, stdout %q; want 0 and the subcommands", h, code, out)
+		}
+	}
+	for _, s := range subcommands {
+		_, errOut, code := runTally(t, s.name, "-h")
+		if code != 0 || !strings.Contains(errOut, "-") {
+			t.Errorf("tally %s -h: exit %d, stderr %q; want 0 and its flags", s.name, code, errOut)
+		}
+	}
+	_, errOut, code := runTally(t, "bogus")
+	if code != 2 || !strings.Contains(errOut, `unknown subcommand "bogus"`) {
+		t.Fatalf("tally bogus: exit %d, stderr %q; want 2 naming the subcommand", code, errOut)
+	}
+	out, _, code := runTally(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "tally ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("tally version: exit %d, %q", code, out)
+	}
+}

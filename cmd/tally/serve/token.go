@@ -17,8 +17,13 @@ import (
 // HS256 key of --auth-key-file (or the key `tally serve` makes when given none) and
 // prints it.
 func RunToken(_ context.Context, args []string) error {
+	const usage = "usage: tally token issue --key-file FILE --role ROLE [--store S1,S2] [--subject NAME] [--ttl 24h]"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(os.Stderr, usage+"\n\n`tally token issue -h` lists its flags.")
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "issue" {
-		return errors.New("usage: tally token issue --key-file FILE --role ROLE [--store S1,S2] [--subject NAME] [--ttl 24h]")
+		return errors.New(usage)
 	}
 	fs := flag.NewFlagSet("tally token issue", flag.ContinueOnError)
 	var keyFile, role, stores, subject string
