@@ -75,7 +75,7 @@ func (h *Handler) HTTPHandler(opts ...connect.HandlerOption) (string, http.Handl
 func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.ApplyRequest]) (*connect.Response[inventoryv1.ApplyResponse], error) {
 	in := req.Msg.GetCommands()
 	if len(in) == 0 || len(in) > MaxBatchCommands {
-		return nil, h.connectError(&ValidationError{What: "command", Violations: []Violation{{
+		return nil, h.rejected(&ValidationError{What: "command", Violations: []Violation{{
 			Field: "commands", Description: fmt.Sprintf("1 to %d commands, got %d", MaxBatchCommands, len(in)),
 		}}})
 	}
@@ -89,6 +89,7 @@ func (h *Handler) Apply(ctx context.Context, req *connect.Request[inventoryv1.Ap
 		}
 		if invalid[i] != nil {
 			cmds[i] = nil
+			h.countRejected(invalid[i])
 		}
 	}
 	outcomes := h.svc.DoBatch(ctx, cmds)
@@ -247,6 +248,20 @@ func (h *Handler) classify(err error) (code connect.Code, msg string, ce *invent
 	}
 	ce.Code, ce.Message = code.String(), msg
 	return code, msg, ce, report
+}
+
+// countRejected counts a command refused before it reached a writer
+// (tally_commands_total{outcome="invalid_argument"|"permission_denied"}).
+func (h *Handler) countRejected(err error) {
+	if h.svc != nil {
+		h.svc.cfg.Metrics.observeRejected(err)
+	}
+}
+
+// rejected counts a refusal made before the writer and returns its answer.
+func (h *Handler) rejected(err error) *connect.Error {
+	h.countRejected(err)
+	return h.connectError(err)
 }
 
 func (h *Handler) connectError(err error) *connect.Error {

@@ -142,7 +142,7 @@ func (r registered[Req, Resp]) unary(ctx context.Context, h *Handler, req *conne
 		err = authorize(ctx, cmd, h.maxAdjustment)
 	}
 	if err != nil {
-		return nil, h.connectError(err)
+		return nil, h.rejected(err)
 	}
 	res, relayed, err := doUnary(ctx, h, r, req, cmd)
 	var ce *connect.Error

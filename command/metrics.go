@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tally_commands_total",
-			Help: "Commands answered by partition writers, by outcome.",
+			Help: "Commands answered, by outcome: accepted (events appended), replayed (a retry of an accepted command: nothing appended), the writers' rejections (version_conflict, insufficient_stock, command_id_reused, unavailable, other) and those made before a writer sees the command (invalid_argument, permission_denied).",
 		}, []string{"outcome"}),
 		rebuildFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tally_writer_rebuild_failures_total",
@@ -105,7 +105,23 @@ func (m *Metrics) observeCommit(partition int32, records int, d time.Duration, e
 	m.commitSeconds.Observe(d.Seconds())
 }
 
-func (m *Metrics) observeOutcome(err error) {
+// observeRejected counts a command refused before it reached a writer:
+// malformed, or not allowed to the caller.
+func (m *Metrics) observeRejected(err error) {
+	if m == nil {
+		return
+	}
+	var pe *PermissionError
+	outcome := "invalid_argument"
+	if errors.As(err, &pe) {
+		outcome = "permission_denied"
+	}
+	m.outcomes.WithLabelValues(outcome).Inc()
+}
+
+// observeOutcome counts a writer's answer to a command; replayed is a
+// retry answered from what the writer remembers or from the log.
+func (m *Metrics) observeOutcome(err error, replayed bool) {
 	if m == nil {
 		return
 	}
@@ -116,6 +132,8 @@ func (m *Metrics) observeOutcome(err error) {
 	)
 	outcome := "accepted"
 	switch {
+	case err == nil && replayed:
+		outcome = "replayed"
 	case err == nil:
 	case errors.As(err, &vc):
 		outcome = "version_conflict"

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"weak"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -641,4 +643,64 @@ func writerStacks() string {
 		}
 	}
 	return out.String()
+}
+
+// tally_commands_total tells accepted commands from replayed retries, and
+// counts the commands refused before any writer saw them.
+func TestCommandsTotalCountsReplaysAndRejections(t *testing.T) {
+	k := singlePartition(t)
+	reg := prometheus.NewRegistry()
+	log := quietLogger()
+	svc, err := command.NewService(t.Context(), command.ServiceConfig{
+		WriterConfig: command.WriterConfig{Brokers: k.Addrs(), Logger: log, Metrics: command.NewMetrics(reg)}, Partitions: 1, AssignWait: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	srv, err := server.Listen("127.0.0.1:0", nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, h := command.NewHandler(svc, log).HTTPHandler(srv.HandlerOptions()...)
+	srv.Handle(inventoryv1connect.CommandServiceName, path, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, 5*time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	g := inventoryv1connect.NewCommandServiceClient(http.DefaultClient, "http://"+srv.Addr())
+
+	rcv := &inventoryv1.ReceiveStockRequest{CommandId: "rcv-1", SkuId: "counted", StoreId: "S1", Quantity: 5}
+	for range 2 { // accepted, then replayed
+		if _, err := g.ReceiveStock(t.Context(), connect.NewRequest(rcv)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.RecordSale(t.Context(), connect.NewRequest(&inventoryv1.RecordSaleRequest{CommandId: "bad", SkuId: "counted", StoreId: "S1"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("a sale of no units: %v, want InvalidArgument", err)
+	}
+	if _, err := g.Apply(t.Context(), connect.NewRequest(&inventoryv1.ApplyRequest{Commands: []*inventoryv1.Command{
+		{Kind: &inventoryv1.Command_Receipt{Receipt: &inventoryv1.ReceiveStockRequest{CommandId: "rcv-2", SkuId: "counted", StoreId: "S1", Quantity: 1}}},
+		{Kind: &inventoryv1.Command_Receipt{Receipt: &inventoryv1.ReceiveStockRequest{CommandId: "rcv-3", SkuId: "counted", StoreId: "S1", Quantity: -1}}},
+		{Kind: &inventoryv1.Command_Sale{Sale: &inventoryv1.RecordSaleRequest{CommandId: "sale-1", SkuId: "counted", StoreId: "S1", Quantity: 100}}},
+	}})); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "tally_commands_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"accepted": 2, "replayed": 1, "invalid_argument": 2, "insufficient_stock": 1}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("tally_commands_total by outcome: %v, want %v", got, want)
+	}
 }

@@ -57,7 +57,7 @@ func (h *Handler) rejectUnknownFields(next connect.UnaryFunc) connect.UnaryFunc 
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		if m, ok := req.Any().(proto.Message); ok && hasUnknownFields(m.ProtoReflect()) {
 			if vs := unknownFields(m.ProtoReflect(), "", nil); len(vs) > 0 {
-				return nil, h.connectError(&ValidationError{What: "command", Violations: vs})
+				return nil, h.rejected(&ValidationError{What: "command", Violations: vs})
 			}
 		}
 		return next(ctx, req)

@@ -826,7 +826,7 @@ func (w *Writer) commit(batch []*request) error {
 	}
 	w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), nil)
 	for i, r := range batch {
-		w.cfg.Metrics.observeOutcome(replies[i].err)
+		w.cfg.Metrics.observeOutcome(replies[i].err, replies[i].from != nil || replies[i].res != nil && replies[i].res.Replayed)
 		r.done <- replies[i]
 	}
 	return nil
