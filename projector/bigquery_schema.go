@@ -183,10 +183,11 @@ func nullString(s string) bigquery.Value {
 // location, when it has to be created), the tables (missing columns are
 // added; nothing is ever dropped) and the views of package analytics
 // (replaced every time). Every step is idempotent, so each projector runs it
-// at start.
+// at start. log names the dataset (the projector's does); nil logs to the
+// default logger with the dataset's name.
 func EnsureBigQuery(ctx context.Context, client *bigquery.Client, dataset, location string, log *slog.Logger) error {
 	if log == nil {
-		log = slog.Default()
+		log = slog.Default().With("dataset", dataset)
 	}
 	ds := client.Dataset(dataset)
 	if _, err := ds.Metadata(ctx); isNotFound(err) {
@@ -194,7 +195,7 @@ func EnsureBigQuery(ctx context.Context, client *bigquery.Client, dataset, locat
 		if err != nil && !isAlreadyExists(err) {
 			return fmt.Errorf("create dataset %s: %w", dataset, err)
 		}
-		log.Info("bigquery dataset created", "dataset", dataset, "location", location)
+		log.Info("bigquery dataset created", "location", location) // log names the dataset
 	} else if err != nil {
 		return fmt.Errorf("dataset %s: %w", dataset, err)
 	}
