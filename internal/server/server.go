@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -156,7 +157,8 @@ func (s *Server) Close() { _ = s.lis.Close() }
 func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 	checker := grpchealth.NewStaticChecker(s.services...)
 	s.mux.Handle(grpchealth.NewHandler(checker, s.HandlerOptions()...))
-	reflector := grpcreflect.NewStaticReflector(s.services...)
+	// The health service is listed too, so `grpcurl list` shows it.
+	reflector := grpcreflect.NewStaticReflector(append(slices.Clone(s.services), grpchealth.HealthV1ServiceName)...)
 	s.mux.Handle(grpcreflect.NewHandlerV1(reflector, s.HandlerOptions()...))
 	s.mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, s.HandlerOptions()...))
 
