@@ -112,7 +112,7 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 		o(s)
 	}
 	// No request is read into memory beyond the limit.
-	s.srv.Handler = http.MaxBytesHandler(s.mux, s.maxBytes+envelopeSlack)
+	s.srv.Handler = http.MaxBytesHandler(explain415(s.mux), s.maxBytes+envelopeSlack)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if s.tls {
@@ -190,3 +190,43 @@ func (s *Server) Serve(ctx context.Context, grace time.Duration) error {
 	}
 	return err
 }
+
+// explain415 gives Connect's 415 Unsupported Media Type (a request whose
+// Content-Type no protocol takes) a body that says what to send: the
+// handlers answer it with an Accept-Post header alone, which curl users
+// do not see.
+func explain415(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&explaining415{ResponseWriter: w, got: r.Header.Get("Content-Type")}, r)
+	})
+}
+
+type explaining415 struct {
+	http.ResponseWriter
+	got string
+}
+
+func (w *explaining415) WriteHeader(code int) {
+	if code != http.StatusUnsupportedMediaType {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	got := w.got
+	if got == "" {
+		got = "none"
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.ResponseWriter.WriteHeader(code)
+	fmt.Fprintf(w.ResponseWriter, "unsupported Content-Type %q: send application/json or application/proto (Connect), "+
+		"application/grpc (gRPC) or application/grpc-web (gRPC-Web)\n", got)
+}
+
+// Flush and Unwrap keep streaming responses and http.ResponseController
+// working through the wrapper.
+func (w *explaining415) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *explaining415) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -3,10 +3,12 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,5 +180,47 @@ func TestReflectionListsAndDescribesTheHealthService(t *testing.T) {
 	resp := ask(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "grpc.health.v1.Health"}})
 	if len(resp.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
 		t.Fatalf("reflection cannot describe grpc.health.v1.Health: %v", resp.GetErrorResponse())
+	}
+}
+
+// A request with no or a wrong Content-Type is answered 415 with a body
+// that says what to send (curl users see no Accept-Post header).
+func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := server.Listen("127.0.0.1:0", nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded"} {
+		req, err := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnsupportedMediaType || !strings.Contains(string(body), "application/json") || !strings.Contains(string(body), "application/proto") {
+			t.Fatalf("Content-Type %q: %d %q, want 415 saying application/json or application/proto", ct, resp.StatusCode, body)
+		}
+	}
+	// The right one still works.
+	resp, err := http.Post("http://"+srv.Addr()+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "SERVING") {
+		t.Fatalf("application/json: %d %q", resp.StatusCode, body)
 	}
 }
