@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/testenv"
 )
@@ -239,11 +241,28 @@ func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
 			t.Fatalf("tally %s: exit %d, stdout %q; want 0 and the subcommands", h, code, out)
 		}
 	}
-	for _, s := range subcommands {
-		_, errOut, code := runTally(t, s.name, "-h")
+	flagLine := regexp.MustCompile(`^\s+-(\S+)`)
+	for _, s := range append(subcommands, subcommand{name: "token issue"}) {
+		_, errOut, code := runTally(t, append(strings.Fields(s.name), "-h")...)
 		if code != 0 || !strings.Contains(errOut, "-") {
 			t.Errorf("tally %s -h: exit %d, stderr %q; want 0 and its flags", s.name, code, errOut)
 		}
+		// Every flag has the TALLY_ fallback the usage line promises.
+		var name, text string
+		check := func() {
+			if name != "" && !strings.Contains(text, "(env "+config.EnvName(name)+")") {
+				t.Errorf("tally %s: --%s has no environment fallback: %q", s.name, name, text)
+			}
+		}
+		for _, line := range strings.Split(errOut, "\n") {
+			if m := flagLine.FindStringSubmatch(line); m != nil {
+				check()
+				name, text = m[1], ""
+				continue
+			}
+			text += line
+		}
+		check()
 	}
 	_, errOut, code := runTally(t, "bogus")
 	if code != 2 || !strings.Contains(errOut, `unknown subcommand "bogus"`) {
