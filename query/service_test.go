@@ -3,7 +3,11 @@ package query_test
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/stocknotify"
 	"github.com/tally-oss/tally/query"
 )
@@ -404,5 +409,30 @@ func TestRecommendedReorderFormula(t *testing.T) {
 		if got := query.RecommendedReorder(c.available, c.target, c.sales7); got != c.want {
 			t.Errorf("RecommendedReorder(%d, %d, %d) = %d, want %d", c.available, c.target, c.sales7, got, c.want)
 		}
+	}
+}
+
+// The query RPCs have no side effects, so Connect clients may read with
+// HTTP GET (cacheable, plain HTTP tooling): a bare GET with the message in
+// the URL, and connect-go's WithHTTPGet client, both get the level.
+func TestQueriesAnswerConnectGET(t *testing.T) {
+	f := newFixture(t, query.Config{})
+	f.project(receipt("sku-get", "S1", 1, 7))
+	u := f.srv.URL + "/tally.inventory.v1.QueryService/GetStock?" + url.Values{
+		"connect": {"v1"}, "encoding": {"json"}, "message": {`{"skuId":"sku-get","storeId":"S1"}`},
+	}.Encode()
+	resp, err := f.srv.Client().Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"onHand":"7"`) {
+		t.Fatalf("GET GetStock: %d %s, want 200 with onHand 7", resp.StatusCode, body)
+	}
+	get := inventoryv1connect.NewQueryServiceClient(f.srv.Client(), f.srv.URL, connect.WithHTTPGet())
+	r, err := get.GetStock(t.Context(), connect.NewRequest(&inventoryv1.GetStockRequest{SkuId: "sku-get", StoreId: "S1"}))
+	if err != nil || r.Msg.GetLevel().GetOnHand() != 7 {
+		t.Fatalf("GetStock with connect.WithHTTPGet: %v, %v", r, err)
 	}
 }

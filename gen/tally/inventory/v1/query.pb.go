@@ -1728,14 +1728,14 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\tTimeBasis\x12\x1a\n" +
 	"\x16TIME_BASIS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TIME_BASIS_RECORDED\x10\x01\x12\x17\n" +
-	"\x13TIME_BASIS_OCCURRED\x10\x022\xd4\x05\n" +
-	"\fQueryService\x12U\n" +
-	"\bGetStock\x12#.tally.inventory.v1.GetStockRequest\x1a$.tally.inventory.v1.GetStockResponse\x12d\n" +
-	"\rBatchGetStock\x12(.tally.inventory.v1.BatchGetStockRequest\x1a).tally.inventory.v1.BatchGetStockResponse\x12X\n" +
-	"\tListStock\x12$.tally.inventory.v1.ListStockRequest\x1a%.tally.inventory.v1.ListStockResponse\x12j\n" +
-	"\x0fGetStockHistory\x12*.tally.inventory.v1.GetStockHistoryRequest\x1a+.tally.inventory.v1.GetStockHistoryResponse\x12a\n" +
-	"\fGetStockAsOf\x12'.tally.inventory.v1.GetStockAsOfRequest\x1a(.tally.inventory.v1.GetStockAsOfResponse\x12v\n" +
-	"\x13GetProjectionStatus\x12..tally.inventory.v1.GetProjectionStatusRequest\x1a/.tally.inventory.v1.GetProjectionStatusResponse\x12f\n" +
+	"\x13TIME_BASIS_OCCURRED\x10\x022\xf2\x05\n" +
+	"\fQueryService\x12Z\n" +
+	"\bGetStock\x12#.tally.inventory.v1.GetStockRequest\x1a$.tally.inventory.v1.GetStockResponse\"\x03\x90\x02\x01\x12i\n" +
+	"\rBatchGetStock\x12(.tally.inventory.v1.BatchGetStockRequest\x1a).tally.inventory.v1.BatchGetStockResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\tListStock\x12$.tally.inventory.v1.ListStockRequest\x1a%.tally.inventory.v1.ListStockResponse\"\x03\x90\x02\x01\x12o\n" +
+	"\x0fGetStockHistory\x12*.tally.inventory.v1.GetStockHistoryRequest\x1a+.tally.inventory.v1.GetStockHistoryResponse\"\x03\x90\x02\x01\x12f\n" +
+	"\fGetStockAsOf\x12'.tally.inventory.v1.GetStockAsOfRequest\x1a(.tally.inventory.v1.GetStockAsOfResponse\"\x03\x90\x02\x01\x12{\n" +
+	"\x13GetProjectionStatus\x12..tally.inventory.v1.GetProjectionStatusRequest\x1a/.tally.inventory.v1.GetProjectionStatusResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\rWatchLowStock\x12(.tally.inventory.v1.WatchLowStockRequest\x1a).tally.inventory.v1.WatchLowStockResponse0\x01B?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (

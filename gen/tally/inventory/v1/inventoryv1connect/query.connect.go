@@ -102,36 +102,42 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+QueryServiceGetStockProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("GetStock")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		batchGetStock: connect.NewClient[v1.BatchGetStockRequest, v1.BatchGetStockResponse](
 			httpClient,
 			baseURL+QueryServiceBatchGetStockProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("BatchGetStock")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		listStock: connect.NewClient[v1.ListStockRequest, v1.ListStockResponse](
 			httpClient,
 			baseURL+QueryServiceListStockProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("ListStock")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getStockHistory: connect.NewClient[v1.GetStockHistoryRequest, v1.GetStockHistoryResponse](
 			httpClient,
 			baseURL+QueryServiceGetStockHistoryProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("GetStockHistory")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getStockAsOf: connect.NewClient[v1.GetStockAsOfRequest, v1.GetStockAsOfResponse](
 			httpClient,
 			baseURL+QueryServiceGetStockAsOfProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("GetStockAsOf")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getProjectionStatus: connect.NewClient[v1.GetProjectionStatusRequest, v1.GetProjectionStatusResponse](
 			httpClient,
 			baseURL+QueryServiceGetProjectionStatusProcedure,
 			connect.WithSchema(queryServiceMethods.ByName("GetProjectionStatus")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		watchLowStock: connect.NewClient[v1.WatchLowStockRequest, v1.WatchLowStockResponse](
@@ -233,36 +239,42 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		QueryServiceGetStockProcedure,
 		svc.GetStock,
 		connect.WithSchema(queryServiceMethods.ByName("GetStock")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceBatchGetStockHandler := connect.NewUnaryHandler(
 		QueryServiceBatchGetStockProcedure,
 		svc.BatchGetStock,
 		connect.WithSchema(queryServiceMethods.ByName("BatchGetStock")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceListStockHandler := connect.NewUnaryHandler(
 		QueryServiceListStockProcedure,
 		svc.ListStock,
 		connect.WithSchema(queryServiceMethods.ByName("ListStock")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceGetStockHistoryHandler := connect.NewUnaryHandler(
 		QueryServiceGetStockHistoryProcedure,
 		svc.GetStockHistory,
 		connect.WithSchema(queryServiceMethods.ByName("GetStockHistory")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceGetStockAsOfHandler := connect.NewUnaryHandler(
 		QueryServiceGetStockAsOfProcedure,
 		svc.GetStockAsOf,
 		connect.WithSchema(queryServiceMethods.ByName("GetStockAsOf")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceGetProjectionStatusHandler := connect.NewUnaryHandler(
 		QueryServiceGetProjectionStatusProcedure,
 		svc.GetProjectionStatus,
 		connect.WithSchema(queryServiceMethods.ByName("GetProjectionStatus")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	queryServiceWatchLowStockHandler := connect.NewServerStreamHandler(
