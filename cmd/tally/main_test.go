@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -271,5 +273,42 @@ func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
 	out, _, code := runTally(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "tally ") || !strings.Contains(out, "go1.") {
 		t.Fatalf("tally version: exit %d, %q", code, out)
+	}
+}
+
+// --log-format json makes every log line one JSON object (for log
+// collectors); a format that is neither is refused.
+func TestLogFormatJSON(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "kafka", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "kafka"))
+	cmd.Env = append(os.Environ(), "TALLY_TEST_MAIN=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case line := <-lines:
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil || rec["level"] == nil {
+			t.Fatalf("first log line %q is not a JSON log record: %v", line, err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("tally kafka logged nothing in 60 s")
+	}
+	_, errOut, code := runTally(t, "kafka", "--log-format", "yaml")
+	if code == 0 || !strings.Contains(errOut, "--log-format must be text or json") {
+		t.Fatalf("--log-format yaml: exit %d, %q", code, errOut)
 	}
 }

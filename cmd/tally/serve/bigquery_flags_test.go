@@ -73,7 +73,7 @@ func TestMaxRequestBytesIsBetween64KiBAnd1GiB(t *testing.T) {
 		n  int
 		ok bool
 	}{{4 << 20, true}, {64 << 10, true}, {1 << 30, true}, {64<<10 - 1, false}, {1<<30 + 1, false}, {0, false}, {-1, false}} {
-		f := commonFlags{Addr: "127.0.0.1:0", KafkaBrokers: "k:9092", LogLevel: "info", MaxRequestBytes: c.n}
+		f := commonFlags{Addr: "127.0.0.1:0", KafkaBrokers: "k:9092", logFlags: logFlags{LogLevel: "info", LogFormat: "text"}, MaxRequestBytes: c.n}
 		if err := f.validate(false); (err == nil) != c.ok {
 			t.Errorf("--max-request-bytes %d: %v, want valid %v", c.n, err, c.ok)
 		}

@@ -77,7 +77,7 @@ type commonFlags struct {
 	KafkaBrokers  string
 	KafkaSecurity kafkaflag.Security
 	Grace         time.Duration
-	LogLevel      string
+	logFlags
 	// MaxRequestBytes bounds every request to the listener.
 	MaxRequestBytes int
 }
@@ -105,7 +105,7 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
 	c.KafkaSecurity.Register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
-	config.String(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	c.logFlags.register(fs)
 	config.Int(fs, &c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes,
 		"largest request body and RPC message (after decompression) read, in bytes; larger ones are answered RESOURCE_EXHAUSTED")
 }
@@ -118,24 +118,45 @@ func (c *commonFlags) validate(embedded bool) error {
 	if !embedded && c.KafkaBrokers == "" {
 		errs = append(errs, errors.New("--kafka-brokers is required"))
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level: %w", err))
-	}
-	errs = append(errs, c.TLS.validate(), c.KafkaSecurity.Validate(embedded && c.KafkaBrokers == ""))
+	errs = append(errs, c.logFlags.validate(), c.TLS.validate(), c.KafkaSecurity.Validate(embedded && c.KafkaBrokers == ""))
 	if c.MaxRequestBytes < maxRequestBytesFloor || c.MaxRequestBytes > maxRequestBytesCeiling {
 		errs = append(errs, fmt.Errorf("--max-request-bytes must be %d to %d, got %d", maxRequestBytesFloor, maxRequestBytesCeiling, c.MaxRequestBytes))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *commonFlags) logger() *slog.Logger { return newLogger(c.LogLevel) }
+// logFlags are --log-level and --log-format.
+type logFlags struct {
+	LogLevel, LogFormat string
+}
 
-// newLogger logs text to stderr from level up (info if level is not one).
-func newLogger(level string) *slog.Logger {
+func (l *logFlags) register(fs *flag.FlagSet) {
+	config.String(fs, &l.LogLevel, "log-level", "info", "debug, info, warn or error")
+	config.String(fs, &l.LogFormat, "log-format", "text", "text (key=value lines) or json (one object per line, for log collectors)")
+}
+
+func (l *logFlags) validate() error {
+	var errs []error
 	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if err := lvl.UnmarshalText([]byte(l.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	if l.LogFormat != "text" && l.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format must be text or json, got %q", l.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// logger logs to stderr from the level up (info if it is not one), as
+// JSON objects or text lines.
+func (l *logFlags) logger() *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(l.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if l.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
 // embeddedFlags configure the Kafka broker and Postgres cluster `tally

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,7 +22,7 @@ type kafkaFlags struct {
 	DataDir    string
 	Partitions int
 	SyncWrites bool
-	LogLevel   string
+	logFlags
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
@@ -31,7 +30,7 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	config.String(fs, &k.DataDir, "data-dir", "./data", "where the broker keeps the log (data/kafka); one process at a time (data/LOCK), so not the data directory of a running tally serve")
 	config.Int(fs, &k.Partitions, "partitions", 6, "partitions of the events topic, created at start when missing")
 	config.Bool(fs, &k.SyncWrites, "sync-writes", true, "fsync every batch before acknowledging it, so an accepted command survives a power cut; false keeps it only through a process crash")
-	config.String(fs, &k.LogLevel, "log-level", "info", "debug, info, warn or error")
+	k.logFlags.register(fs)
 }
 
 func (k *kafkaFlags) validate() error {
@@ -45,10 +44,7 @@ func (k *kafkaFlags) validate() error {
 	if k.Partitions < 1 || k.Partitions > 10000 {
 		errs = append(errs, fmt.Errorf("--partitions must be 1 to 10000, got %d", k.Partitions))
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(k.LogLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level: %w", err))
-	}
+	errs = append(errs, k.logFlags.validate())
 	return errors.Join(errs...)
 }
 
@@ -69,7 +65,7 @@ func RunKafka(ctx context.Context, args []string) error {
 	if err := errors.Join(config.EnvErrors(fs), k.validate()); err != nil {
 		return err
 	}
-	log := newLogger(k.LogLevel)
+	log := k.logger()
 	lock, err := datadir.Acquire(k.DataDir, k.Listen)
 	if err != nil {
 		return err

@@ -13,10 +13,14 @@ import (
 // RunMigrate is `tally migrate`: bring the read model's schema up to date.
 func RunMigrate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally migrate", flag.ContinueOnError)
-	var dsn, level string
+	var dsn string
+	var lf logFlags
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL connection string (env DATABASE_URL also works)")
-	config.String(fs, &level, "log-level", "info", "debug, info, warn or error")
+	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(config.EnvErrors(fs), lf.validate()); err != nil {
 		return err
 	}
 	if dsn == "" {
@@ -27,5 +31,5 @@ func RunMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	return readmodel.Migrate(ctx, pool, newLogger(level))
+	return readmodel.Migrate(ctx, pool, lf.logger())
 }
