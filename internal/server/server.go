@@ -41,6 +41,7 @@ type Server struct {
 	services []string
 	log      *slog.Logger
 	maxBytes int64
+	rpc      *rpcMetrics // nil without a registry
 	// metricsGuard, when set, must accept a /metrics request.
 	metricsGuard func(*http.Request) error
 }
@@ -86,6 +87,7 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger, opts ...Opt
 	}
 	s := &Server{mux: http.NewServeMux(), lis: lis, log: log, maxBytes: DefaultMaxRequestBytes}
 	if reg != nil {
+		s.rpc = newRPCMetrics(reg)
 		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 		s.mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if s.metricsGuard != nil {
@@ -134,9 +136,16 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 func (s *Server) MaxRequestBytes() int64 { return s.maxBytes }
 
 // HandlerOptions are the options every Connect handler mounted on s must
-// be built with: they bound each message to the server's request limit.
+// be built with: they bound each message to the server's request limit
+// and, with a registry, count and time every RPC (tally_rpc_…).
 func (s *Server) HandlerOptions() []connect.HandlerOption {
-	return []connect.HandlerOption{connect.WithReadMaxBytes(int(s.maxBytes))}
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(s.maxBytes))}
+	if s.rpc != nil {
+		// First, so it is outermost: refusals by later interceptors
+		// (authentication, unknown fields) are counted too.
+		opts = append(opts, connect.WithInterceptors(s.rpc))
+	}
+	return opts
 }
 
 // Handle mounts a handler. service, when not empty, is a gRPC service name

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -223,4 +224,69 @@ func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "SERVING") {
 		t.Fatalf("application/json: %d %q", resp.StatusCode, body)
 	}
+}
+
+// Every RPC is counted by procedure and code and timed, whatever its
+// protocol: here the health service over Connect and over gRPC.
+func TestRPCsAreCountedAndTimedByProcedureAndCode(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := server.Listen("127.0.0.1:0", reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := connectCheck(t, "http://"+srv.Addr(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grpcCheck(t, srv.Addr(), insecure.NewCredentials()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: "no.such.Service"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("health of an unknown service: %v, want NotFound", err)
+	}
+	const check = "/grpc.health.v1.Health/Check"
+	if n, _ := seriesOf(t, reg, "tally_rpc_requests_total", "ok", check); n != 2 {
+		t.Fatalf("%s ok: %v, want 2", check, n)
+	}
+	if n, _ := seriesOf(t, reg, "tally_rpc_requests_total", "not_found", check); n != 1 {
+		t.Fatalf("%s not_found: %v, want 1", check, n)
+	}
+	if _, n := seriesOf(t, reg, "tally_rpc_duration_seconds", check); n != 3 {
+		t.Fatalf("tally_rpc_duration_seconds{procedure=%q} observed %d RPCs, want 3", check, n)
+	}
+}
+
+// seriesOf returns the value of a counter series in reg with the label
+// values (in the order of the label names), or the observation count of a
+// histogram series.
+func seriesOf(t *testing.T, reg *prometheus.Registry, name string, values ...string) (float64, uint64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetValue())
+			}
+			if slices.Equal(got, values) {
+				return m.GetCounter().GetValue(), m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0, 0
 }
