@@ -42,6 +42,22 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 	return srv.Addr()
 }
 
+// servePlain serves h2c on a free port, with metrics in reg (nil: none),
+// until the test ends.
+func servePlain(t *testing.T, reg *prometheus.Registry) *server.Server {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	srv, err := server.Listen("127.0.0.1:0", reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
+
 // grpcCheck asks the gRPC health service over grpc-go.
 func grpcCheck(t *testing.T, addr string, creds credentials.TransportCredentials) (*healthpb.HealthCheckResponse, error) {
 	t.Helper()
@@ -142,15 +158,7 @@ func TestClientCertificateIsRequiredWithClientCA(t *testing.T) {
 // gRPC reflection (what `grpcurl list` and `describe` use) lists the
 // health service and can describe it.
 func TestReflectionListsAndDescribesTheHealthService(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen("127.0.0.1:0", nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := servePlain(t, nil)
 	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -187,15 +195,7 @@ func TestReflectionListsAndDescribesTheHealthService(t *testing.T) {
 // A request with no or a wrong Content-Type is answered 415 with a body
 // that says what to send (curl users see no Accept-Post header).
 func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen("127.0.0.1:0", nil, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := servePlain(t, nil)
 	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded"} {
 		req, err := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
 		if err != nil {
@@ -230,15 +230,7 @@ func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
 // protocol: here the health service over Connect and over gRPC.
 func TestRPCsAreCountedAndTimedByProcedureAndCode(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen("127.0.0.1:0", reg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	srv := servePlain(t, reg)
 	if _, err := connectCheck(t, "http://"+srv.Addr(), nil); err != nil {
 		t.Fatal(err)
 	}
