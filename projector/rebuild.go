@@ -96,19 +96,21 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 			cfg.Progress(prog)
 		}
 	}
+	loads := make([]*Postgres, len(shares))
+	for i := range loads {
+		if loads[i], err = NewPostgres(Config{
+			Consume: Consume{Brokers: cfg.Brokers, Kafka: cfg.Kafka, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
+		}); err != nil {
+			return 0, 0, err
+		}
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make([]error, len(shares))
 	var wg sync.WaitGroup
-	for i, share := range shares {
-		p, err := NewPostgres(Config{
-			Consume: Consume{Brokers: cfg.Brokers, Kafka: cfg.Kafka, Topic: cfg.Topic, Consumer: "replay", Logger: cfg.Logger}, Pool: pool, Silent: true,
-		})
-		if err != nil {
-			return 0, 0, err
-		}
+	for i, p := range loads {
 		wg.Go(func() {
-			errs[i] = replayLog(lctx, p, p.loopConfig(), share, true, func(passed, total, records int64) {
+			errs[i] = replayLog(lctx, p, p.loopConfig(), shares[i], true, func(passed, total, records int64) {
 				report(i, passed, total, records)
 			})
 			if errs[i] != nil {
@@ -117,8 +119,13 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (int64, time.Duration, erro
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := ctx.Err(); err != nil {
 		return 0, 0, err
+	}
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return 0, 0, err // the load that failed, not those it stopped
+		}
 	}
 	indexed := time.Now()
 	if cfg.Progress != nil {
