@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -401,6 +402,7 @@ func TestRateLimitAnswersResourceExhausted(t *testing.T) {
 // role other than admin or analyst; health stays open.
 func TestProtectedMetricsNeedAnAdminOrAnalyst(t *testing.T) {
 	a := startAuthed(t)
+	var body []byte
 	get := func(tok string) int {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr+"/metrics", nil)
 		if tok != "" {
@@ -410,6 +412,7 @@ func TestProtectedMetricsNeedAnAdminOrAnalyst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode
 	}
@@ -423,6 +426,13 @@ func TestProtectedMetricsNeedAnAdminOrAnalyst(t *testing.T) {
 	}
 	if c := get(analyst); c != http.StatusOK {
 		t.Errorf("/metrics with an analyst token: %d, want 200", c)
+	}
+	// The process's own, the read model pool's and the RPC counters (the
+	// refused calls above were RPCs too) are all there.
+	for _, m := range []string{"go_goroutines", "tally_pg_pool_max_conns", "tally_pg_pool_acquires_total", "tally_rpc_requests_total"} {
+		if !strings.Contains(string(body), "\n"+m) {
+			t.Errorf("/metrics has no %s", m)
+		}
 	}
 	conn, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

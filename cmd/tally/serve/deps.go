@@ -257,6 +257,7 @@ func (d *deps) openReadModel(ctx context.Context, dsn string) (*pgxpool.Pool, er
 		return nil, err
 	}
 	d.closers = append(d.closers, pool.Close)
+	pg.RegisterPoolMetrics(d.reg, pool)
 	if err := readmodel.Migrate(ctx, pool, d.log); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
