@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -310,5 +312,48 @@ func TestLogFormatJSON(t *testing.T) {
 	_, errOut, code := runTally(t, "kafka", "--log-format", "yaml")
 	if code == 0 || !strings.Contains(errOut, "--log-format must be text or json") {
 		t.Fatalf("--log-format yaml: exit %d, %q", code, errOut)
+	}
+}
+
+var updateReference = flag.Bool("update-reference", false, "rewrite docs/configuration.md from the flags")
+
+// docs/configuration.md is every subcommand's flags as `tally <sub> -h`
+// prints them (each with its TALLY_ variable and default). It is generated:
+// when a flag changes, this fails until the file is rewritten with
+// `go test ./cmd/tally -run TestConfigurationReferenceMatchesTheFlags -update-reference`.
+func TestConfigurationReferenceMatchesTheFlags(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# Configuration reference\n\n" +
+		"Generated from the flags by `go test ./cmd/tally -run TestConfigurationReferenceMatchesTheFlags -update-reference`;\n" +
+		"a test fails when it drifts from them. Every flag can also be given as the environment variable\n" +
+		"it names (`TALLY_` and the flag's name in capitals, `-` as `_`); a flag on the command line wins.\n" +
+		"Defaults are as shipped (no `TALLY_` or `DATABASE_URL` variable set).\n")
+	for _, s := range append(subcommands, subcommand{name: "token issue", summary: "mint a bearer token signed with the server's HS256 key"}) {
+		cmd := exec.Command(os.Args[0], append(strings.Fields(s.name), "-h")...)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "TALLY_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "TALLY_TEST_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tally %s -h: %v\n%s", s.name, err, out)
+		}
+		fmt.Fprintf(&b, "\n## tally %s\n\n%s.\n\n```\n%s```\n", s.name, s.summary, out)
+	}
+	const path = "../../docs/configuration.md"
+	if *updateReference {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	have, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(have) != b.String() {
+		t.Fatalf("docs/configuration.md does not match the flags: rewrite it with `go test ./cmd/tally -run TestConfigurationReferenceMatchesTheFlags -update-reference` and commit it")
 	}
 }
