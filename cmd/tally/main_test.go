@@ -44,18 +44,25 @@ type proc struct {
 	err    error
 }
 
+// tallyCommand is `tally args...` run as the test binary, with no TALLY_
+// variable or DATABASE_URL from the test's environment.
+func tallyCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TALLY_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "TALLY_TEST_MAIN=1")
+	return cmd
+}
+
 // startTally starts `tally args...`, with no TALLY_ variable or
 // DATABASE_URL from the test's environment. It is killed when the test
 // ends, if it is still running, and dies with the test binary.
 func startTally(t testing.TB, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(os.Args[0], args...), done: make(chan struct{})}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "TALLY_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	p.cmd.Env = append(p.cmd.Env, "TALLY_TEST_MAIN=1")
+	p := &proc{cmd: tallyCommand(args...), done: make(chan struct{})}
 	p.cmd.Stderr = &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -221,8 +228,7 @@ func TestServeStopsOnSignalDuringStartup(t *testing.T) {
 // and exit code.
 func runTally(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "TALLY_TEST_MAIN=1")
+	cmd := tallyCommand(args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -281,8 +287,7 @@ func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
 // --log-format json makes every log line one JSON object (for log
 // collectors); a format that is neither is refused.
 func TestLogFormatJSON(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "kafka", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "kafka"))
-	cmd.Env = append(os.Environ(), "TALLY_TEST_MAIN=1")
+	cmd := tallyCommand("kafka", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "kafka"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -329,14 +334,7 @@ func TestConfigurationReferenceMatchesTheFlags(t *testing.T) {
 		"it names (`TALLY_` and the flag's name in capitals, `-` as `_`); a flag on the command line wins.\n" +
 		"Defaults are as shipped (no `TALLY_` or `DATABASE_URL` variable set).\n")
 	for _, s := range append(subcommands, subcommand{name: "token issue", summary: "mint a bearer token signed with the server's HS256 key"}) {
-		cmd := exec.Command(os.Args[0], append(strings.Fields(s.name), "-h")...)
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "TALLY_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
-				cmd.Env = append(cmd.Env, kv)
-			}
-		}
-		cmd.Env = append(cmd.Env, "TALLY_TEST_MAIN=1")
-		out, err := cmd.CombinedOutput()
+		out, err := tallyCommand(append(strings.Fields(s.name), "-h")...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tally %s -h: %v\n%s", s.name, err, out)
 		}

@@ -30,24 +30,15 @@ import (
 // returns the address.
 func serveTLS(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen("127.0.0.1:0", nil, log, server.WithTLS(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, time.Second); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv.Addr()
+	return startServer(t, nil, server.WithTLS(cfg)).Addr()
 }
 
-// servePlain serves h2c on a free port, with metrics in reg (nil: none),
-// until the test ends.
-func servePlain(t *testing.T, reg *prometheus.Registry) *server.Server {
+// startServer serves h2c (or what opts say) on a free port, with metrics in
+// reg (nil: none), until the test ends.
+func startServer(t *testing.T, reg *prometheus.Registry, opts ...server.Option) *server.Server {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.Listen("127.0.0.1:0", reg, log)
+	srv, err := server.Listen("127.0.0.1:0", reg, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +149,7 @@ func TestClientCertificateIsRequiredWithClientCA(t *testing.T) {
 // gRPC reflection (what `grpcurl list` and `describe` use) lists the
 // health service and can describe it.
 func TestReflectionListsAndDescribesTheHealthService(t *testing.T) {
-	srv := servePlain(t, nil)
+	srv := startServer(t, nil)
 	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +186,7 @@ func TestReflectionListsAndDescribesTheHealthService(t *testing.T) {
 // A request with no or a wrong Content-Type is answered 415 with a body
 // that says what to send (curl users see no Accept-Post header).
 func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
-	srv := servePlain(t, nil)
+	srv := startServer(t, nil)
 	for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded"} {
 		req, err := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
 		if err != nil {
@@ -230,7 +221,7 @@ func TestUnsupportedContentTypeSaysWhatToSend(t *testing.T) {
 // protocol: here the health service over Connect and over gRPC.
 func TestRPCsAreCountedAndTimedByProcedureAndCode(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv := servePlain(t, reg)
+	srv := startServer(t, reg)
 	if _, err := connectCheck(t, "http://"+srv.Addr(), nil); err != nil {
 		t.Fatal(err)
 	}
