@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -146,8 +147,8 @@ type histogram struct {
 	counts []uint64
 }
 
-// scrapeHistogram reads one histogram from a /metrics endpoint.
-func scrapeHistogram(ctx context.Context, addr, name string) (*histogram, error) {
+// scrape reads a /metrics endpoint.
+func scrape(ctx context.Context, addr string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil, err
@@ -158,20 +159,63 @@ func scrapeHistogram(ctx context.Context, addr, name string) (*histogram, error)
 	}
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, err
-	}
+	return parser.TextToMetricFamilies(resp.Body)
+}
+
+// histogramOf is the first histogram named name in fams.
+func histogramOf(fams map[string]*dto.MetricFamily, name string) *histogram {
 	f, ok := fams[name]
 	if !ok || len(f.GetMetric()) == 0 {
-		return nil, fmt.Errorf("no %s at %s/metrics", name, addr)
+		return nil
 	}
 	h := &histogram{}
 	for _, b := range f.GetMetric()[0].GetHistogram().GetBucket() {
 		h.bounds = append(h.bounds, b.GetUpperBound())
 		h.counts = append(h.counts, b.GetCumulativeCount())
 	}
-	return h, nil
+	return h
+}
+
+// cacheLookups is the query cache's lookups in fams, by RPC and result.
+func cacheLookups(fams map[string]*dto.MetricFamily) map[[2]string]float64 {
+	out := map[[2]string]float64{}
+	for _, m := range fams["tally_query_cache_lookups_total"].GetMetric() {
+		var k [2]string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "rpc":
+				k[0] = l.GetValue()
+			case "result":
+				k[1] = l.GetValue()
+			}
+		}
+		out[k] += m.GetCounter().GetValue()
+	}
+	return out
+}
+
+// cacheHitRates sets each read's share of levels served from the query
+// cache between two scrapes.
+func cacheHitRates(reads map[string]*ReadStats, before, after map[string]*dto.MetricFamily) {
+	if before == nil || after == nil {
+		return
+	}
+	b, a := cacheLookups(before), cacheLookups(after)
+	for rpc, s := range reads {
+		var hits, all float64
+		for _, result := range []string{"hit", "miss", "off"} {
+			k := [2]string{rpc, result}
+			d := a[k] - b[k]
+			all += d
+			if result == "hit" {
+				hits = d
+			}
+		}
+		if all > 0 {
+			rate := hits / all
+			s.CacheHitRate = &rate
+		}
+	}
 }
 
 // quantilesSince estimates quantiles (upper bucket bounds, ms) of what was
@@ -208,3 +252,6 @@ func recordsOf(batches []kafka.Batch) []*kgo.Record {
 	}
 	return out
 }
+
+// visibilityMetric is the projector's write→query visibility histogram.
+const visibilityMetric = "tally_projector_visibility_seconds"

@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -427,14 +428,14 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 			}
 		}
 	}
-	var before *histogram
+	var before map[string]*dto.MetricFamily
 	if name == "tally" {
 		// Let the projection take in the seed first, so its backlog does
 		// not count as the run's visibility.
 		if err := waitCaughtUp(ctx, c.queryAddr(), time.Minute); err != nil {
 			return nil, err
 		}
-		before, _ = scrapeHistogram(ctx, addr, "tally_projector_visibility_seconds")
+		before, _ = scrape(ctx, c.queryAddr())
 	}
 	var (
 		reads     map[string]*ReadStats
@@ -476,8 +477,9 @@ func (c *Config) runOnce(ctx context.Context, name string, rate float64, runID s
 		return nil, ctx.Err()
 	}
 	if name == "tally" {
-		after, _ := scrapeHistogram(ctx, c.queryAddr(), "tally_projector_visibility_seconds")
-		r.Projector = quantilesSince(before, after)
+		after, _ := scrape(ctx, c.queryAddr())
+		r.Projector = quantilesSince(histogramOf(before, visibilityMetric), histogramOf(after, visibilityMetric))
+		cacheHitRates(r.Reads, before, after)
 		q, closeQ, err := queryClient(c.queryAddr())
 		if err == nil {
 			if st, err := q.GetProjectionStatus(ctx, &inventoryv1.GetProjectionStatusRequest{}); err == nil {

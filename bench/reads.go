@@ -62,6 +62,9 @@ type ReadStats struct {
 	ErrorCodes map[string]int64 `json:"error_codes,omitempty"`
 	QPS        float64          `json:"qps"`
 	Latency    Percentiles      `json:"latency_ms"`
+	// CacheHitRate is the share of the levels this RPC looked up that the
+	// query instance's cache held (GetStock and BatchGetStock of Tally).
+	CacheHitRate *float64 `json:"cache_hit_rate,omitempty"`
 }
 
 // failed counts a call that failed with code.
@@ -211,12 +214,16 @@ func driveReads(ctx context.Context, q inventoryv1.QueryServiceClient, o readOpt
 // printReads writes the runs' read figures as a table, one line per RPC.
 func printReads(out io.Writer, runs []*run) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tread\tcalls\tQPS\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\t")
+	fmt.Fprintln(tw, "target\tread\tcalls\tQPS\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tcache hits\t")
 	for _, x := range runs {
 		for _, k := range readKinds {
 			if s := x.Reads[k]; s != nil {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", x.Target, k, s.Calls, s.QPS,
-					s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors)
+				hits := "-"
+				if s.CacheHitRate != nil {
+					hits = fmt.Sprintf("%.1f%%", 100**s.CacheHitRate)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%s\t\n", x.Target, k, s.Calls, s.QPS,
+					s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Latency.Max, s.Errors, hits)
 			}
 		}
 	}

@@ -243,6 +243,24 @@ type batchState struct {
 	policyVersions map[levelKey]*inventoryv1.InventoryEvent
 }
 
+// projected returns the levels the batch changed, by SKU, for the
+// ProjectedChannel.
+func (b *batchState) projected() []stocknotify.Projected {
+	idx := make(map[string]int, len(b.levels))
+	var out []stocknotify.Projected
+	for k, ev := range b.levels {
+		i, ok := idx[k.sku]
+		if !ok {
+			i = len(out)
+			idx[k.sku] = i
+			out = append(out, stocknotify.Projected{SKU: k.sku})
+		}
+		out[i].Stores = append(out[i].Stores, k.store)
+		out[i].Version = max(out[i].Version, ev.GetSkuVersion())
+	}
+	return out
+}
+
 // newBatchState folds evs.
 func newBatchState(evs []ledgerEvent) *batchState {
 	b := &batchState{
@@ -375,7 +393,8 @@ func (p *Postgres) commitBatch(ctx context.Context, b *batch, evs []ledgerEvent,
 		return nil, err
 	}
 	if !p.cfg.Silent {
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, stocknotify.ProjectedChannel); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) p`,
+			stocknotify.ProjectedChannel, stocknotify.EncodeProjected(c.state.projected())); err != nil {
 			return nil, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/gen/tally/inventory/v1/inventoryv1connect"
 	"github.com/tally-oss/tally/internal/readmodel"
+	"github.com/tally-oss/tally/internal/stocknotify"
 	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/query"
 )
@@ -113,6 +114,17 @@ func (f *fixture) project(events ...event) {
 			ON CONFLICT (sku_id, store_id) DO UPDATE SET on_hand = $3, reserved = $4, sku_version = $5, updated_at = $6
 			WHERE `+readmodel.Levels+`.sku_version < $5`,
 			e.sku, e.store, e.onHand, e.reserved, e.version, e.recorded)
+		// As the projector announces each transaction's levels.
+		f.notifyProjected(stocknotify.Projected{SKU: e.sku, Version: e.version, Stores: []string{e.store}})
+	}
+}
+
+// notifyProjected announces changed levels as a projector transaction
+// does.
+func (f *fixture) notifyProjected(changed ...stocknotify.Projected) {
+	f.t.Helper()
+	for _, p := range stocknotify.EncodeProjected(changed) {
+		f.exec("SELECT pg_notify($1, $2)", stocknotify.ProjectedChannel, p)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -52,14 +53,20 @@ type Config struct {
 	PollInterval time.Duration
 	// WatchBuffer is each low-stock watch's queue length. Default 1024.
 	WatchBuffer int
-	Logger      *slog.Logger
+	// CacheLevels is how many levels the cache of hot levels holds:
+	// 0 is DefaultCacheLevels, negative turns the cache off.
+	CacheLevels int
+	// Registerer, when set, gets the service's metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // Service implements QueryService.
 type Service struct {
-	cfg Config
-	log *slog.Logger
-	hub *Hub
+	cfg   Config
+	log   *slog.Logger
+	hub   *Hub
+	cache *levelCache
 }
 
 var _ inventoryv1connect.QueryServiceHandler = (*Service)(nil)
@@ -81,7 +88,10 @@ func New(cfg Config) *Service {
 	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = 1024
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "query")}
+	if cfg.CacheLevels == 0 {
+		cfg.CacheLevels = DefaultCacheLevels
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "query"), cache: newLevelCache(cfg.CacheLevels, cfg.Registerer)}
 	s.hub = &Hub{svc: s, buffer: cfg.WatchBuffer, subs: map[*subscription]struct{}{}, ready: make(chan struct{}), advanced: make(chan struct{})}
 	return s
 }
@@ -112,6 +122,9 @@ func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1
 	if err := v.err(); err != nil {
 		return nil, s.connectError(err)
 	}
+	if l, projected, ok := s.cache.get("GetStock", m.GetSkuId(), m.GetStoreId(), m.GetMinVersion()); ok {
+		return connect.NewResponse(&inventoryv1.GetStockResponse{Level: l, ProjectedSkuVersion: projected}), nil
+	}
 	if m.GetMinVersion() > 0 {
 		if err := s.waitForVersion(ctx, m.GetSkuId(), m.GetMinVersion()); err != nil {
 			return nil, s.connectError(err)
@@ -119,11 +132,13 @@ func (s *Service) GetStock(ctx context.Context, req *connect.Request[inventoryv1
 	}
 	// The level and the SKU's newest projected version in one round trip.
 	var projected int64
+	gen := s.cache.begin(m.GetSkuId())
 	l, err := scanLevel(s.cfg.Pool.QueryRow(ctx, `SELECT `+levelColumns+`, (SELECT max(sku_version) FROM `+readmodel.Levels+` WHERE sku_id = $1)
 		FROM `+readmodel.Levels+` s WHERE s.sku_id = $1 AND s.store_id = $2`, m.GetSkuId(), m.GetStoreId()), &projected)
 	if err != nil {
 		return nil, s.connectError(notFound(err, m.GetSkuId(), m.GetStoreId()))
 	}
+	s.cache.fill(gen, l, projected)
 	return connect.NewResponse(&inventoryv1.GetStockResponse{Level: l, ProjectedSkuVersion: projected}), nil
 }
 
@@ -178,27 +193,53 @@ func (s *Service) BatchGetStock(ctx context.Context, req *connect.Request[invent
 	if err := v.err(); err != nil {
 		return nil, s.connectError(err)
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+levelColumns+` FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sku_id, store_id, n)
-		JOIN `+readmodel.Levels+` s ON s.sku_id = k.sku_id AND s.store_id = k.store_id ORDER BY k.n`, skus, stores)
-	if err != nil {
-		return nil, s.connectError(err)
+	// Held levels from the cache, the rest from PostgreSQL in one query.
+	levels := make([]*inventoryv1.StockLevel, len(keys))
+	var idx []int
+	var gens []generation
+	for i, k := range keys {
+		if l, ok := s.cache.level(k.GetSkuId(), k.GetStoreId()); ok {
+			levels[i] = l
+			continue
+		}
+		idx = append(idx, i)
+		gens = append(gens, s.cache.begin(k.GetSkuId()))
 	}
-	resp := &inventoryv1.BatchGetStockResponse{}
-	found := map[[2]string]bool{}
-	for rows.Next() {
-		l, err := scanLevel(rows)
+	if s.cache.enabled() {
+		s.cache.count("BatchGetStock", "hit", len(keys)-len(idx))
+		s.cache.count("BatchGetStock", "miss", len(idx))
+	} else {
+		s.cache.count("BatchGetStock", "off", len(keys))
+	}
+	if len(idx) > 0 {
+		skus, stores := make([]string, len(idx)), make([]string, len(idx))
+		for j, i := range idx {
+			skus[j], stores[j] = keys[i].GetSkuId(), keys[i].GetStoreId()
+		}
+		rows, err := s.cfg.Pool.Query(ctx, `SELECT `+levelColumns+`, k.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sku_id, store_id, n)
+			JOIN `+readmodel.Levels+` s ON s.sku_id = k.sku_id AND s.store_id = k.store_id ORDER BY k.n`, skus, stores)
 		if err != nil {
 			return nil, s.connectError(err)
 		}
-		found[[2]string{l.SkuId, l.StoreId}] = true
-		resp.Levels = append(resp.Levels, l)
+		for rows.Next() {
+			var n int64
+			l, err := scanLevel(rows, &n)
+			if err != nil {
+				return nil, s.connectError(err)
+			}
+			levels[idx[n-1]] = l
+			s.cache.fill(gens[n-1], l, 0)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, s.connectError(err)
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.connectError(err)
-	}
-	for _, k := range keys {
-		if !found[[2]string{k.GetSkuId(), k.GetStoreId()}] {
-			resp.Missing = append(resp.Missing, k)
+	resp := &inventoryv1.BatchGetStockResponse{}
+	for i, l := range levels {
+		if l != nil {
+			resp.Levels = append(resp.Levels, l)
+		} else {
+			resp.Missing = append(resp.Missing, keys[i])
 		}
 	}
 	return connect.NewResponse(resp), nil

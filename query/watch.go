@@ -105,6 +105,7 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel); err != nil {
 		return false, err
 	}
+	h.svc.cache.start()
 	h.mu.Lock()
 	close(h.ready)
 	h.mu.Unlock()
@@ -114,6 +115,8 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 			return true, err
 		}
 		if n.Channel == stocknotify.ProjectedChannel {
+			// Drop what changed before waking min_version readers.
+			h.svc.cache.projected(stocknotify.DecodeProjected(n.Payload))
 			h.projected()
 			continue
 		}
@@ -146,6 +149,7 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 }
 
 func (h *Hub) dropAll() {
+	h.svc.cache.stop()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.subs {

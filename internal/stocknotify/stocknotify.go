@@ -9,9 +9,11 @@ import "encoding/json"
 const (
 	// Channel is the NOTIFY channel of low-stock changes.
 	Channel = "tally_stock"
-	// ProjectedChannel is notified (empty payload) by every projector
-	// transaction, so readers waiting for a version re-check at once
-	// instead of polling.
+	// ProjectedChannel is notified by every projector transaction, so
+	// readers waiting for a version re-check at once instead of polling
+	// and caches of levels drop what changed. Its payloads name the
+	// levels the transaction changed (EncodeProjected); an empty payload
+	// means any level may have changed.
 	ProjectedChannel = "tally_projected"
 	// DefaultReorderPoint and DefaultTargetLevel apply where no policy is set.
 	DefaultReorderPoint = 10
@@ -22,6 +24,10 @@ const (
 	WatchCeiling = 100
 	// maxPayload keeps each NOTIFY under Postgres's 8000-byte limit.
 	maxPayload = 7000
+	// MaxProjectedPayloads bounds the ProjectedChannel notifications of
+	// one transaction; a transaction that changed more levels sends one
+	// empty payload instead.
+	MaxProjectedPayloads = 64
 )
 
 // Change is one announced level change.
@@ -39,14 +45,21 @@ type Change struct {
 }
 
 // Encode packs changes into as few payloads (JSON arrays) as fit.
-func Encode(changes []Change) []string {
+func Encode(changes []Change) []string { return pack(changes, 0) }
+
+// pack packs items into as few JSON arrays of at most maxPayload bytes as
+// fit; with limit > 0, into no more than limit of them or none.
+func pack[T any](items []T, limit int) []string {
 	var out []string
 	var cur []byte
-	for _, c := range changes {
-		b, _ := json.Marshal(c)
+	for _, it := range items {
+		b, _ := json.Marshal(it)
 		if len(cur)+len(b)+2 > maxPayload && len(cur) > 0 {
 			out = append(out, string(append(cur, ']')))
 			cur = nil
+			if limit > 0 && len(out) == limit {
+				return nil
+			}
 		}
 		if cur == nil {
 			cur = []byte{'['}
@@ -66,4 +79,35 @@ func Decode(payload string) ([]Change, error) {
 	var out []Change
 	err := json.Unmarshal([]byte(payload), &out)
 	return out, err
+}
+
+// Projected is what a projector transaction changed of one SKU: the
+// stores whose levels changed and the SKU's newest version among them.
+type Projected struct {
+	SKU     string   `json:"k"`
+	Version int64    `json:"v"`
+	Stores  []string `json:"s"`
+}
+
+// EncodeProjected is the ProjectedChannel payloads of a transaction that
+// changed these levels: JSON arrays of Projected, or one empty payload
+// (any level may have changed) when they need more than
+// MaxProjectedPayloads. A transaction that changed no level has none.
+func EncodeProjected(changed []Projected) []string {
+	if len(changed) == 0 {
+		return nil
+	}
+	if out := pack(changed, MaxProjectedPayloads); out != nil {
+		return out
+	}
+	return []string{""}
+}
+
+// DecodeProjected reads a ProjectedChannel payload: the levels changed,
+// or all when the payload does not name them (empty, or unreadable).
+func DecodeProjected(payload string) (changed []Projected, all bool) {
+	if payload == "" || json.Unmarshal([]byte(payload), &changed) != nil {
+		return nil, true
+	}
+	return changed, false
 }

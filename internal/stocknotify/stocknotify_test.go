@@ -29,3 +29,54 @@ func TestEncodeSplitsUnderTheLimitAndRoundTrips(t *testing.T) {
 		t.Fatalf("round trip lost changes: %d of %d", len(out), len(in))
 	}
 }
+
+func TestProjectedPayloadsNameTheLevelsOrAll(t *testing.T) {
+	in := []Projected{{SKU: "sku-1", Version: 3, Stores: []string{"S1", "S2"}}, {SKU: `odd "sku" \ é`, Version: 9, Stores: []string{"S1"}}}
+	payloads := EncodeProjected(in)
+	if len(payloads) != 1 {
+		t.Fatalf("%d payloads, want 1", len(payloads))
+	}
+	got, all := DecodeProjected(payloads[0])
+	if all || len(got) != 2 || got[0].SKU != "sku-1" || got[0].Version != 3 || len(got[0].Stores) != 2 || got[1].SKU != in[1].SKU {
+		t.Fatalf("round trip: %+v all=%v, want %+v", got, all, in)
+	}
+	if p := EncodeProjected(nil); len(p) != 0 {
+		t.Fatalf("no level changed: %q, want no payload", p)
+	}
+
+	var many []Projected
+	for i := range 2000 {
+		many = append(many, Projected{SKU: fmt.Sprintf("SKU-%06d", i), Version: 1, Stores: []string{"ST-001", "ST-002"}})
+	}
+	payloads = EncodeProjected(many)
+	if len(payloads) < 2 || len(payloads) > MaxProjectedPayloads {
+		t.Fatalf("%d payloads for 2000 SKUs", len(payloads))
+	}
+	n := 0
+	for _, p := range payloads {
+		if len(p) >= 8000 {
+			t.Fatalf("payload of %d bytes: Postgres refuses 8000 or more", len(p))
+		}
+		got, all := DecodeProjected(p)
+		if all {
+			t.Fatal("a payload naming levels read as all")
+		}
+		n += len(got)
+	}
+	if n != len(many) {
+		t.Fatalf("%d SKUs named, want %d", n, len(many))
+	}
+
+	for i := range 100000 {
+		many = append(many, Projected{SKU: fmt.Sprintf("SKU-%06d", i), Version: 1, Stores: []string{"ST-001"}})
+	}
+	if p := EncodeProjected(many); len(p) != 1 || p[0] != "" {
+		t.Fatalf("%d payloads for 102,000 SKUs, want one empty payload", len(p))
+	}
+	if _, all := DecodeProjected(""); !all {
+		t.Fatal("an empty payload must mean every level")
+	}
+	if _, all := DecodeProjected("not json"); !all {
+		t.Fatal("an unreadable payload must mean every level")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafkaflag"
 	"github.com/tally-oss/tally/internal/server"
+	"github.com/tally-oss/tally/query"
 )
 
 // processFlags are one subcommand's flags: the common ones, and those of
@@ -276,17 +277,30 @@ func (p *projectorFlags) validate() error {
 // queryFlags configure the read side.
 type queryFlags struct {
 	WatchBuffer int
+	CacheLevels int
 }
 
 func (q *queryFlags) register(fs *flag.FlagSet) {
 	config.Int(fs, &q.WatchBuffer, "watch-buffer", 1024, "low-stock messages queued per WatchLowStock stream before it is cut off with RESOURCE_EXHAUSTED")
+	config.Int(fs, &q.CacheLevels, "cache-levels", query.DefaultCacheLevels, "stock levels (sku, store) this instance keeps in memory for GetStock and BatchGetStock (about 100 bytes each), kept exact by the projector's notifications; 0 turns the cache off")
 }
 
 func (q *queryFlags) validate() error {
 	if q.WatchBuffer < 1 || q.WatchBuffer > 1<<20 {
 		return fmt.Errorf("--watch-buffer must be 1 to %d, got %d", 1<<20, q.WatchBuffer)
 	}
+	if q.CacheLevels < 0 {
+		return fmt.Errorf("--cache-levels must be 0 (off) or more, got %d", q.CacheLevels)
+	}
 	return nil
+}
+
+// cacheLevels is query.Config's CacheLevels for the flag.
+func (q *queryFlags) cacheLevels() int {
+	if q.CacheLevels == 0 {
+		return -1
+	}
+	return q.CacheLevels
 }
 
 // authFlags configure who may call the API: bearer JWTs verified with one

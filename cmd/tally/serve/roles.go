@@ -59,7 +59,8 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 	if err != nil {
 		return part{}, err
 	}
-	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer})
+	q := query.New(query.Config{Pool: d.pool, Admin: kadm.NewClient(admCl), Logger: d.log, WatchBuffer: f.WatchBuffer,
+		CacheLevels: f.cacheLevels(), Registerer: d.reg})
 	path, h := inventoryv1connect.NewQueryServiceHandler(q, append(d.srv.HandlerOptions(), connect.WithInterceptors(append(d.apiInterceptors(), query.Authorize())...))...)
 	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
 	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
