@@ -198,9 +198,14 @@ func (m *Metrics) observeSnapshot(partition int32, full bool, d time.Duration, e
 	m.snapshots.WithLabelValues(strconv.Itoa(int(partition)), kind, result).Inc()
 }
 
-func (m *Metrics) observeOpen(fromSnapshot bool, d time.Duration) {
+func (m *Metrics) observeOpen(partition int32, fromSnapshot bool, d time.Duration) {
 	if m == nil {
 		return
+	}
+	// The partition's failure counters start at 0, so that alerts on
+	// their increase see the first one.
+	for _, reason := range []string{"stalled", "version_gap"} {
+		m.rebuildFails.WithLabelValues(strconv.Itoa(int(partition)), reason)
 	}
 	from := "log"
 	if fromSnapshot {

@@ -287,7 +287,7 @@ func (w *Writer) open(ctx context.Context) error {
 			events: st.events} // a long tail folded at open makes the next increment due
 	}
 	took := time.Since(start)
-	w.cfg.Metrics.observeOpen(st.fromSnapshot, took)
+	w.cfg.Metrics.observeOpen(w.partition, st.fromSnapshot, took)
 	w.cfg.Metrics.observeDedupe(w.partition, st.window.len())
 	w.log.Info("partition writer ready", "skus", len(st.skus), "from_snapshot", st.fromSnapshot, "snapshot_offset", st.snapshotAt,
 		"events_replayed", st.events, "dedupe_commands", st.window.len(), "took", took.Round(time.Millisecond))

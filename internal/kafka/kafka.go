@@ -37,8 +37,8 @@ const (
 )
 
 // Options returns the client options every Tally Kafka client starts from:
-// the seed brokers, sec's TLS and SASL (nil: plaintext, no authentication)
-// and, when log is not nil, the client's warnings and errors.
+// the seed brokers, sec's TLS, SASL (nil: plaintext, no authentication)
+// and hooks, and, when log is not nil, the client's warnings and errors.
 func Options(brokers []string, sec *Security, log *slog.Logger) []kgo.Opt {
 	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	if sec != nil && sec.TLS != nil {
@@ -46,6 +46,9 @@ func Options(brokers []string, sec *Security, log *slog.Logger) []kgo.Opt {
 	}
 	if sec != nil && sec.SASL != nil {
 		opts = append(opts, kgo.SASL(sec.SASL))
+	}
+	if sec != nil && len(sec.Hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(sec.Hooks...))
 	}
 	if log != nil {
 		// The client narrates every rebalance at info; keep warnings up.

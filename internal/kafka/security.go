@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -19,6 +20,9 @@ type Security struct {
 	TLS *tls.Config
 	// SASL, when not nil, authenticates every connection.
 	SASL sasl.Mechanism
+	// Hooks are added to every client made from Options with this
+	// Security: the process's client metrics (ClientMetrics.Hook).
+	Hooks []kgo.Hook
 }
 
 // SASL mechanisms Tally speaks.

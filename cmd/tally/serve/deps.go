@@ -144,6 +144,10 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 	if d.kafka, err = f.common.KafkaSecurity.Kafka(); err != nil {
 		return nil, err
 	}
+	if d.kafka == nil {
+		d.kafka = &kafka.Security{}
+	}
+	d.kafka.Hooks = append(d.kafka.Hooks, kafka.NewClientMetrics(d.reg).Hook())
 	embeddedKafka := f.embedded != nil && len(d.brokers) == 0
 	embeddedPG := f.embedded != nil && f.database != nil && f.database.URL == ""
 	if embeddedKafka || embeddedPG {
