@@ -382,14 +382,17 @@ func (p *Postgres) commitBatch(ctx context.Context, b *batch, evs []ledgerEvent,
 			newest[i] = &o.newest
 		}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
-		SELECT $1, * , now() FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[])
+	p50, p99 := visibilityMs(time.Now(), c.recorded)
+	if _, err := tx.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at, visibility_p50_ms, visibility_p99_ms)
+		SELECT $1, o.*, now(), $5, $6 FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[]) o
 		ON CONFLICT (consumer, log_partition) DO UPDATE
 		SET next_offset = excluded.next_offset,
 		    newest_recorded_at = COALESCE(excluded.newest_recorded_at, projector_offsets.newest_recorded_at),
+		    visibility_p50_ms = COALESCE(excluded.visibility_p50_ms, projector_offsets.visibility_p50_ms),
+		    visibility_p99_ms = COALESCE(excluded.visibility_p99_ms, projector_offsets.visibility_p99_ms),
 		    updated_at = now()
 		WHERE projector_offsets.next_offset < excluded.next_offset`,
-		p.cfg.Consumer, parts, nexts, newest); err != nil {
+		p.cfg.Consumer, parts, nexts, newest, p50, p99); err != nil {
 		return nil, err
 	}
 	if !p.cfg.Silent {
@@ -402,6 +405,20 @@ func (p *Postgres) commitBatch(ctx context.Context, b *batch, evs []ledgerEvent,
 		p.cfg.AfterStage()
 	}
 	return c, tx.Commit(ctx)
+}
+
+// visibilityMs returns the median and 99th percentile of now - recorded,
+// in milliseconds; nil for no events.
+func visibilityMs(now time.Time, recorded []time.Time) (p50, p99 *int64) {
+	if len(recorded) == 0 {
+		return nil, nil
+	}
+	ms := make([]int64, len(recorded))
+	for i, r := range recorded {
+		ms[i] = max(0, now.Sub(r).Milliseconds())
+	}
+	slices.Sort(ms)
+	return &ms[(len(ms)-1)/2], &ms[(len(ms)-1)*99/100]
 }
 
 // progress returns the partitions' offsets with the events stored in each

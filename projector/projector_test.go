@@ -504,6 +504,10 @@ func TestEventsPostgresRefusesAreDeadLetteredAndEveryOtherEventLandsOnce(t *test
 	if status.Msg.GetDeadLetterCount() != 2 || strings.Join(got, " ") != want {
 		t.Fatalf("GetProjectionStatus: %d dead letters %v, want 2: %s", status.Msg.GetDeadLetterCount(), got, want)
 	}
+	// The newest transaction's visibility, which the projector stores.
+	if v := status.Msg.GetVisibility(); v == nil || v.GetP50Ms() < 0 || v.GetP99Ms() < v.GetP50Ms() || v.GetCommittedAt() == nil {
+		t.Errorf("GetProjectionStatus visibility %v, want p50 <= p99 and a commit time", v)
+	}
 
 	// A replay meets the same events again: it stores nothing twice and
 	// records no dead letter twice.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,10 +64,39 @@ type Config struct {
 
 // Service implements QueryService.
 type Service struct {
-	cfg   Config
-	log   *slog.Logger
-	hub   *Hub
-	cache *levelCache
+	cfg     Config
+	log     *slog.Logger
+	hub     *Hub
+	cache   *levelCache
+	logRate logRate
+}
+
+// logRate is the log's growth between status reads.
+type logRate struct {
+	mu   sync.Mutex
+	at   time.Time
+	sum  int64
+	rate float64
+}
+
+// sample returns records/s between the previous sample at least a second
+// old and ends (the partitions' end offsets) at now.
+func (r *logRate) sample(now time.Time, ends map[int32]int64) float64 {
+	var sum int64
+	for _, e := range ends {
+		sum += e
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.at.IsZero() {
+		r.at, r.sum = now, sum
+		return 0
+	}
+	if d := now.Sub(r.at); d >= time.Second {
+		r.rate = max(0, float64(sum-r.sum)/d.Seconds())
+		r.at, r.sum = now, sum
+	}
+	return r.rate
 }
 
 var _ inventoryv1connect.QueryServiceHandler = (*Service)(nil)
@@ -299,8 +329,15 @@ func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv
 	default:
 		v.id("sku_id", m.GetSkuId())
 	}
+	if m.GetSkuPrefix() != "" {
+		if !byStore {
+			v.add("sku_prefix", "goes with store_id (it narrows a store's SKUs)")
+		} else if p := apierr.StoredIDProblem(m.GetSkuPrefix(), false); p != "" {
+			v.add("sku_prefix", p)
+		}
+	}
 	size := pageSize(m.GetPageSize(), v)
-	filter := fmt.Sprintf("list|%s|%s|%t|%d", m.GetStoreId(), m.GetSkuId(), m.Below != nil, m.GetBelow())
+	filter := fmt.Sprintf("list|%s|%s|%t|%d|%s", m.GetStoreId(), m.GetSkuId(), m.Below != nil, m.GetBelow(), m.GetSkuPrefix())
 	tok := decodeToken(m.GetPageToken(), filter, v)
 	if err := v.err(); err != nil {
 		return nil, s.connectError(err)
@@ -311,13 +348,15 @@ func (s *Service) ListStock(ctx context.Context, req *connect.Request[inventoryv
 	}
 	var q string
 	if byStore {
+		// Every id starting with the prefix sorts at or after it (ids
+		// are COLLATE "C").
 		q = `SELECT ` + levelColumns + ` FROM ` + readmodel.Levels + ` s WHERE s.store_id = $1 AND s.sku_id > $2
-			AND s.on_hand - s.reserved < $3 ORDER BY s.sku_id LIMIT $4`
+			AND s.on_hand - s.reserved < $3 AND s.sku_id >= $5 AND starts_with(s.sku_id, $5) ORDER BY s.sku_id LIMIT $4`
 	} else {
 		q = `SELECT ` + levelColumns + ` FROM ` + readmodel.Levels + ` s WHERE s.sku_id = $1 AND s.store_id > $2
-			AND s.on_hand - s.reserved < $3 ORDER BY s.store_id LIMIT $4`
+			AND s.on_hand - s.reserved < $3 AND $5 = '' ORDER BY s.store_id LIMIT $4`
 	}
-	rows, err := s.cfg.Pool.Query(ctx, q, m.GetStoreId()+m.GetSkuId(), tok.A, below, size+1)
+	rows, err := s.cfg.Pool.Query(ctx, q, m.GetStoreId()+m.GetSkuId(), tok.A, below, size+1, m.GetSkuPrefix())
 	if err != nil {
 		return nil, s.connectError(err)
 	}
@@ -536,17 +575,24 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 		newest *time.Time
 	}
 	parts := map[int32]part{}
-	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at FROM "+readmodel.Offsets+" WHERE consumer = $1", s.cfg.Consumer)
+	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at, visibility_p50_ms, visibility_p99_ms, updated_at FROM "+readmodel.Offsets+" WHERE consumer = $1", s.cfg.Consumer)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
 	var (
-		p      int32
-		next   int64
-		newest *time.Time
+		p          int32
+		next       int64
+		newest     *time.Time
+		p50, p99   *int64
+		updated    time.Time
+		visibility *inventoryv1.Visibility
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&p, &next, &newest}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&p, &next, &newest, &p50, &p99, &updated}, func() error {
 		parts[p] = part{next, newest}
+		// The newest transaction's, over all partitions.
+		if p50 != nil && p99 != nil && (visibility == nil || updated.After(visibility.CommittedAt.AsTime())) {
+			visibility = &inventoryv1.Visibility{P50Ms: *p50, P99Ms: *p99, CommittedAt: timestamppb.New(updated)}
+		}
 		return nil
 	}); err != nil {
 		return nil, s.connectError(err)
@@ -566,8 +612,11 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 			}
 		})
 	}
-	resp := &inventoryv1.GetProjectionStatusResponse{}
+	resp := &inventoryv1.GetProjectionStatusResponse{Visibility: visibility}
 	now := time.Now()
+	if s.cfg.Admin != nil {
+		resp.LogRecordsPerSecond = s.logRate.sample(now, ends)
+	}
 	for p := int32(0); len(resp.Partitions) < len(parts); p++ {
 		pt, ok := parts[p]
 		if !ok {

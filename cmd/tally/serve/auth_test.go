@@ -156,6 +156,10 @@ func TestEveryRPCByRoleAndStore(t *testing.T) {
 			_, err := a.qry.GetStockHistory(ctx, &inventoryv1.GetStockHistoryRequest{SkuId: sku, StoreId: st})
 			return err
 		},
+		"GetSalesHeatmap": func(ctx context.Context, st string) error {
+			_, err := a.qry.GetSalesHeatmap(ctx, &inventoryv1.GetSalesHeatmapRequest{StoreIds: []string{st}})
+			return err
+		},
 	}
 	// may[rpc] lists the roles that may call it for their own store (admin
 	// may call everything for every store).
@@ -172,6 +176,7 @@ func TestEveryRPCByRoleAndStore(t *testing.T) {
 		"SetReorderPolicy":    {},
 		"GetStock":            {auth.RolePOS, auth.RoleEcommerce, auth.RoleWarehouse, auth.RoleAnalyst},
 		"GetStockHistory":     {auth.RolePOS, auth.RoleEcommerce, auth.RoleWarehouse, auth.RoleAnalyst},
+		"GetSalesHeatmap":     {auth.RolePOS, auth.RoleEcommerce, auth.RoleWarehouse, auth.RoleAnalyst},
 	}
 	for name, call := range rpcs {
 		for _, role := range auth.Roles {

@@ -786,7 +786,9 @@ type ListStockRequest struct {
 	// 1 to 1,000; default 100.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token, with the same filters.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// With store_id: only SKUs starting with this.
+	SkuPrefix     string `protobuf:"bytes,6,opt,name=sku_prefix,json=skuPrefix,proto3" json:"sku_prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -852,6 +854,13 @@ func (x *ListStockRequest) GetPageSize() int32 {
 func (x *ListStockRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListStockRequest) GetSkuPrefix() string {
+	if x != nil {
+		return x.SkuPrefix
 	}
 	return ""
 }
@@ -1217,8 +1226,15 @@ type GetProjectionStatusResponse struct {
 	DeadLetterCount int64 `protobuf:"varint,3,opt,name=dead_letter_count,json=deadLetterCount,proto3" json:"dead_letter_count,omitempty"`
 	// The newest of them, newest first, at most 10.
 	RecentDeadLetters []*DeadLetter `protobuf:"bytes,4,rep,name=recent_dead_letters,json=recentDeadLetters,proto3" json:"recent_dead_letters,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Records appended to the log per second (events and transaction
+	// markers), from the log's end offsets since this query instance's
+	// previous status read at least a second before; 0 on the first.
+	LogRecordsPerSecond float64 `protobuf:"fixed64,5,opt,name=log_records_per_second,json=logRecordsPerSecond,proto3" json:"log_records_per_second,omitempty"`
+	// Write->query visibility of the read model's newest projector
+	// transaction: recorded_at of each of its events to its commit.
+	Visibility    *Visibility `protobuf:"bytes,6,opt,name=visibility,proto3" json:"visibility,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetProjectionStatusResponse) Reset() {
@@ -1279,6 +1295,288 @@ func (x *GetProjectionStatusResponse) GetRecentDeadLetters() []*DeadLetter {
 	return nil
 }
 
+func (x *GetProjectionStatusResponse) GetLogRecordsPerSecond() float64 {
+	if x != nil {
+		return x.LogRecordsPerSecond
+	}
+	return 0
+}
+
+func (x *GetProjectionStatusResponse) GetVisibility() *Visibility {
+	if x != nil {
+		return x.Visibility
+	}
+	return nil
+}
+
+// Visibility is a projector transaction's write->query delay.
+type Visibility struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	P50Ms int64                  `protobuf:"varint,1,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
+	P99Ms int64                  `protobuf:"varint,2,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
+	// When that transaction committed.
+	CommittedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Visibility) Reset() {
+	*x = Visibility{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Visibility) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Visibility) ProtoMessage() {}
+
+func (x *Visibility) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Visibility.ProtoReflect.Descriptor instead.
+func (*Visibility) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Visibility) GetP50Ms() int64 {
+	if x != nil {
+		return x.P50Ms
+	}
+	return 0
+}
+
+func (x *Visibility) GetP99Ms() int64 {
+	if x != nil {
+		return x.P99Ms
+	}
+	return 0
+}
+
+func (x *Visibility) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+// GetSalesHeatmapRequest says which stores and how many SKUs.
+type GetSalesHeatmapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these stores; empty = every store with sales in the window.
+	StoreIds []string `protobuf:"bytes,1,rep,name=store_ids,json=storeIds,proto3" json:"store_ids,omitempty"`
+	// The hottest SKUs to return: 1 to 100; default 20.
+	SkuLimit int32 `protobuf:"varint,2,opt,name=sku_limit,json=skuLimit,proto3" json:"sku_limit,omitempty"`
+	// The window, in minutes back from now: 1 to 1,440; default 60.
+	WindowMinutes int32 `protobuf:"varint,3,opt,name=window_minutes,json=windowMinutes,proto3" json:"window_minutes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSalesHeatmapRequest) Reset() {
+	*x = GetSalesHeatmapRequest{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSalesHeatmapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSalesHeatmapRequest) ProtoMessage() {}
+
+func (x *GetSalesHeatmapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSalesHeatmapRequest.ProtoReflect.Descriptor instead.
+func (*GetSalesHeatmapRequest) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetSalesHeatmapRequest) GetStoreIds() []string {
+	if x != nil {
+		return x.StoreIds
+	}
+	return nil
+}
+
+func (x *GetSalesHeatmapRequest) GetSkuLimit() int32 {
+	if x != nil {
+		return x.SkuLimit
+	}
+	return 0
+}
+
+func (x *GetSalesHeatmapRequest) GetWindowMinutes() int32 {
+	if x != nil {
+		return x.WindowMinutes
+	}
+	return 0
+}
+
+// GetSalesHeatmapResponse is a stores x SKUs grid.
+type GetSalesHeatmapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hottest first.
+	SkuIds []string `protobuf:"bytes,1,rep,name=sku_ids,json=skuIds,proto3" json:"sku_ids,omitempty"`
+	// In key order.
+	StoreIds []string `protobuf:"bytes,2,rep,name=store_ids,json=storeIds,proto3" json:"store_ids,omitempty"`
+	// One per (sku, store) that has a level or sold in the window.
+	Cells         []*HeatmapCell `protobuf:"bytes,3,rep,name=cells,proto3" json:"cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSalesHeatmapResponse) Reset() {
+	*x = GetSalesHeatmapResponse{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSalesHeatmapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSalesHeatmapResponse) ProtoMessage() {}
+
+func (x *GetSalesHeatmapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSalesHeatmapResponse.ProtoReflect.Descriptor instead.
+func (*GetSalesHeatmapResponse) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetSalesHeatmapResponse) GetSkuIds() []string {
+	if x != nil {
+		return x.SkuIds
+	}
+	return nil
+}
+
+func (x *GetSalesHeatmapResponse) GetStoreIds() []string {
+	if x != nil {
+		return x.StoreIds
+	}
+	return nil
+}
+
+func (x *GetSalesHeatmapResponse) GetCells() []*HeatmapCell {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+// HeatmapCell is one (sku, store) of the heatmap.
+type HeatmapCell struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	SkuId   string                 `protobuf:"bytes,1,opt,name=sku_id,json=skuId,proto3" json:"sku_id,omitempty"`
+	StoreId string                 `protobuf:"bytes,2,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Units sold in the window (sales less nothing: returns are apart).
+	UnitsSold     int64 `protobuf:"varint,3,opt,name=units_sold,json=unitsSold,proto3" json:"units_sold,omitempty"`
+	Available     int64 `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
+	ReorderPoint  int64 `protobuf:"varint,5,opt,name=reorder_point,json=reorderPoint,proto3" json:"reorder_point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeatmapCell) Reset() {
+	*x = HeatmapCell{}
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeatmapCell) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeatmapCell) ProtoMessage() {}
+
+func (x *HeatmapCell) ProtoReflect() protoreflect.Message {
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeatmapCell.ProtoReflect.Descriptor instead.
+func (*HeatmapCell) Descriptor() ([]byte, []int) {
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *HeatmapCell) GetSkuId() string {
+	if x != nil {
+		return x.SkuId
+	}
+	return ""
+}
+
+func (x *HeatmapCell) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *HeatmapCell) GetUnitsSold() int64 {
+	if x != nil {
+		return x.UnitsSold
+	}
+	return 0
+}
+
+func (x *HeatmapCell) GetAvailable() int64 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+func (x *HeatmapCell) GetReorderPoint() int64 {
+	if x != nil {
+		return x.ReorderPoint
+	}
+	return 0
+}
+
 // PartitionStatus is one partition's projection progress.
 type PartitionStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -1299,7 +1597,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1609,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[17]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1622,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{17}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PartitionStatus) GetPartition() int32 {
@@ -1391,7 +1689,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1701,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[18]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1714,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{18}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeadLetter) GetPartition() int32 {
@@ -1488,7 +1786,7 @@ type ProjectionBehind struct {
 
 func (x *ProjectionBehind) Reset() {
 	*x = ProjectionBehind{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1798,7 @@ func (x *ProjectionBehind) String() string {
 func (*ProjectionBehind) ProtoMessage() {}
 
 func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[19]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1811,7 @@ func (x *ProjectionBehind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionBehind.ProtoReflect.Descriptor instead.
 func (*ProjectionBehind) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{19}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProjectionBehind) GetSkuId() string {
@@ -1553,7 +1851,7 @@ type HistoryNotRetained struct {
 
 func (x *HistoryNotRetained) Reset() {
 	*x = HistoryNotRetained{}
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1863,7 @@ func (x *HistoryNotRetained) String() string {
 func (*HistoryNotRetained) ProtoMessage() {}
 
 func (x *HistoryNotRetained) ProtoReflect() protoreflect.Message {
-	mi := &file_tally_inventory_v1_query_proto_msgTypes[20]
+	mi := &file_tally_inventory_v1_query_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1876,7 @@ func (x *HistoryNotRetained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryNotRetained.ProtoReflect.Descriptor instead.
 func (*HistoryNotRetained) Descriptor() ([]byte, []int) {
-	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{20}
+	return file_tally_inventory_v1_query_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *HistoryNotRetained) GetRetainedFrom() *timestamppb.Timestamp {
@@ -1653,14 +1951,16 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x1c.tally.inventory.v1.StockKeyR\x04keys\"\x87\x01\n" +
 	"\x15BatchGetStockResponse\x126\n" +
 	"\x06levels\x18\x01 \x03(\v2\x1e.tally.inventory.v1.StockLevelR\x06levels\x126\n" +
-	"\amissing\x18\x02 \x03(\v2\x1c.tally.inventory.v1.StockKeyR\amissing\"\xa5\x01\n" +
+	"\amissing\x18\x02 \x03(\v2\x1c.tally.inventory.v1.StockKeyR\amissing\"\xc4\x01\n" +
 	"\x10ListStockRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x15\n" +
 	"\x06sku_id\x18\x02 \x01(\tR\x05skuId\x12\x19\n" +
 	"\x05below\x18\x03 \x01(\x03H\x00R\x05below\x88\x01\x01\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageTokenB\b\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x1d\n" +
+	"\n" +
+	"sku_prefix\x18\x06 \x01(\tR\tskuPrefixB\b\n" +
 	"\x06_below\"s\n" +
 	"\x11ListStockResponse\x126\n" +
 	"\x06levels\x18\x01 \x03(\v2\x1e.tally.inventory.v1.StockLevelR\x06levels\x12&\n" +
@@ -1684,14 +1984,38 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\vsku_version\x18\x02 \x01(\x03R\n" +
 	"skuVersion\x123\n" +
 	"\x05basis\x18\x03 \x01(\x0e2\x1d.tally.inventory.v1.TimeBasisR\x05basis\"\x1c\n" +
-	"\x1aGetProjectionStatusRequest\"\xfb\x01\n" +
+	"\x1aGetProjectionStatusRequest\"\xf0\x02\n" +
 	"\x1bGetProjectionStatusResponse\x12C\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2#.tally.inventory.v1.PartitionStatusR\n" +
 	"partitions\x12\x1b\n" +
 	"\ttotal_lag\x18\x02 \x01(\x03R\btotalLag\x12*\n" +
 	"\x11dead_letter_count\x18\x03 \x01(\x03R\x0fdeadLetterCount\x12N\n" +
-	"\x13recent_dead_letters\x18\x04 \x03(\v2\x1e.tally.inventory.v1.DeadLetterR\x11recentDeadLetters\"\xef\x01\n" +
+	"\x13recent_dead_letters\x18\x04 \x03(\v2\x1e.tally.inventory.v1.DeadLetterR\x11recentDeadLetters\x123\n" +
+	"\x16log_records_per_second\x18\x05 \x01(\x01R\x13logRecordsPerSecond\x12>\n" +
+	"\n" +
+	"visibility\x18\x06 \x01(\v2\x1e.tally.inventory.v1.VisibilityR\n" +
+	"visibility\"y\n" +
+	"\n" +
+	"Visibility\x12\x15\n" +
+	"\x06p50_ms\x18\x01 \x01(\x03R\x05p50Ms\x12\x15\n" +
+	"\x06p99_ms\x18\x02 \x01(\x03R\x05p99Ms\x12=\n" +
+	"\fcommitted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\"y\n" +
+	"\x16GetSalesHeatmapRequest\x12\x1b\n" +
+	"\tstore_ids\x18\x01 \x03(\tR\bstoreIds\x12\x1b\n" +
+	"\tsku_limit\x18\x02 \x01(\x05R\bskuLimit\x12%\n" +
+	"\x0ewindow_minutes\x18\x03 \x01(\x05R\rwindowMinutes\"\x86\x01\n" +
+	"\x17GetSalesHeatmapResponse\x12\x17\n" +
+	"\asku_ids\x18\x01 \x03(\tR\x06skuIds\x12\x1b\n" +
+	"\tstore_ids\x18\x02 \x03(\tR\bstoreIds\x125\n" +
+	"\x05cells\x18\x03 \x03(\v2\x1f.tally.inventory.v1.HeatmapCellR\x05cells\"\xa1\x01\n" +
+	"\vHeatmapCell\x12\x15\n" +
+	"\x06sku_id\x18\x01 \x01(\tR\x05skuId\x12\x19\n" +
+	"\bstore_id\x18\x02 \x01(\tR\astoreId\x12\x1d\n" +
+	"\n" +
+	"units_sold\x18\x03 \x01(\x03R\tunitsSold\x12\x1c\n" +
+	"\tavailable\x18\x04 \x01(\x03R\tavailable\x12#\n" +
+	"\rreorder_point\x18\x05 \x01(\x03R\freorderPoint\"\xef\x01\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -1728,7 +2052,7 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\tTimeBasis\x12\x1a\n" +
 	"\x16TIME_BASIS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TIME_BASIS_RECORDED\x10\x01\x12\x17\n" +
-	"\x13TIME_BASIS_OCCURRED\x10\x022\xf2\x05\n" +
+	"\x13TIME_BASIS_OCCURRED\x10\x022\xe3\x06\n" +
 	"\fQueryService\x12Z\n" +
 	"\bGetStock\x12#.tally.inventory.v1.GetStockRequest\x1a$.tally.inventory.v1.GetStockResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\rBatchGetStock\x12(.tally.inventory.v1.BatchGetStockRequest\x1a).tally.inventory.v1.BatchGetStockResponse\"\x03\x90\x02\x01\x12]\n" +
@@ -1736,7 +2060,8 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\x0fGetStockHistory\x12*.tally.inventory.v1.GetStockHistoryRequest\x1a+.tally.inventory.v1.GetStockHistoryResponse\"\x03\x90\x02\x01\x12f\n" +
 	"\fGetStockAsOf\x12'.tally.inventory.v1.GetStockAsOfRequest\x1a(.tally.inventory.v1.GetStockAsOfResponse\"\x03\x90\x02\x01\x12{\n" +
 	"\x13GetProjectionStatus\x12..tally.inventory.v1.GetProjectionStatusRequest\x1a/.tally.inventory.v1.GetProjectionStatusResponse\"\x03\x90\x02\x01\x12f\n" +
-	"\rWatchLowStock\x12(.tally.inventory.v1.WatchLowStockRequest\x1a).tally.inventory.v1.WatchLowStockResponse0\x01B?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
+	"\rWatchLowStock\x12(.tally.inventory.v1.WatchLowStockRequest\x1a).tally.inventory.v1.WatchLowStockResponse0\x01\x12o\n" +
+	"\x0fGetSalesHeatmap\x12*.tally.inventory.v1.GetSalesHeatmapRequest\x1a+.tally.inventory.v1.GetSalesHeatmapResponse\"\x03\x90\x02\x01B?Z=github.com/tally-oss/tally/gen/tally/inventory/v1;inventoryv1b\x06proto3"
 
 var (
 	file_tally_inventory_v1_query_proto_rawDescOnce sync.Once
@@ -1751,7 +2076,7 @@ func file_tally_inventory_v1_query_proto_rawDescGZIP() []byte {
 }
 
 var file_tally_inventory_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_tally_inventory_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(LowStockState)(0),                  // 0: tally.inventory.v1.LowStockState
 	(TimeBasis)(0),                      // 1: tally.inventory.v1.TimeBasis
@@ -1772,50 +2097,59 @@ var file_tally_inventory_v1_query_proto_goTypes = []any{
 	(*GetStockAsOfResponse)(nil),        // 16: tally.inventory.v1.GetStockAsOfResponse
 	(*GetProjectionStatusRequest)(nil),  // 17: tally.inventory.v1.GetProjectionStatusRequest
 	(*GetProjectionStatusResponse)(nil), // 18: tally.inventory.v1.GetProjectionStatusResponse
-	(*PartitionStatus)(nil),             // 19: tally.inventory.v1.PartitionStatus
-	(*DeadLetter)(nil),                  // 20: tally.inventory.v1.DeadLetter
-	(*ProjectionBehind)(nil),            // 21: tally.inventory.v1.ProjectionBehind
-	(*HistoryNotRetained)(nil),          // 22: tally.inventory.v1.HistoryNotRetained
-	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
-	(*InventoryEvent)(nil),              // 24: tally.inventory.v1.InventoryEvent
+	(*Visibility)(nil),                  // 19: tally.inventory.v1.Visibility
+	(*GetSalesHeatmapRequest)(nil),      // 20: tally.inventory.v1.GetSalesHeatmapRequest
+	(*GetSalesHeatmapResponse)(nil),     // 21: tally.inventory.v1.GetSalesHeatmapResponse
+	(*HeatmapCell)(nil),                 // 22: tally.inventory.v1.HeatmapCell
+	(*PartitionStatus)(nil),             // 23: tally.inventory.v1.PartitionStatus
+	(*DeadLetter)(nil),                  // 24: tally.inventory.v1.DeadLetter
+	(*ProjectionBehind)(nil),            // 25: tally.inventory.v1.ProjectionBehind
+	(*HistoryNotRetained)(nil),          // 26: tally.inventory.v1.HistoryNotRetained
+	(*timestamppb.Timestamp)(nil),       // 27: google.protobuf.Timestamp
+	(*InventoryEvent)(nil),              // 28: tally.inventory.v1.InventoryEvent
 }
 var file_tally_inventory_v1_query_proto_depIdxs = []int32{
 	0,  // 0: tally.inventory.v1.LowStockItem.state:type_name -> tally.inventory.v1.LowStockState
 	3,  // 1: tally.inventory.v1.WatchLowStockResponse.item:type_name -> tally.inventory.v1.LowStockItem
-	23, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 2: tally.inventory.v1.StockLevel.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: tally.inventory.v1.GetStockResponse.level:type_name -> tally.inventory.v1.StockLevel
 	8,  // 4: tally.inventory.v1.BatchGetStockRequest.keys:type_name -> tally.inventory.v1.StockKey
 	5,  // 5: tally.inventory.v1.BatchGetStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
 	8,  // 6: tally.inventory.v1.BatchGetStockResponse.missing:type_name -> tally.inventory.v1.StockKey
 	5,  // 7: tally.inventory.v1.ListStockResponse.levels:type_name -> tally.inventory.v1.StockLevel
-	24, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
-	23, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
+	28, // 8: tally.inventory.v1.GetStockHistoryResponse.events:type_name -> tally.inventory.v1.InventoryEvent
+	27, // 9: tally.inventory.v1.GetStockAsOfRequest.as_of:type_name -> google.protobuf.Timestamp
 	1,  // 10: tally.inventory.v1.GetStockAsOfRequest.basis:type_name -> tally.inventory.v1.TimeBasis
 	1,  // 11: tally.inventory.v1.GetStockAsOfResponse.basis:type_name -> tally.inventory.v1.TimeBasis
-	19, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
-	20, // 13: tally.inventory.v1.GetProjectionStatusResponse.recent_dead_letters:type_name -> tally.inventory.v1.DeadLetter
-	23, // 14: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
-	23, // 15: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
-	23, // 16: tally.inventory.v1.HistoryNotRetained.retained_from:type_name -> google.protobuf.Timestamp
-	6,  // 17: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
-	9,  // 18: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
-	11, // 19: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
-	13, // 20: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
-	15, // 21: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
-	17, // 22: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
-	2,  // 23: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
-	7,  // 24: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
-	10, // 25: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
-	12, // 26: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
-	14, // 27: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
-	16, // 28: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
-	18, // 29: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
-	4,  // 30: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	23, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
+	24, // 13: tally.inventory.v1.GetProjectionStatusResponse.recent_dead_letters:type_name -> tally.inventory.v1.DeadLetter
+	19, // 14: tally.inventory.v1.GetProjectionStatusResponse.visibility:type_name -> tally.inventory.v1.Visibility
+	27, // 15: tally.inventory.v1.Visibility.committed_at:type_name -> google.protobuf.Timestamp
+	22, // 16: tally.inventory.v1.GetSalesHeatmapResponse.cells:type_name -> tally.inventory.v1.HeatmapCell
+	27, // 17: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
+	27, // 18: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	27, // 19: tally.inventory.v1.HistoryNotRetained.retained_from:type_name -> google.protobuf.Timestamp
+	6,  // 20: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
+	9,  // 21: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
+	11, // 22: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
+	13, // 23: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
+	15, // 24: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
+	17, // 25: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
+	2,  // 26: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
+	20, // 27: tally.inventory.v1.QueryService.GetSalesHeatmap:input_type -> tally.inventory.v1.GetSalesHeatmapRequest
+	7,  // 28: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
+	10, // 29: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
+	12, // 30: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
+	14, // 31: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
+	16, // 32: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
+	18, // 33: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
+	4,  // 34: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
+	21, // 35: tally.inventory.v1.QueryService.GetSalesHeatmap:output_type -> tally.inventory.v1.GetSalesHeatmapResponse
+	28, // [28:36] is the sub-list for method output_type
+	20, // [20:28] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_query_proto_init() }
@@ -1832,7 +2166,7 @@ func file_tally_inventory_v1_query_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tally_inventory_v1_query_proto_rawDesc), len(file_tally_inventory_v1_query_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

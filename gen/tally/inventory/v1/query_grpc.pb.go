@@ -26,6 +26,7 @@ const (
 	QueryService_GetStockAsOf_FullMethodName        = "/tally.inventory.v1.QueryService/GetStockAsOf"
 	QueryService_GetProjectionStatus_FullMethodName = "/tally.inventory.v1.QueryService/GetProjectionStatus"
 	QueryService_WatchLowStock_FullMethodName       = "/tally.inventory.v1.QueryService/WatchLowStock"
+	QueryService_GetSalesHeatmap_FullMethodName     = "/tally.inventory.v1.QueryService/GetSalesHeatmap"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -69,6 +70,11 @@ type QueryServiceClient interface {
 	// committed in the read model is announced. A stream that cannot keep up
 	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
 	WatchLowStock(ctx context.Context, in *WatchLowStockRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchLowStockResponse], error)
+	// GetSalesHeatmap returns the SKUs that sold the most units over the
+	// last window (default an hour) and, for each of them and each store,
+	// the units sold there and the level against its reorder point: the
+	// console's heatmap.
+	GetSalesHeatmap(ctx context.Context, in *GetSalesHeatmapRequest, opts ...grpc.CallOption) (*GetSalesHeatmapResponse, error)
 }
 
 type queryServiceClient struct {
@@ -158,6 +164,16 @@ func (c *queryServiceClient) WatchLowStock(ctx context.Context, in *WatchLowStoc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueryService_WatchLowStockClient = grpc.ServerStreamingClient[WatchLowStockResponse]
 
+func (c *queryServiceClient) GetSalesHeatmap(ctx context.Context, in *GetSalesHeatmapRequest, opts ...grpc.CallOption) (*GetSalesHeatmapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSalesHeatmapResponse)
+	err := c.cc.Invoke(ctx, QueryService_GetSalesHeatmap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -199,6 +215,11 @@ type QueryServiceServer interface {
 	// committed in the read model is announced. A stream that cannot keep up
 	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
 	WatchLowStock(*WatchLowStockRequest, grpc.ServerStreamingServer[WatchLowStockResponse]) error
+	// GetSalesHeatmap returns the SKUs that sold the most units over the
+	// last window (default an hour) and, for each of them and each store,
+	// the units sold there and the level against its reorder point: the
+	// console's heatmap.
+	GetSalesHeatmap(context.Context, *GetSalesHeatmapRequest) (*GetSalesHeatmapResponse, error)
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -229,6 +250,9 @@ func (UnimplementedQueryServiceServer) GetProjectionStatus(context.Context, *Get
 }
 func (UnimplementedQueryServiceServer) WatchLowStock(*WatchLowStockRequest, grpc.ServerStreamingServer[WatchLowStockResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchLowStock not implemented")
+}
+func (UnimplementedQueryServiceServer) GetSalesHeatmap(context.Context, *GetSalesHeatmapRequest) (*GetSalesHeatmapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSalesHeatmap not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -370,6 +394,24 @@ func _QueryService_WatchLowStock_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueryService_WatchLowStockServer = grpc.ServerStreamingServer[WatchLowStockResponse]
 
+func _QueryService_GetSalesHeatmap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSalesHeatmapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).GetSalesHeatmap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_GetSalesHeatmap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).GetSalesHeatmap(ctx, req.(*GetSalesHeatmapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -400,6 +442,10 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetProjectionStatus",
 			Handler:    _QueryService_GetProjectionStatus_Handler,
+		},
+		{
+			MethodName: "GetSalesHeatmap",
+			Handler:    _QueryService_GetSalesHeatmap_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

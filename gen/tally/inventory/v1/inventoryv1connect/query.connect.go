@@ -52,6 +52,9 @@ const (
 	// QueryServiceWatchLowStockProcedure is the fully-qualified name of the QueryService's
 	// WatchLowStock RPC.
 	QueryServiceWatchLowStockProcedure = "/tally.inventory.v1.QueryService/WatchLowStock"
+	// QueryServiceGetSalesHeatmapProcedure is the fully-qualified name of the QueryService's
+	// GetSalesHeatmap RPC.
+	QueryServiceGetSalesHeatmapProcedure = "/tally.inventory.v1.QueryService/GetSalesHeatmap"
 )
 
 // QueryServiceClient is a client for the tally.inventory.v1.QueryService service.
@@ -85,6 +88,11 @@ type QueryServiceClient interface {
 	// committed in the read model is announced. A stream that cannot keep up
 	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
 	WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest]) (*connect.ServerStreamForClient[v1.WatchLowStockResponse], error)
+	// GetSalesHeatmap returns the SKUs that sold the most units over the
+	// last window (default an hour) and, for each of them and each store,
+	// the units sold there and the level against its reorder point: the
+	// console's heatmap.
+	GetSalesHeatmap(context.Context, *connect.Request[v1.GetSalesHeatmapRequest]) (*connect.Response[v1.GetSalesHeatmapResponse], error)
 }
 
 // NewQueryServiceClient constructs a client for the tally.inventory.v1.QueryService service. By
@@ -146,6 +154,13 @@ func NewQueryServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(queryServiceMethods.ByName("WatchLowStock")),
 			connect.WithClientOptions(opts...),
 		),
+		getSalesHeatmap: connect.NewClient[v1.GetSalesHeatmapRequest, v1.GetSalesHeatmapResponse](
+			httpClient,
+			baseURL+QueryServiceGetSalesHeatmapProcedure,
+			connect.WithSchema(queryServiceMethods.ByName("GetSalesHeatmap")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -158,6 +173,7 @@ type queryServiceClient struct {
 	getStockAsOf        *connect.Client[v1.GetStockAsOfRequest, v1.GetStockAsOfResponse]
 	getProjectionStatus *connect.Client[v1.GetProjectionStatusRequest, v1.GetProjectionStatusResponse]
 	watchLowStock       *connect.Client[v1.WatchLowStockRequest, v1.WatchLowStockResponse]
+	getSalesHeatmap     *connect.Client[v1.GetSalesHeatmapRequest, v1.GetSalesHeatmapResponse]
 }
 
 // GetStock calls tally.inventory.v1.QueryService.GetStock.
@@ -195,6 +211,11 @@ func (c *queryServiceClient) WatchLowStock(ctx context.Context, req *connect.Req
 	return c.watchLowStock.CallServerStream(ctx, req)
 }
 
+// GetSalesHeatmap calls tally.inventory.v1.QueryService.GetSalesHeatmap.
+func (c *queryServiceClient) GetSalesHeatmap(ctx context.Context, req *connect.Request[v1.GetSalesHeatmapRequest]) (*connect.Response[v1.GetSalesHeatmapResponse], error) {
+	return c.getSalesHeatmap.CallUnary(ctx, req)
+}
+
 // QueryServiceHandler is an implementation of the tally.inventory.v1.QueryService service.
 type QueryServiceHandler interface {
 	// GetStock returns one store's stock of a SKU. With min_version it first
@@ -226,6 +247,11 @@ type QueryServiceHandler interface {
 	// committed in the read model is announced. A stream that cannot keep up
 	// ends with RESOURCE_EXHAUSTED; reconnect with the last resume_token.
 	WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest], *connect.ServerStream[v1.WatchLowStockResponse]) error
+	// GetSalesHeatmap returns the SKUs that sold the most units over the
+	// last window (default an hour) and, for each of them and each store,
+	// the units sold there and the level against its reorder point: the
+	// console's heatmap.
+	GetSalesHeatmap(context.Context, *connect.Request[v1.GetSalesHeatmapRequest]) (*connect.Response[v1.GetSalesHeatmapResponse], error)
 }
 
 // NewQueryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -283,6 +309,13 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(queryServiceMethods.ByName("WatchLowStock")),
 		connect.WithHandlerOptions(opts...),
 	)
+	queryServiceGetSalesHeatmapHandler := connect.NewUnaryHandler(
+		QueryServiceGetSalesHeatmapProcedure,
+		svc.GetSalesHeatmap,
+		connect.WithSchema(queryServiceMethods.ByName("GetSalesHeatmap")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tally.inventory.v1.QueryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case QueryServiceGetStockProcedure:
@@ -299,6 +332,8 @@ func NewQueryServiceHandler(svc QueryServiceHandler, opts ...connect.HandlerOpti
 			queryServiceGetProjectionStatusHandler.ServeHTTP(w, r)
 		case QueryServiceWatchLowStockProcedure:
 			queryServiceWatchLowStockHandler.ServeHTTP(w, r)
+		case QueryServiceGetSalesHeatmapProcedure:
+			queryServiceGetSalesHeatmapHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -334,4 +369,8 @@ func (UnimplementedQueryServiceHandler) GetProjectionStatus(context.Context, *co
 
 func (UnimplementedQueryServiceHandler) WatchLowStock(context.Context, *connect.Request[v1.WatchLowStockRequest], *connect.ServerStream[v1.WatchLowStockResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.QueryService.WatchLowStock is not implemented"))
+}
+
+func (UnimplementedQueryServiceHandler) GetSalesHeatmap(context.Context, *connect.Request[v1.GetSalesHeatmapRequest]) (*connect.Response[v1.GetSalesHeatmapResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tally.inventory.v1.QueryService.GetSalesHeatmap is not implemented"))
 }
