@@ -13,6 +13,7 @@ import (
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/projector"
 	"github.com/tally-oss/tally/query"
+	"github.com/tally-oss/tally/web"
 )
 
 // part is one role of a process, built and not yet running. Either
@@ -63,6 +64,8 @@ func newQueryRole(_ context.Context, f *queryFlags, d *deps) (part, error) {
 		CacheLevels: f.cacheLevels(), Registerer: d.reg})
 	path, h := inventoryv1connect.NewQueryServiceHandler(q, append(d.srv.HandlerOptions(), connect.WithInterceptors(append(d.apiInterceptors(), query.Authorize())...))...)
 	d.srv.Handle(inventoryv1connect.QueryServiceName, path, h)
+	// The web console, on the same port as the API it calls.
+	d.srv.Handle("", "/", web.Handler())
 	return part{run: q.RunHub, close: func(context.Context) error { admCl.Close(); return nil }}, nil
 }
 

@@ -1,0 +1,37 @@
+// Pipeline: how far the read model trails the log, from
+// GetProjectionStatus (not /metrics).
+import { query } from "./api";
+import { el, every, table, when } from "./dom";
+import { failed } from "./main";
+
+export function pipelinePage(main: HTMLElement, signal: AbortSignal): void {
+  const summary = el("dl", { class: "summary" });
+  const parts = el("section", { "aria-label": "Partitions" });
+  const dead = el("section", { "aria-label": "Dead letters" });
+  main.append(el("h2", {}, "Pipeline"), summary, parts, dead);
+  every(1000, signal, async () => {
+    try {
+      const s = await query.getProjectionStatus({}, { signal });
+      const v = s.visibility;
+      const stat = (name: string, value: string, id: string) => [el("dt", {}, name), el("dd", { id }, value)];
+      summary.replaceChildren(
+        ...stat("Log records/s", s.logRecordsPerSecond.toFixed(0), "rate"),
+        ...stat("Projector lag (records)", String(s.totalLag), "lag"),
+        ...stat("Write→query visibility", v ? `p50 ${v.p50Ms} ms · p99 ${v.p99Ms} ms` : "no transaction yet", "visibility"),
+        ...stat("Dead letters", String(s.deadLetterCount), "dlq"),
+      );
+      parts.replaceChildren(table("PostgreSQL projection by partition", ["Partition", "Next offset", "End offset", "Lag (records)", "Newest event age"],
+        s.partitions.map((p) => [String(p.partition), String(p.nextOffset), String(p.endOffset), String(p.lag),
+          p.newestRecordedAt ? seconds(p.newestAgeMs) : "–"])));
+      dead.replaceChildren(s.recentDeadLetters.length === 0 ? el("p", {}, "No dead letters.") :
+        table("Newest dead letters", ["Partition/offset", "SKU", "Version", "Error", "When"], s.recentDeadLetters.map((d) => [
+          `${d.partition}/${d.offset}`, d.skuId, String(d.skuVersion), d.error, when(d.deadLetteredAt)])));
+    } catch (err) {
+      failed(err);
+    }
+  });
+}
+
+function seconds(ms: bigint): string {
+  return (Number(ms) / 1000).toFixed(1) + " s";
+}
