@@ -17,6 +17,7 @@ import (
 	"github.com/tally-oss/tally/bench"
 	"github.com/tally-oss/tally/cmd/tally/chaos"
 	"github.com/tally-oss/tally/cmd/tally/check"
+	"github.com/tally-oss/tally/cmd/tally/cli"
 	"github.com/tally-oss/tally/cmd/tally/serve"
 	"github.com/tally-oss/tally/cmd/tally/soak"
 )
@@ -39,6 +40,57 @@ var subcommands = []subcommand{
 	{"chaos", "run every role as its own process, kill and pause them at random under load, then audit", chaos.RunCLI},
 	{"kafka-acls", "print (or --apply) the Kafka ACLs a Tally principal needs on a cluster with an authorizer", serve.RunKafkaACLs},
 	{"token", "token issue: mint a bearer token (role, stores, ttl) signed with the server's HS256 key", serve.RunToken},
+	{"stock", "stock get|list|history|as-of: read stock levels, a SKU's history, the on-hand at an instant", runCLI("stock")},
+	{"sell", "record a sale", runCLI("sell")},
+	{"return", "record a customer return", runCLI("return")},
+	{"receive", "record units received at a store", runCLI("receive")},
+	{"adjust", "correct a level with a reason code", runCLI("adjust")},
+	{"transfer", "move units between two stores", runCLI("transfer")},
+	{"reserve", "hold units for a checkout", runCLI("reserve")},
+	{"commit", "turn a reservation into a sale", runCLI("commit")},
+	{"release", "give a reservation's units back", runCLI("release")},
+	{"policy", "policy set: set a SKU's reorder point and target level at a store", runCLI("policy")},
+	{"watch", "follow low stock live", runCLI("watch")},
+	{"status", "show the projection's lag, visibility and dead letters", runCLI("status")},
+	{"dlq", "dlq list: list the records the projection skipped", runCLI("dlq")},
+	{"completion", "completion bash|zsh: print a shell completion script", runCompletion},
+}
+
+// runCLI runs the CLI command(s) under name against --addr.
+func runCLI(name string) func(ctx context.Context, args []string) error {
+	return func(ctx context.Context, args []string) error {
+		return cli.Run(ctx, append([]string{name}, args...), os.Stdout, os.Stderr)
+	}
+}
+
+func runCompletion(_ context.Context, args []string) error {
+	if len(args) != 1 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(os.Stderr, "usage: tally completion bash|zsh\n\nprint a shell completion script of every subcommand, command and flag.\n\nexample:\n  source <(tally completion bash)   # or add it to ~/.bashrc; zsh: source <(tally completion zsh)\n\nflags: none (-h prints this)\n")
+		if len(args) == 1 {
+			return flag.ErrHelp
+		}
+		return errUsage
+	}
+	return cli.CompletionScript(os.Stdout, args[0])
+}
+
+var errUsage = errors.New("see the usage above")
+
+// complete prints the completions of the last argument after the others
+// (the words typed after "tally"), one per line: what the completion
+// scripts call.
+func complete(args []string) {
+	if len(args) == 0 {
+		return
+	}
+	top := make([]string, 0, len(subcommands)+1)
+	for _, s := range subcommands {
+		top = append(top, s.name)
+	}
+	top = append(top, "version", "help")
+	for _, c := range cli.Complete(args[:len(args)-1], args[len(args)-1], top) {
+		fmt.Println(c)
+	}
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -57,7 +109,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", s.name, s.summary)
 	}
 	fmt.Fprintf(w, "  %-10s %s\n", "version", "print the version, commit and Go version of this binary")
-	fmt.Fprintf(w, "\n`tally <subcommand> -h` lists its flags; each flag has a TALLY_ env fallback.\n")
+	fmt.Fprintf(w, "\n`tally <subcommand> -h` lists its flags; each flag has a TALLY_ env fallback.\nThe commands from stock to dlq call a running server (--addr, default 127.0.0.1:8080).\n")
 }
 
 // version describes the binary from its build information: the module's
@@ -97,6 +149,9 @@ func main() {
 	case "version", "-version", "--version":
 		fmt.Println(version())
 		return
+	case "__complete":
+		complete(os.Args[2:])
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -105,6 +160,9 @@ func main() {
 			err := s.run(ctx, os.Args[2:])
 			if errors.Is(err, flag.ErrHelp) {
 				os.Exit(0)
+			}
+			if errors.Is(err, errUsage) || cli.IsUsage(err) {
+				os.Exit(2)
 			}
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "tally %s: %v\n", s.name, err)

@@ -14,12 +14,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tally-oss/tally/cmd/tally/cli"
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/testenv"
@@ -252,7 +254,7 @@ func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
 		}
 	}
 	flagLine := regexp.MustCompile(`^\s+-(\S+)`)
-	for _, s := range append(subcommands, subcommand{name: "token issue"}) {
+	for _, s := range referenced() {
 		_, errOut, code := runTally(t, append(strings.Fields(s.name), "-h")...)
 		if code != 0 || !strings.Contains(errOut, "-") {
 			t.Errorf("tally %s -h: exit %d, stderr %q; want 0 and its flags", s.name, code, errOut)
@@ -326,6 +328,19 @@ var updateReference = flag.Bool("update-reference", false, "rewrite docs/configu
 // prints them (each with its TALLY_ variable and default). It is generated:
 // when a flag changes, this fails until the file is rewritten with
 // `go test ./cmd/tally -run TestConfigurationReferenceMatchesTheFlags -update-reference`.
+// referenced are the subcommands the help test and the configuration
+// reference cover: every one, with the commands under token and under the
+// CLI's groups (stock get, policy set, ...).
+func referenced() []subcommand {
+	all := append(slices.Clone(subcommands), subcommand{name: "token issue", summary: "mint a bearer token signed with the server's HS256 key"})
+	for _, c := range cli.Commands {
+		if len(c.Path) > 1 {
+			all = append(all, subcommand{name: c.Name(), summary: c.Summary})
+		}
+	}
+	return all
+}
+
 func TestConfigurationReferenceMatchesTheFlags(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("# Configuration reference\n\n" +
@@ -333,7 +348,7 @@ func TestConfigurationReferenceMatchesTheFlags(t *testing.T) {
 		"a test fails when it drifts from them. Every flag can also be given as the environment variable\n" +
 		"it names (`TALLY_` and the flag's name in capitals, `-` as `_`); a flag on the command line wins.\n" +
 		"Defaults are as shipped (no `TALLY_` or `DATABASE_URL` variable set).\n")
-	for _, s := range append(subcommands, subcommand{name: "token issue", summary: "mint a bearer token signed with the server's HS256 key"}) {
+	for _, s := range referenced() {
 		out, err := tallyCommand(append(strings.Fields(s.name), "-h")...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tally %s -h: %v\n%s", s.name, err, out)
