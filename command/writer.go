@@ -12,12 +12,16 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tally-oss/tally/command/domain"
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/backoff"
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/tracing"
 )
 
 // WriterConfig configures partition writers.
@@ -733,6 +737,13 @@ func (w *Writer) commit(batch []*request) error {
 	var order []windowKey // pending's keys in batch order
 	replies := make([]reply, len(batch))
 	var recs []*kgo.Record
+	var spans []trace.Span
+	defer func() {
+		for _, span := range spans {
+			span.SetAttributes(attribute.Int("tally.batch_records", len(recs)))
+			span.End()
+		}
+	}()
 	w.dedupe.evict(now)
 	for i, r := range batch {
 		replies[i].idx = r.idx
@@ -774,6 +785,21 @@ func (w *Writer) commit(batch []*request) error {
 			replies[i].err = err
 			continue
 		}
+		// A traced command's span covers its batch's transaction; its
+		// records carry it on to the projector.
+		headers := []kgo.RecordHeader{
+			{Key: kafka.HeaderSchema, Value: []byte(kafka.EventSchema)},
+			{Key: kafka.HeaderSchemaVersion, Value: []byte(kafka.EventSchemaVersion)},
+		}
+		if trace.SpanContextFromContext(r.ctx).IsSampled() {
+			sctx, span := tracing.Tracer().Start(r.ctx, "tally.writer.append", trace.WithTimestamp(start),
+				trace.WithAttributes(attribute.String("tally.sku", r.cmd.SKU), attribute.Int("tally.partition", int(w.partition)),
+					attribute.Int64("tally.sku_version", events[len(events)-1].GetSkuVersion())))
+			spans = append(spans, span)
+			if h, ok := tracing.RecordHeader(sctx); ok {
+				headers = append(headers, h)
+			}
+		}
 		first := len(recs)
 		for _, e := range events {
 			if err := sku.Apply(e); err != nil {
@@ -788,10 +814,7 @@ func (w *Writer) commit(batch []*request) error {
 				Value:     v,
 				Partition: w.partition,
 				Timestamp: now,
-				Headers: []kgo.RecordHeader{
-					{Key: kafka.HeaderSchema, Value: []byte(kafka.EventSchema)},
-					{Key: kafka.HeaderSchemaVersion, Value: []byte(kafka.EventSchemaVersion)},
-				},
+				Headers:   headers,
 			})
 		}
 		res := resultOf(events)
@@ -801,6 +824,9 @@ func (w *Writer) commit(batch []*request) error {
 	}
 	if len(recs) > 0 {
 		if err := w.transact(recs); err != nil {
+			for _, span := range spans {
+				span.SetStatus(codes.Error, err.Error())
+			}
 			w.cfg.Metrics.observeCommit(w.partition, len(recs), time.Since(start), err)
 			fail := fmt.Errorf("%w: %w", ErrUnavailable, err)
 			for i, r := range batch {

@@ -20,10 +20,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
+	"github.com/tally-oss/tally/internal/tracing"
 )
 
 // Config configures the Postgres projector.
@@ -225,7 +228,26 @@ func (p *Postgres) project(ctx context.Context, b *batch) error {
 	}
 	p.policies.set(c.state.policies)
 	p.cfg.Metrics.batchCommitted(c.offsets, c.dead, time.Since(start), c.recorded)
+	traceProjected(b.events, start, "tally.projector.project")
 	return nil
+}
+
+// traceProjected ends a span, from start to now, for each event whose
+// record carries a traced command's context: the command's trace goes on
+// from the writer to the read model.
+func traceProjected(evs []event, start time.Time, name string) {
+	for _, ev := range evs {
+		ctx, ok := tracing.FromRecord(ev.rec)
+		if !ok {
+			continue
+		}
+		_, span := tracing.Tracer().Start(ctx, name, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("tally.sku", ev.e.GetSkuId()), attribute.Int64("tally.sku_version", ev.e.GetSkuVersion()),
+				attribute.Int("tally.partition", int(ev.rec.Partition)), attribute.Int64("tally.offset", ev.rec.Offset),
+				attribute.Int64("tally.visibility_ms", time.Since(ev.e.GetRecordedAt().AsTime()).Milliseconds()),
+				attribute.Int("tally.batch_events", len(evs))))
+		span.End()
+	}
 }
 
 // levelKey is a (sku, store).

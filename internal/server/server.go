@@ -44,6 +44,14 @@ type Server struct {
 	rpc      *rpcMetrics // nil without a registry
 	// metricsGuard, when set, must accept a /metrics request.
 	metricsGuard func(*http.Request) error
+	// interceptors go around every handler, inside the RPC metrics.
+	interceptors []connect.Interceptor
+}
+
+// WithInterceptors puts interceptors around every handler mounted with
+// HandlerOptions (tracing, say), inside the RPC metrics.
+func WithInterceptors(i ...connect.Interceptor) Option {
+	return func(s *Server) { s.interceptors = append(s.interceptors, i...) }
 }
 
 // WithMetricsGuard makes /metrics answer 401 unless guard accepts the
@@ -144,6 +152,9 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 		// First, so it is outermost: refusals by later interceptors
 		// (authentication, unknown fields) are counted too.
 		opts = append(opts, connect.WithInterceptors(s.rpc))
+	}
+	if len(s.interceptors) > 0 {
+		opts = append(opts, connect.WithInterceptors(s.interceptors...))
 	}
 	return opts
 }

@@ -218,7 +218,7 @@ func explain(err error) error {
 	msg := fmt.Sprintf("%s: %s", codeName(st.Code().String()), st.Message())
 	for _, d := range st.Details() {
 		if m, ok := d.(proto.Message); ok {
-			b, _ := protojson.MarshalOptions{}.Marshal(m)
+			b, _ := compactJSON(m)
 			msg += fmt.Sprintf("\n  %s %s", m.ProtoReflect().Descriptor().Name(), b)
 		}
 	}
@@ -243,19 +243,26 @@ func codeName(code string) string {
 
 // printJSON prints m as one line of protobuf JSON.
 func (c *call) printJSON(m proto.Message) error {
-	b, err := protojson.MarshalOptions{}.Marshal(m)
+	b, err := compactJSON(m)
 	if err != nil {
 		return err
 	}
-	// protojson varies its spacing on purpose; scripts and diffs want
-	// one form.
+	_, err = c.out.Write(append(b, '\n'))
+	return err
+}
+
+// compactJSON is m in protobuf JSON without spaces: protojson varies its
+// spacing on purpose, and scripts and diffs want one form.
+func compactJSON(m proto.Message) ([]byte, error) {
+	b, err := protojson.MarshalOptions{}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
 	var out bytes.Buffer
 	if err := json.Compact(&out, b); err != nil {
-		return err
+		return nil, err
 	}
-	out.WriteByte('\n')
-	_, err = c.out.Write(out.Bytes())
-	return err
+	return out.Bytes(), nil
 }
 
 // table prints a header and rows, aligned.

@@ -24,6 +24,7 @@ import (
 	"github.com/tally-oss/tally/internal/pg"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/server"
+	"github.com/tally-oss/tally/internal/tracing"
 )
 
 // deps are what the parts of a process share, each built once.
@@ -141,6 +142,17 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		}
 	}()
 
+	stopTracing, err := tracing.Setup(ctx, f.common.OTLPEndpoint, f.common.OTLPSample, "tally", d.log)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			d.log.Warn("flushing traces", "error", err)
+		}
+	})
 	if d.kafka, err = f.common.KafkaSecurity.Kafka(); err != nil {
 		return nil, err
 	}
@@ -187,6 +199,9 @@ func newDeps(ctx context.Context, f *processFlags) (_ *deps, err error) {
 		return nil, err
 	}
 	opts := []server.Option{server.WithTLS(serverTLS), server.WithMaxRequestBytes(int64(f.common.MaxRequestBytes))}
+	if f.common.OTLPEndpoint != "" {
+		opts = append(opts, server.WithInterceptors(tracing.Interceptor()))
+	}
 	if f.auth.ProtectMetrics {
 		if d.auth == nil {
 			return nil, errors.New("--protect-metrics needs authentication (not --insecure-no-auth)")

@@ -81,6 +81,10 @@ type commonFlags struct {
 	logFlags
 	// MaxRequestBytes bounds every request to the listener.
 	MaxRequestBytes int
+	// OTLPEndpoint, when set, exports traces there; OTLPSample is the
+	// fraction of the traces started here that are kept.
+	OTLPEndpoint string
+	OTLPSample   float64
 }
 
 // The bounds of --max-request-bytes: at least what the largest valid
@@ -106,6 +110,8 @@ func (c *commonFlags) register(fs *flag.FlagSet, api, embedded bool) {
 	config.String(fs, &c.KafkaBrokers, "kafka-brokers", "", brokersUsage)
 	c.KafkaSecurity.Register(fs)
 	config.Duration(fs, &c.Grace, "shutdown-grace", 15*time.Second, "how long shutdown waits for in-flight calls and transactions")
+	config.String(fs, &c.OTLPEndpoint, "otlp-endpoint", "", "export OpenTelemetry traces over OTLP/HTTP to this URL (such as http://collector:4318): a span per RPC, per command in its partition writer and per event in the projector, one trace across Kafka; empty: tracing off")
+	config.Float64(fs, &c.OTLPSample, "otlp-sample", 0.01, "fraction (0 to 1) of the traces started here to keep; a caller's sampled traceparent is always followed")
 	c.logFlags.register(fs)
 	config.Int(fs, &c.MaxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes,
 		"largest request body and RPC message (after decompression) read, in bytes; larger ones are answered RESOURCE_EXHAUSTED")
