@@ -12,6 +12,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
+	"github.com/tally-oss/tally/internal/progress"
 )
 
 // job is one scheduled call: its commands and when the open-loop schedule
@@ -133,18 +134,20 @@ func drive(ctx context.Context, t target, w *workload, o driveOpts) *run {
 
 	stopProgress := make(chan struct{})
 	if o.progress {
+		// A bar on a terminal, a line every 10 s elsewhere.
+		line := progress.New(os.Stderr, 10*time.Second)
 		go func() {
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
 			for {
 				select {
 				case <-stopProgress:
-					fmt.Fprintf(os.Stderr, "\r\033[K")
+					line.Done()
 					return
 				case <-tick.C:
 					el := time.Since(start)
-					fmt.Fprintf(os.Stderr, "\r\033[K%s %5.1fs  done %d cmds  accepted %d  in flight %d calls  %.0f cmds/s",
-						o.name, el.Seconds(), done.Load(), accepted.Load(), pending.Load(), float64(done.Load())/el.Seconds())
+					line.Show(float64(el)/float64(o.warmup+o.duration), fmt.Sprintf("%s %5.1fs  done %d cmds  accepted %d  in flight %d calls  %.0f cmds/s",
+						o.name, el.Seconds(), done.Load(), accepted.Load(), pending.Load(), float64(done.Load())/el.Seconds()))
 				}
 			}
 		}()

@@ -14,6 +14,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"cloud.google.com/go/bigquery/storage/managedwriter"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/iterator"
@@ -54,6 +55,11 @@ type BigQueryConfig struct {
 	MaxPendingRows int
 	// Metrics, when set, is updated.
 	Metrics *BigQueryMetrics
+	// Progress, when set, is the PostgreSQL read model: each flush's
+	// settled offsets are also recorded in its projector_offsets (under
+	// Consumer) for GetProjectionStatus. Informational: the offsets in
+	// BigQuery are the truth.
+	Progress *pgxpool.Pool
 	// BeforeMerge, when set, runs after a replayed batch is staged and
 	// before it is merged; BeforeIntent after a flush's streams are
 	// appended and finalized and before they are recorded; BeforeCommit

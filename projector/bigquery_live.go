@@ -466,13 +466,45 @@ func (b *BigQuery) settle(ctx context.Context) error {
 	for p, pt := range b.live.parts {
 		if pt.intent != "" {
 			pt.settled, pt.intent = pt.intentNext, ""
-			done = append(done, offsetRow{partition: p, next: pt.settled, events: len(pt.intentRecorded)})
+			row := offsetRow{partition: p, next: pt.settled, events: len(pt.intentRecorded)}
+			for _, r := range pt.intentRecorded {
+				if r.After(row.newest) {
+					row.newest = r
+				}
+			}
+			done = append(done, row)
 			recorded = append(recorded, pt.intentRecorded...)
 			pt.intentRecorded = nil
 		}
 	}
 	b.cfg.Metrics.flushed(done, recorded)
+	b.recordProgress(sctx, done)
 	return nil
+}
+
+// recordProgress copies settled offsets into the PostgreSQL read model's
+// projector_offsets (Progress), where GetProjectionStatus reports them.
+// BigQuery's own offsets stay the truth: a failure here is only logged.
+func (b *BigQuery) recordProgress(ctx context.Context, done []offsetRow) {
+	if b.cfg.Progress == nil || len(done) == 0 {
+		return
+	}
+	parts, nexts, newest := make([]int32, len(done)), make([]int64, len(done)), make([]*time.Time, len(done))
+	for i, o := range done {
+		parts[i], nexts[i] = o.partition, o.next
+		if !o.newest.IsZero() {
+			newest[i] = &done[i].newest
+		}
+	}
+	if _, err := b.cfg.Progress.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
+		SELECT $1, o.*, now() FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[]) o
+		ON CONFLICT (consumer, log_partition) DO UPDATE
+		SET next_offset = excluded.next_offset,
+		    newest_recorded_at = COALESCE(excluded.newest_recorded_at, projector_offsets.newest_recorded_at),
+		    updated_at = now()
+		WHERE projector_offsets.next_offset < excluded.next_offset`, b.cfg.Consumer, parts, nexts, newest); err != nil {
+		b.log.Warn("recording BigQuery's offsets in PostgreSQL for GetProjectionStatus", "error", err)
+	}
 }
 
 // settleStreams commits streams (those not committed yet) and settles the

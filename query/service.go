@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +50,9 @@ type Config struct {
 	// Consumer is the projection whose offsets GetProjectionStatus reports.
 	// Default "postgres".
 	Consumer string
+	// BigQueryConsumer is the BigQuery projection's name in the offsets
+	// it records in the read model. Default "bigquery".
+	BigQueryConsumer string
 	// PollInterval is how often a min_version read re-checks when no
 	// projector commit wakes it first (the hub is not listening, or the
 	// notification was lost). Default 50ms.
@@ -108,6 +113,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Consumer == "" {
 		cfg.Consumer = "postgres"
+	}
+	if cfg.BigQueryConsumer == "" {
+		cfg.BigQueryConsumer = "bigquery"
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 50 * time.Millisecond
@@ -574,12 +582,14 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 		next   int64
 		newest *time.Time
 	}
-	parts := map[int32]part{}
-	rows, err := s.cfg.Pool.Query(ctx, "SELECT log_partition, next_offset, newest_recorded_at, visibility_p50_ms, visibility_p99_ms, updated_at FROM "+readmodel.Offsets+" WHERE consumer = $1", s.cfg.Consumer)
+	parts, bq := map[int32]part{}, map[int32]part{}
+	rows, err := s.cfg.Pool.Query(ctx, "SELECT consumer, log_partition, next_offset, newest_recorded_at, visibility_p50_ms, visibility_p99_ms, updated_at FROM "+readmodel.Offsets+" WHERE consumer IN ($1, $2)",
+		s.cfg.Consumer, s.cfg.BigQueryConsumer)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
 	var (
+		consumer   string
 		p          int32
 		next       int64
 		newest     *time.Time
@@ -587,7 +597,11 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 		updated    time.Time
 		visibility *inventoryv1.Visibility
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&p, &next, &newest, &p50, &p99, &updated}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&consumer, &p, &next, &newest, &p50, &p99, &updated}, func() error {
+		if consumer != s.cfg.Consumer {
+			bq[p] = part{next, newest}
+			return nil
+		}
 		parts[p] = part{next, newest}
 		// The newest transaction's, over all partitions.
 		if p50 != nil && p99 != nil && (visibility == nil || updated.After(visibility.CommittedAt.AsTime())) {
@@ -617,21 +631,30 @@ func (s *Service) GetProjectionStatus(ctx context.Context, _ *connect.Request[in
 	if s.cfg.Admin != nil {
 		resp.LogRecordsPerSecond = s.logRate.sample(now, ends)
 	}
-	for p := int32(0); len(resp.Partitions) < len(parts); p++ {
-		pt, ok := parts[p]
-		if !ok {
-			continue
+	statuses := func(parts map[int32]part) (out []*inventoryv1.PartitionStatus, total int64) {
+		for _, p := range slices.Sorted(maps.Keys(parts)) {
+			pt := parts[p]
+			ps := &inventoryv1.PartitionStatus{Partition: p, NextOffset: pt.next, EndOffset: ends[p]}
+			if ps.EndOffset > ps.NextOffset {
+				ps.Lag = ps.EndOffset - ps.NextOffset
+			}
+			if pt.newest != nil {
+				ps.NewestRecordedAt = timestamppb.New(*pt.newest)
+				ps.NewestAgeMs = now.Sub(*pt.newest).Milliseconds()
+			}
+			total += ps.Lag
+			out = append(out, ps)
 		}
-		ps := &inventoryv1.PartitionStatus{Partition: p, NextOffset: pt.next, EndOffset: ends[p]}
-		if ps.EndOffset > ps.NextOffset {
-			ps.Lag = ps.EndOffset - ps.NextOffset
+		return out, total
+	}
+	resp.Partitions, resp.TotalLag = statuses(parts)
+	if len(bq) > 0 {
+		for p := range ends {
+			if _, ok := bq[p]; !ok {
+				bq[p] = part{}
+			}
 		}
-		if pt.newest != nil {
-			ps.NewestRecordedAt = timestamppb.New(*pt.newest)
-			ps.NewestAgeMs = now.Sub(*pt.newest).Milliseconds()
-		}
-		resp.TotalLag += ps.Lag
-		resp.Partitions = append(resp.Partitions, ps)
+		resp.BigqueryPartitions, resp.BigqueryTotalLag = statuses(bq)
 	}
 	if err := s.deadLetters(ctx, resp); err != nil {
 		return nil, s.connectError(err)

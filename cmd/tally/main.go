@@ -52,7 +52,7 @@ var subcommands = []subcommand{
 	{"policy", "policy set: set a SKU's reorder point and target level at a store", runCLI("policy")},
 	{"watch", "follow low stock live", runCLI("watch")},
 	{"status", "show the projection's lag, visibility and dead letters", runCLI("status")},
-	{"dlq", "dlq list: list the records the projection skipped", runCLI("dlq")},
+	{"dlq", "dlq list|replay: list the records the projection skipped, retry them once their cause is fixed", runDLQ},
 	{"completion", "completion bash|zsh: print a shell completion script", runCompletion},
 }
 
@@ -61,6 +61,15 @@ func runCLI(name string) func(ctx context.Context, args []string) error {
 	return func(ctx context.Context, args []string) error {
 		return cli.Run(ctx, append([]string{name}, args...), os.Stdout, os.Stderr)
 	}
+}
+
+// runDLQ runs `dlq replay` itself (it needs Kafka and PostgreSQL, not a
+// server) and the rest of `dlq` as CLI commands.
+func runDLQ(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "replay" {
+		return serve.RunDLQReplay(ctx, args[1:])
+	}
+	return runCLI("dlq")(ctx, args)
 }
 
 func runCompletion(_ context.Context, args []string) error {

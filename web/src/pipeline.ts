@@ -7,8 +7,9 @@ import { failed } from "./main";
 export function pipelinePage(main: HTMLElement, signal: AbortSignal): void {
   const summary = el("dl", { class: "summary" });
   const parts = el("section", { "aria-label": "Partitions" });
+  const bq = el("section", { "aria-label": "BigQuery" });
   const dead = el("section", { "aria-label": "Dead letters" });
-  main.append(el("h2", {}, "Pipeline"), summary, parts, dead);
+  main.append(el("h2", {}, "Pipeline"), summary, parts, bq, dead);
   every(1000, signal, async () => {
     try {
       const s = await query.getProjectionStatus({}, { signal });
@@ -23,6 +24,10 @@ export function pipelinePage(main: HTMLElement, signal: AbortSignal): void {
       parts.replaceChildren(table("PostgreSQL projection by partition", ["Partition", "Next offset", "End offset", "Lag (records)", "Newest event age"],
         s.partitions.map((p) => [String(p.partition), String(p.nextOffset), String(p.endOffset), String(p.lag),
           p.newestRecordedAt ? seconds(p.newestAgeMs) : "–"])));
+      bq.replaceChildren(...(s.bigqueryPartitions.length === 0 ? [] : [table(`BigQuery projection by partition (lag ${s.bigqueryTotalLag} records, as of its last flush)`,
+        ["Partition", "Next offset", "End offset", "Lag (records)", "Newest event age"],
+        s.bigqueryPartitions.map((p) => [String(p.partition), String(p.nextOffset), String(p.endOffset), String(p.lag),
+          p.newestRecordedAt ? seconds(p.newestAgeMs) : "–"]))]));
       dead.replaceChildren(s.recentDeadLetters.length === 0 ? el("p", {}, "No dead letters.") :
         table("Newest dead letters", ["Partition/offset", "SKU", "Version", "Error", "When"], s.recentDeadLetters.map((d) => [
           `${d.partition}/${d.offset}`, d.skuId, String(d.skuVersion), d.error, when(d.deadLetteredAt)])));

@@ -40,6 +40,9 @@ type Command struct {
 	Example string
 	flags   func(fs *flag.FlagSet) func(ctx context.Context, c *call, args []string) error
 	nargs   int // positional arguments required (-1: any)
+	// External commands are listed here (help, completion) but run by the
+	// binary itself, not against --addr.
+	External bool
 }
 
 // Name is the command's words joined, such as "stock get".

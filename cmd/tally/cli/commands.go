@@ -48,6 +48,10 @@ var Commands = []Command{
 		Example: "tally status --json", flags: projectionStatus},
 	{Path: []string{"dlq", "list"}, Args: "", nargs: 0, Summary: "list the newest records the projection skipped (dead letters)",
 		Example: "tally dlq list", flags: dlqList},
+	// Not an RPC: it reads the log and writes the read model itself, like
+	// tally replay; the binary runs it (External).
+	{Path: []string{"dlq", "replay"}, Summary: "retry the dead-lettered events once their cause is fixed (reads Kafka and PostgreSQL itself)",
+		Example: "tally dlq replay --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally", External: true},
 }
 
 func stockGet(fs *flag.FlagSet) func(context.Context, *call, []string) error {
@@ -404,7 +408,11 @@ func projectionStatus(fs *flag.FlagSet) func(context.Context, *call, []string) e
 		if v := s.GetVisibility(); v != nil {
 			vis = fmt.Sprintf("p50 %d ms, p99 %d ms (transaction at %s)", v.GetP50Ms(), v.GetP99Ms(), stamp(v.GetCommittedAt()))
 		}
-		fmt.Fprintf(c.out, "lag: %d records\nvisibility: %s\ndead letters: %d\n\n", s.GetTotalLag(), vis, s.GetDeadLetterCount())
+		fmt.Fprintf(c.out, "lag: %d records\nvisibility: %s\ndead letters: %d\n", s.GetTotalLag(), vis, s.GetDeadLetterCount())
+		if len(s.GetBigqueryPartitions()) > 0 {
+			fmt.Fprintf(c.out, "bigquery lag: %d records (as of its last flush)\n", s.GetBigqueryTotalLag())
+		}
+		fmt.Fprintln(c.out)
 		var rows [][]string
 		for _, p := range s.GetPartitions() {
 			rows = append(rows, []string{itoa(int64(p.GetPartition())), itoa(p.GetNextOffset()), itoa(p.GetEndOffset()), itoa(p.GetLag()), stamp(p.GetNewestRecordedAt())})

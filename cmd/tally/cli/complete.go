@@ -26,7 +26,7 @@ func Complete(words []string, cur string, top []string) []string {
 		}
 	case strings.HasPrefix(cur, "-"):
 		for _, c := range Commands {
-			if len(words) >= len(c.Path) && slices.Equal(words[:len(c.Path)], c.Path) {
+			if !c.External && len(words) >= len(c.Path) && slices.Equal(words[:len(c.Path)], c.Path) {
 				fs := flag.NewFlagSet("", flag.ContinueOnError)
 				(&common{}).register(fs)
 				c.flags(fs)

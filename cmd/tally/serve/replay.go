@@ -13,6 +13,7 @@ import (
 	"github.com/tally-oss/tally/internal/config"
 	"github.com/tally-oss/tally/internal/kafka"
 	"github.com/tally-oss/tally/internal/kafkaflag"
+	"github.com/tally-oss/tally/internal/progress"
 	"github.com/tally-oss/tally/projector"
 )
 
@@ -129,16 +130,19 @@ func replay(ctx context.Context, brokers []string, sec *kafka.Security, dsn, sch
 		return 0, 0, err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// A bar on a terminal, a line every 10 s elsewhere.
+	line := progress.New(w, 10*time.Second)
 	n, d, err := projector.Rebuild(ctx, projector.RebuildConfig{
 		Brokers: brokers, Kafka: sec, DatabaseURL: dsn, Schema: schema, Logger: log, Parallel: parallel,
 		Progress: func(p projector.ReplayProgress) {
 			if p.Indexing {
-				fmt.Fprintf(w, "\r\033[Kreplay into %s: %d events loaded in %.1fs; building the ledger's key", schema, p.Events, p.Elapsed.Seconds())
+				line.Show(1, fmt.Sprintf("replay into %s: %d events loaded in %.1fs; building the ledger's key", schema, p.Events, p.Elapsed.Seconds()))
 				return
 			}
-			fmt.Fprintf(w, "\r\033[Kreplay into %s: %d/%d offsets (%.0f%%) %.1fs, about %.0fs left", schema, p.Offsets, p.Total, 100*float64(p.Offsets)/float64(max(p.Total, 1)), p.Elapsed.Seconds(), p.ETA().Seconds())
+			done := float64(p.Offsets) / float64(max(p.Total, 1))
+			line.Show(done, fmt.Sprintf("replay into %s: %d/%d offsets (%.0f%%) %.1fs, about %.0fs left", schema, p.Offsets, p.Total, 100*done, p.Elapsed.Seconds(), p.ETA().Seconds()))
 		},
 	})
-	fmt.Fprintln(w)
+	line.Done()
 	return n, d, err
 }

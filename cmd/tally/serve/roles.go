@@ -91,7 +91,9 @@ func newProjectorRole(ctx context.Context, f *projectorFlags, d *deps) (part, er
 		_ = bq.Close()
 		return part{}, err
 	}
-	bp, err := projector.NewBigQuery(f.BigQuery.config(d.brokers, d.kafka, bq, w, d.log, projector.NewBigQueryMetrics(d.reg)))
+	cfg := f.BigQuery.config(d.brokers, d.kafka, bq, w, d.log, projector.NewBigQueryMetrics(d.reg))
+	cfg.Progress = d.pool // for GetProjectionStatus
+	bp, err := projector.NewBigQuery(cfg)
 	if err != nil {
 		_ = bq.Close()
 		_ = w.Close()

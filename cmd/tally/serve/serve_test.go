@@ -272,3 +272,26 @@ func TestProjectionStatusCatchesUp(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The BigQuery projection's progress shows in GetProjectionStatus: after a
+// command, its partitions catch up to the log's end (the projector records
+// its settled offsets in the read model after each flush).
+func TestProjectionStatusReportsBigQuery(t *testing.T) {
+	if _, err := cmds.ReceiveStock(t.Context(), &inventoryv1.ReceiveStockRequest{CommandId: uniq("bq"), SkuId: uniq("bq"), StoreId: "S1", Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		r, err := qry.GetProjectionStatus(t.Context(), &inventoryv1.GetProjectionStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetBigqueryPartitions()) == 3 && r.GetBigqueryTotalLag() == 0 && r.GetTotalLag() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BigQuery's partitions in status after 90s: %v (lag %d)", r.GetBigqueryPartitions(), r.GetBigqueryTotalLag())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

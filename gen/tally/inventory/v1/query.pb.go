@@ -1232,9 +1232,14 @@ type GetProjectionStatusResponse struct {
 	LogRecordsPerSecond float64 `protobuf:"fixed64,5,opt,name=log_records_per_second,json=logRecordsPerSecond,proto3" json:"log_records_per_second,omitempty"`
 	// Write->query visibility of the read model's newest projector
 	// transaction: recorded_at of each of its events to its commit.
-	Visibility    *Visibility `protobuf:"bytes,6,opt,name=visibility,proto3" json:"visibility,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Visibility *Visibility `protobuf:"bytes,6,opt,name=visibility,proto3" json:"visibility,omitempty"`
+	// The BigQuery projection's partitions, as of its last flush (empty when
+	// no BigQuery projection records its progress in this read model).
+	BigqueryPartitions []*PartitionStatus `protobuf:"bytes,7,rep,name=bigquery_partitions,json=bigqueryPartitions,proto3" json:"bigquery_partitions,omitempty"`
+	// Sum of their lag.
+	BigqueryTotalLag int64 `protobuf:"varint,8,opt,name=bigquery_total_lag,json=bigqueryTotalLag,proto3" json:"bigquery_total_lag,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetProjectionStatusResponse) Reset() {
@@ -1307,6 +1312,20 @@ func (x *GetProjectionStatusResponse) GetVisibility() *Visibility {
 		return x.Visibility
 	}
 	return nil
+}
+
+func (x *GetProjectionStatusResponse) GetBigqueryPartitions() []*PartitionStatus {
+	if x != nil {
+		return x.BigqueryPartitions
+	}
+	return nil
+}
+
+func (x *GetProjectionStatusResponse) GetBigqueryTotalLag() int64 {
+	if x != nil {
+		return x.BigqueryTotalLag
+	}
+	return 0
 }
 
 // Visibility is a projector transaction's write->query delay.
@@ -1984,7 +2003,7 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\vsku_version\x18\x02 \x01(\x03R\n" +
 	"skuVersion\x123\n" +
 	"\x05basis\x18\x03 \x01(\x0e2\x1d.tally.inventory.v1.TimeBasisR\x05basis\"\x1c\n" +
-	"\x1aGetProjectionStatusRequest\"\xf0\x02\n" +
+	"\x1aGetProjectionStatusRequest\"\xf4\x03\n" +
 	"\x1bGetProjectionStatusResponse\x12C\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\v2#.tally.inventory.v1.PartitionStatusR\n" +
@@ -1995,7 +2014,9 @@ const file_tally_inventory_v1_query_proto_rawDesc = "" +
 	"\x16log_records_per_second\x18\x05 \x01(\x01R\x13logRecordsPerSecond\x12>\n" +
 	"\n" +
 	"visibility\x18\x06 \x01(\v2\x1e.tally.inventory.v1.VisibilityR\n" +
-	"visibility\"y\n" +
+	"visibility\x12T\n" +
+	"\x13bigquery_partitions\x18\a \x03(\v2#.tally.inventory.v1.PartitionStatusR\x12bigqueryPartitions\x12,\n" +
+	"\x12bigquery_total_lag\x18\b \x01(\x03R\x10bigqueryTotalLag\"y\n" +
 	"\n" +
 	"Visibility\x12\x15\n" +
 	"\x06p50_ms\x18\x01 \x01(\x03R\x05p50Ms\x12\x15\n" +
@@ -2124,32 +2145,33 @@ var file_tally_inventory_v1_query_proto_depIdxs = []int32{
 	23, // 12: tally.inventory.v1.GetProjectionStatusResponse.partitions:type_name -> tally.inventory.v1.PartitionStatus
 	24, // 13: tally.inventory.v1.GetProjectionStatusResponse.recent_dead_letters:type_name -> tally.inventory.v1.DeadLetter
 	19, // 14: tally.inventory.v1.GetProjectionStatusResponse.visibility:type_name -> tally.inventory.v1.Visibility
-	27, // 15: tally.inventory.v1.Visibility.committed_at:type_name -> google.protobuf.Timestamp
-	22, // 16: tally.inventory.v1.GetSalesHeatmapResponse.cells:type_name -> tally.inventory.v1.HeatmapCell
-	27, // 17: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
-	27, // 18: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
-	27, // 19: tally.inventory.v1.HistoryNotRetained.retained_from:type_name -> google.protobuf.Timestamp
-	6,  // 20: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
-	9,  // 21: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
-	11, // 22: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
-	13, // 23: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
-	15, // 24: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
-	17, // 25: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
-	2,  // 26: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
-	20, // 27: tally.inventory.v1.QueryService.GetSalesHeatmap:input_type -> tally.inventory.v1.GetSalesHeatmapRequest
-	7,  // 28: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
-	10, // 29: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
-	12, // 30: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
-	14, // 31: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
-	16, // 32: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
-	18, // 33: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
-	4,  // 34: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
-	21, // 35: tally.inventory.v1.QueryService.GetSalesHeatmap:output_type -> tally.inventory.v1.GetSalesHeatmapResponse
-	28, // [28:36] is the sub-list for method output_type
-	20, // [20:28] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	23, // 15: tally.inventory.v1.GetProjectionStatusResponse.bigquery_partitions:type_name -> tally.inventory.v1.PartitionStatus
+	27, // 16: tally.inventory.v1.Visibility.committed_at:type_name -> google.protobuf.Timestamp
+	22, // 17: tally.inventory.v1.GetSalesHeatmapResponse.cells:type_name -> tally.inventory.v1.HeatmapCell
+	27, // 18: tally.inventory.v1.PartitionStatus.newest_recorded_at:type_name -> google.protobuf.Timestamp
+	27, // 19: tally.inventory.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	27, // 20: tally.inventory.v1.HistoryNotRetained.retained_from:type_name -> google.protobuf.Timestamp
+	6,  // 21: tally.inventory.v1.QueryService.GetStock:input_type -> tally.inventory.v1.GetStockRequest
+	9,  // 22: tally.inventory.v1.QueryService.BatchGetStock:input_type -> tally.inventory.v1.BatchGetStockRequest
+	11, // 23: tally.inventory.v1.QueryService.ListStock:input_type -> tally.inventory.v1.ListStockRequest
+	13, // 24: tally.inventory.v1.QueryService.GetStockHistory:input_type -> tally.inventory.v1.GetStockHistoryRequest
+	15, // 25: tally.inventory.v1.QueryService.GetStockAsOf:input_type -> tally.inventory.v1.GetStockAsOfRequest
+	17, // 26: tally.inventory.v1.QueryService.GetProjectionStatus:input_type -> tally.inventory.v1.GetProjectionStatusRequest
+	2,  // 27: tally.inventory.v1.QueryService.WatchLowStock:input_type -> tally.inventory.v1.WatchLowStockRequest
+	20, // 28: tally.inventory.v1.QueryService.GetSalesHeatmap:input_type -> tally.inventory.v1.GetSalesHeatmapRequest
+	7,  // 29: tally.inventory.v1.QueryService.GetStock:output_type -> tally.inventory.v1.GetStockResponse
+	10, // 30: tally.inventory.v1.QueryService.BatchGetStock:output_type -> tally.inventory.v1.BatchGetStockResponse
+	12, // 31: tally.inventory.v1.QueryService.ListStock:output_type -> tally.inventory.v1.ListStockResponse
+	14, // 32: tally.inventory.v1.QueryService.GetStockHistory:output_type -> tally.inventory.v1.GetStockHistoryResponse
+	16, // 33: tally.inventory.v1.QueryService.GetStockAsOf:output_type -> tally.inventory.v1.GetStockAsOfResponse
+	18, // 34: tally.inventory.v1.QueryService.GetProjectionStatus:output_type -> tally.inventory.v1.GetProjectionStatusResponse
+	4,  // 35: tally.inventory.v1.QueryService.WatchLowStock:output_type -> tally.inventory.v1.WatchLowStockResponse
+	21, // 36: tally.inventory.v1.QueryService.GetSalesHeatmap:output_type -> tally.inventory.v1.GetSalesHeatmapResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_tally_inventory_v1_query_proto_init() }
