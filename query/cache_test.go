@@ -17,12 +17,24 @@ import (
 type cacheFixture struct {
 	*fixture
 	reg *prometheus.Registry
+	off bool // the cache is off: no notification is counted
 }
 
 func newCacheFixture(t *testing.T, cfg query.Config) *cacheFixture {
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
-	return &cacheFixture{fixture: newFixture(t, cfg), reg: reg}
+	f := &cacheFixture{fixture: newFixture(t, cfg), reg: reg, off: cfg.CacheLevels < 0}
+	// The cache is on once the hub listens: a lookup then counts as a miss,
+	// not "off". Notifications sent before would be lost to the test.
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.off && f.lookups("GetStock", "miss") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hub is not listening after 5s")
+		}
+		_, _ = f.c.GetStock(t.Context(), connect.NewRequest(&inventoryv1.GetStockRequest{SkuId: "probe", StoreId: "probe"}))
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f
 }
 
 // lookups is the cache's count of rpc lookups with result.
@@ -52,6 +64,26 @@ func (f *cacheFixture) counter(name string, labels map[string]string) int {
 		}
 	}
 	return 0
+}
+
+// project seeds the read model as the projector would and waits until the
+// hub has applied the notifications, so that no read below races them (a
+// read that does is not kept, which the tests would see as a miss).
+func (f *cacheFixture) project(events ...event) {
+	f.t.Helper()
+	levels := map[string]string{"scope": "level"}
+	want := f.counter("tally_query_cache_invalidations_total", levels) + len(events)
+	f.fixture.project(events...)
+	if f.off {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.counter("tally_query_cache_invalidations_total", levels) < want {
+		if time.Now().After(deadline) {
+			f.t.Fatal("the hub did not apply the projector's notifications within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // get is GetStock's on_hand and version of (sku, store).
