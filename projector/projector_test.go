@@ -174,6 +174,20 @@ func uuidFor(sku string, v int64) string {
 	return fmt.Sprintf("%08x-%04x-7%03x-8%03x-%012x", uint32(h), uint16(h>>32), uint16(v>>12)&0xfff, uint16(v)&0xfff, uint64(v)+h>>16&0xffffffffffff)
 }
 
+// produceRaw writes recs straight onto the topic, without a transaction,
+// as a tool other than Tally's writers might.
+func (f *fixture) produceRaw(recs []*kgo.Record) {
+	f.t.Helper()
+	raw, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(f.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.ProduceSync(f.t.Context(), recs...).FirstErr(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 func (f *fixture) projector(consumer string, hook func(), maxPoll int) *projector.Postgres {
 	f.t.Helper()
 	p, err := projector.NewPostgres(projector.Config{
@@ -447,16 +461,7 @@ func TestEventsPostgresRefusesAreDeadLetteredAndEveryOtherEventLandsOnce(t *test
 		f.event("lone-1", "S0", sale, -3, time.Now(), nulMeta, true),
 		f.event("lone-1", "S1", receipt, 5, time.Now(), nil, false))
 	recs = append(recs, f.generate(150, 10, r)...)
-	// Produced straight onto the topic, without a transaction, as a tool
-	// other than Tally's writers might.
-	raw, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(f.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	if err := raw.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	f.produceRaw(recs)
 	poisoned := []*kgo.Record{recs[150], recs[252]}
 
 	reg := prometheus.NewRegistry()

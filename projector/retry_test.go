@@ -27,14 +27,7 @@ func TestRetryDeadLettersStoresWhatIsNowStorable(t *testing.T) {
 		f.event("nul-1", "S0", receipt, 5, time.Now(), nil, false),
 		f.event("nul-1", "S0", sale, -1, time.Now(), nul, true),
 	}
-	raw, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.DefaultProduceTopic(f.topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	if err := raw.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	f.produceRaw(recs)
 	p := f.projector("pg", nil, 0)
 	f.runUntil(p, func() bool { return f.caughtUp("pg") && f.count("SELECT count(*) FROM projection_dead_letters") == 1 })
 	f.exec("DELETE FROM inventory_ledger WHERE sku_id = 'fix-1' AND sku_version = 2")

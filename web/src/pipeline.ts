@@ -21,9 +21,9 @@ export function pipelinePage(main: HTMLElement, signal: AbortSignal): void {
         ...stat("Write→query visibility", v ? `p50 ${v.p50Ms} ms · p99 ${v.p99Ms} ms` : "no transaction yet", "visibility"),
         ...stat("Dead letters", String(s.deadLetterCount), "dlq"),
       );
-      parts.replaceChildren(table("PostgreSQL projection by partition", ["Partition", "Next offset", "End offset", "Lag (records)", "Newest event age"],
+      parts.replaceChildren(table("PostgreSQL projection by partition", ["Partition", "Next offset", "End offset", "Lag (records)", "Lag (time)", "Newest projected event"],
         s.partitions.map((p) => [String(p.partition), String(p.nextOffset), String(p.endOffset), String(p.lag),
-          p.newestRecordedAt ? seconds(p.newestAgeMs) : "–"])));
+          lagTime(p.lag, p.newestAgeMs), p.newestRecordedAt ? seconds(p.newestAgeMs) + " ago" : "–"])));
       bq.replaceChildren(...(s.bigqueryPartitions.length === 0 ? [] : [table(`BigQuery projection by partition (lag ${s.bigqueryTotalLag} records, as of its last flush)`,
         ["Partition", "Next offset", "End offset", "Lag (records)", "Newest event age"],
         s.bigqueryPartitions.map((p) => [String(p.partition), String(p.nextOffset), String(p.endOffset), String(p.lag),
@@ -35,6 +35,12 @@ export function pipelinePage(main: HTMLElement, signal: AbortSignal): void {
       failed(err);
     }
   });
+}
+
+// lagTime is how far behind a partition is in time: caught up, 0; else
+// the age of its newest projected event (what follows was written after it).
+function lagTime(lag: bigint, ageMs: bigint): string {
+  return lag === 0n ? "0.0 s" : seconds(ageMs);
 }
 
 function seconds(ms: bigint): string {
