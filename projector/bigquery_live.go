@@ -496,6 +496,9 @@ func (b *BigQuery) recordProgress(ctx context.Context, done []offsetRow) {
 			newest[i] = &done[i].newest
 		}
 	}
+	// Never long: the flush it follows is done, and waits for nothing here.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if _, err := b.cfg.Progress.Exec(ctx, `INSERT INTO projector_offsets (consumer, log_partition, next_offset, newest_recorded_at, updated_at)
 		SELECT $1, o.*, now() FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[]) o
 		ON CONFLICT (consumer, log_partition) DO UPDATE

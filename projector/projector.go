@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -90,6 +91,9 @@ type Postgres struct {
 	log      *slog.Logger
 	policies *policies
 	months   *ledgerMonths
+	// retryingDead: RetryDeadLetters is storing old events, whose low-stock
+	// changes are no news to announce.
+	retryingDead bool
 	// compacting is the ledger compaction under way, for its progress.
 	compacting struct {
 		month  time.Time
@@ -387,7 +391,7 @@ func (p *Postgres) commitBatch(ctx context.Context, b *batch, evs []ledgerEvent,
 	if len(stored) > 0 {
 		// After isolate, every stored row is written already; this writes
 		// none again, and announces the batch's changes as one.
-		if err := writeRows(ctx, tx, stored, c.state, p.policies, mode != copyDirect, !p.cfg.Silent); err != nil {
+		if err := writeRows(ctx, tx, stored, c.state, p.policies, mode != copyDirect, !p.cfg.Silent && !p.retryingDead); err != nil {
 			return nil, err
 		}
 	}
@@ -440,7 +444,10 @@ func visibilityMs(now time.Time, recorded []time.Time) (p50, p99 *int64) {
 		ms[i] = max(0, now.Sub(r).Milliseconds())
 	}
 	slices.Sort(ms)
-	return &ms[(len(ms)-1)/2], &ms[(len(ms)-1)*99/100]
+	// Nearest rank: the smallest value at least the given share of the
+	// batch is at or below.
+	rank := func(q float64) *int64 { return &ms[int(math.Ceil(q*float64(len(ms))))-1] }
+	return rank(0.5), rank(0.99)
 }
 
 // progress returns the partitions' offsets with the events stored in each

@@ -34,10 +34,13 @@ type Retried struct {
 // PostgreSQL still refuses, stays dead-lettered. Retrying again is safe: a
 // stored event is not stored twice.
 func (p *Postgres) RetryDeadLetters(ctx context.Context) ([]Retried, error) {
+	p.retryingDead = true
+	defer func() { p.retryingDead = false }()
 	rows, err := p.cfg.Pool.Query(ctx, `SELECT log_partition, log_offset FROM projection_dead_letters WHERE consumer = $1 ORDER BY 1, 2`, p.cfg.Consumer)
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	wanted := map[int32][]int64{}
 	for rows.Next() {
 		var part int32
@@ -52,13 +55,17 @@ func (p *Postgres) RetryDeadLetters(ctx context.Context) ([]Retried, error) {
 	}
 	var out []Retried
 	for part, offs := range wanted {
-		recs, err := p.readAt(ctx, part, offs)
-		if err != nil {
-			return out, err
-		}
+		// A partition that cannot be read is reported, and the others
+		// retried.
+		recs, readErr := p.readAt(ctx, part, offs)
 		for _, off := range offs {
 			r := Retried{Partition: part, Offset: off}
 			rec := recs[off]
+			if readErr != nil {
+				r.Err = readErr
+				out = append(out, r)
+				continue
+			}
 			if rec == nil {
 				r.Err = fmt.Errorf("no committed record at offset %d of partition %d", off, part)
 				out = append(out, r)

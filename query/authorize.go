@@ -82,13 +82,20 @@ func storeAllowed(p *auth.Principal, store string) error {
 // watchStores narrows a watch's stores to the principal's: all of them
 // when the watch names none; an error for a store not granted.
 func watchStores(ctx context.Context, stores []string) ([]string, error) {
+	return scopedStores(ctx, stores, "watch")
+}
+
+// scopedStores returns the stores a call naming stores (none: all) may
+// read: all of them for a token of every store, its own for a token scoped
+// to stores (refused when it names another, or when the token has none).
+func scopedStores(ctx context.Context, stores []string, what string) ([]string, error) {
 	p, ok := auth.FromContext(ctx)
 	if !ok || p.AllStores() {
 		return stores, nil
 	}
 	if len(stores) == 0 {
 		if len(p.Stores) == 0 {
-			return nil, connect.NewError(connect.CodePermissionDenied, errors.New(p.Subject+" has no store to watch"))
+			return nil, connect.NewError(connect.CodePermissionDenied, errors.New(p.Subject+" has no store to "+what))
 		}
 		return p.Stores, nil
 	}

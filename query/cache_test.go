@@ -1,6 +1,7 @@
 package query_test
 
 import (
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,4 +256,27 @@ func TestCacheOff(t *testing.T) {
 	if on, _ := f.get("sku-1", "S1", 0); on != 9 {
 		t.Fatalf("on_hand %d, want 9 read from PostgreSQL", on)
 	}
+}
+
+// A listening connection that stops delivering without an error (here its
+// backend is stopped with SIGSTOP, as a half-open connection or a failover
+// would leave it) is found out by the heartbeats it no longer returns: the
+// cache is emptied and the hub listens on a new connection.
+func TestCacheIsEmptiedWhenTheListenerGoesSilent(t *testing.T) {
+	f := newCacheFixture(t, query.Config{HeartbeatInterval: 50 * time.Millisecond})
+	f.project(receipt("sku-1", "S1", 1, 5))
+	f.get("sku-1", "S1", 0)
+	f.setQuietly("sku-1", "S1", 9, 2)
+	if on, _ := f.get("sku-1", "S1", 0); on != 5 {
+		t.Fatalf("on_hand %d: not served from the cache", on)
+	}
+	var pid int
+	if err := f.pool.QueryRow(t.Context(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Skipf("cannot stop the listener's backend (%v): the test needs to signal PostgreSQL's processes", err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	eventually(t, "the change read once the listener fell silent", func() bool { on, _ := f.get("sku-1", "S1", 0); return on == 9 })
 }

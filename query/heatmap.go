@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
-	"github.com/tally-oss/tally/internal/auth"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
 )
@@ -50,16 +49,10 @@ func (s *Service) GetSalesHeatmap(ctx context.Context, req *connect.Request[inve
 		return nil, s.connectError(err)
 	}
 	// A token scoped to stores sees its stores only: all of them when the
-	// call names none.
-	if p, ok := auth.FromContext(ctx); ok && !p.AllStores() {
-		if len(stores) == 0 {
-			stores = p.Stores
-		}
-		for _, st := range stores {
-			if err := storeAllowed(p, st); err != nil {
-				return nil, err
-			}
-		}
+	// call names none; a scoped token without stores sees nothing.
+	stores, err := scopedStores(ctx, stores, "read")
+	if err != nil {
+		return nil, err
 	}
 	if stores == nil {
 		stores = []string{} // not NULL

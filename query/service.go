@@ -59,6 +59,10 @@ type Config struct {
 	PollInterval time.Duration
 	// WatchBuffer is each low-stock watch's queue length. Default 1024.
 	WatchBuffer int
+	// HeartbeatInterval is how often the listener's connection is proved
+	// alive by a notification sent to itself; 5 missed in a row end it
+	// (and turn the level cache off until it listens again). Default 2s.
+	HeartbeatInterval time.Duration
 	// CacheLevels is how many levels the cache of hot levels holds:
 	// 0 is DefaultCacheLevels, negative turns the cache off.
 	CacheLevels int
@@ -125,6 +129,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.WatchBuffer <= 0 {
 		cfg.WatchBuffer = 1024
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
 	}
 	if cfg.CacheLevels == 0 {
 		cfg.CacheLevels = DefaultCacheLevels

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -102,9 +103,18 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 	// The connection ends up in LISTEN state: never give it back.
 	pc := conn.Hijack()
 	defer pc.Close(context.Background())
-	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel); err != nil {
+	if _, err := pc.Exec(ctx, "LISTEN "+stocknotify.Channel+"; LISTEN "+stocknotify.ProjectedChannel+"; LISTEN "+heartbeatChannel); err != nil {
 		return false, err
 	}
+	// A connection can die without an error reaching this one (a
+	// half-open TCP connection, a failover that left it on the old
+	// primary): heartbeats sent through the pool must come back through it,
+	// or it is given up, and the cache with it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	beat := &heartbeat{}
+	beat.received.Store(time.Now().UnixNano())
+	go h.beat(ctx, cancel, beat)
 	h.svc.cache.start()
 	h.mu.Lock()
 	close(h.ready)
@@ -112,7 +122,17 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 	for {
 		n, err := pc.WaitForNotification(ctx)
 		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errNoHeartbeat) {
+				err = cause
+			}
 			return true, err
+		}
+		// Anything delivered proves the connection delivers (under load
+		// the projector's notifications do, when a heartbeat waits for
+		// the pool).
+		beat.received.Store(time.Now().UnixNano())
+		if n.Channel == heartbeatChannel {
+			continue
 		}
 		if n.Channel == stocknotify.ProjectedChannel {
 			// Drop what changed before waking min_version readers.
@@ -145,6 +165,39 @@ func (h *Hub) listen(ctx context.Context) (listening bool, err error) {
 			}
 		}
 		h.mu.Unlock()
+	}
+}
+
+// heartbeatChannel carries the query instances' heartbeats: sent through
+// the pool, received on the listening connection.
+const heartbeatChannel = "tally_query_heartbeat"
+
+var errNoHeartbeat = errors.New("no heartbeat came back through the listening connection")
+
+type heartbeat struct {
+	received atomic.Int64 // unix nanoseconds of the last notification delivered
+}
+
+// beat sends a heartbeat through the pool every HeartbeatInterval and ends
+// the listener (cancel) when none came back for 5 intervals.
+func (h *Hub) beat(ctx context.Context, cancel context.CancelCauseFunc, b *heartbeat) {
+	every := h.svc.cfg.HeartbeatInterval
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if since := time.Since(time.Unix(0, b.received.Load())); since > 5*every {
+			h.svc.log.Warn("the low-stock listener's connection stopped delivering; reconnecting (the level cache is off meanwhile)", "silent_for", since.Round(time.Millisecond))
+			cancel(errNoHeartbeat)
+			return
+		}
+		sctx, scancel := context.WithTimeout(ctx, every)
+		_, _ = h.svc.cfg.Pool.Exec(sctx, "SELECT pg_notify($1, '')", heartbeatChannel)
+		scancel()
 	}
 }
 

@@ -171,6 +171,9 @@ func main() {
 				os.Exit(0)
 			}
 			if errors.Is(err, errUsage) || cli.IsUsage(err) {
+				if err != errUsage && err != cli.ErrUsage { // a mistake not yet explained
+					fmt.Fprintf(os.Stderr, "tally %s: %v\n", s.name, err)
+				}
 				os.Exit(2)
 			}
 			if err != nil {

@@ -48,12 +48,16 @@ type Change struct {
 func Encode(changes []Change) []string { return pack(changes, 0) }
 
 // pack packs items into as few JSON arrays of at most maxPayload bytes as
-// fit; with limit > 0, into no more than limit of them or none.
+// fit; with limit > 0, into no more than limit of them, or none when they
+// need more or one item alone does not fit.
 func pack[T any](items []T, limit int) []string {
 	var out []string
 	var cur []byte
 	for _, it := range items {
 		b, _ := json.Marshal(it)
+		if limit > 0 && len(b)+2 > maxPayload {
+			return nil // one item alone is too large for a payload
+		}
 		if len(cur)+len(b)+2 > maxPayload && len(cur) > 0 {
 			out = append(out, string(append(cur, ']')))
 			cur = nil

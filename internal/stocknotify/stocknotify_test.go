@@ -73,6 +73,15 @@ func TestProjectedPayloadsNameTheLevelsOrAll(t *testing.T) {
 	if p := EncodeProjected(many); len(p) != 1 || p[0] != "" {
 		t.Fatalf("%d payloads for 102,000 SKUs, want one empty payload", len(p))
 	}
+	// One SKU changed at so many stores that it alone exceeds a payload
+	// (PostgreSQL would refuse the NOTIFY, and the projector retry forever).
+	var stores []string
+	for i := range 400 {
+		stores = append(stores, fmt.Sprintf("store-%04d-with-a-long-id", i))
+	}
+	if p := EncodeProjected([]Projected{{SKU: "sku-1", Version: 9, Stores: stores}}); len(p) != 1 || p[0] != "" {
+		t.Fatalf("one item of %d stores: %d payloads, want one empty payload", len(stores), len(p))
+	}
 	if _, all := DecodeProjected(""); !all {
 		t.Fatal("an empty payload must mean every level")
 	}

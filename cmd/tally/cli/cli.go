@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -126,7 +127,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(interleave(fs, args[len(cmd.Path):])); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return ErrUsage // the flag package said what and showed the usage
 	}
 	if cmd.nargs >= 0 && fs.NArg() != cmd.nargs {
 		fs.Usage()
@@ -152,10 +156,35 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-var errUsage = errors.New("see the usage above")
+// ErrUsage is a usage mistake already explained on stderr; errors that
+// wrap it say what was wrong. Either way the exit status is 2.
+var ErrUsage = errors.New("see the usage above")
+
+var errUsage = ErrUsage
 
 // IsUsage reports whether err is a usage mistake (exit status 2).
-func IsUsage(err error) bool { return errors.Is(err, errUsage) }
+func IsUsage(err error) bool { return errors.Is(err, ErrUsage) }
+
+// hinted is an error with advice for the person who met it.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() + "\n  " + h.hint }
+func (h *hinted) Unwrap() error { return h.err }
+
+// retryHint adds, to an error that leaves a command's fate unknown, the id
+// to retry it with safely, when the id was made here.
+func retryHint(err error, id string, generated bool) error {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown:
+		if generated {
+			return &hinted{err, "it may have been applied: retry with --command-id " + id + " to find out safely"}
+		}
+	}
+	return err
+}
 
 func isHelp(s string) bool { return s == "-h" || s == "-help" || s == "--help" || s == "help" }
 
@@ -188,7 +217,8 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 			}
 		}
 	}
-	return append(flags, pos...)
+	// "--" ends the flags, so a positional starting with "-" stays one.
+	return append(append(flags, "--"), pos...)
 }
 
 func isNumber(s string) bool {
@@ -214,9 +244,14 @@ func (c *common) dial() (*grpc.ClientConn, error) {
 
 // explain turns a gRPC error into one line with its code and details.
 func explain(err error) error {
+	hint := ""
+	var h *hinted
+	if errors.As(err, &h) {
+		err, hint = h.err, "\n  "+h.hint
+	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return err
+		return errors.New(err.Error() + hint)
 	}
 	msg := fmt.Sprintf("%s: %s", codeName(st.Code().String()), st.Message())
 	for _, d := range st.Details() {
@@ -228,7 +263,7 @@ func explain(err error) error {
 	if st.Code().String() == "Unavailable" && strings.Contains(st.Message(), "connection refused") {
 		msg += "\n  (is a Tally server running at --addr? `tally serve` starts one)"
 	}
-	return errors.New(msg)
+	return errors.New(msg + hint)
 }
 
 // codeName is a gRPC code as Connect spells it: FailedPrecondition is

@@ -217,7 +217,7 @@ func unitCommand(kind string) func(fs *flag.FlagSet) func(context.Context, *call
 				r, err = c.cmds.ReceiveStock(ctx, &inventoryv1.ReceiveStockRequest{CommandId: id, SkuId: a[0], StoreId: a[1], Quantity: q, ExpectedVersion: w.expectedVersion(), Reason: w.reason, UserId: w.user})
 			}
 			if err != nil {
-				return err
+				return retryHint(err, id, w.id == "")
 			}
 			return c.answer(r)
 		}
@@ -260,10 +260,11 @@ func adjust(fs *flag.FlagSet) func(context.Context, *call, []string) error {
 		if !ok || rc == 0 {
 			return fmt.Errorf("--reason-code must be count_correction, damaged, shrinkage or expired, got %q", code)
 		}
-		r, err := c.cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: commandID(w.id), SkuId: a[0], StoreId: a[1], QuantityDelta: d,
+		id := commandID(w.id)
+		r, err := c.cmds.AdjustStock(ctx, &inventoryv1.AdjustStockRequest{CommandId: id, SkuId: a[0], StoreId: a[1], QuantityDelta: d,
 			AdjustmentReason: inventoryv1.AdjustmentReason(rc), ExpectedVersion: w.expectedVersion(), Reason: w.reason, UserId: w.user})
 		if err != nil {
-			return err
+			return retryHint(err, id, w.id == "")
 		}
 		return c.answer(r)
 	}
@@ -277,10 +278,11 @@ func transfer(fs *flag.FlagSet) func(context.Context, *call, []string) error {
 		if err != nil {
 			return err
 		}
-		r, err := c.cmds.TransferStock(ctx, &inventoryv1.TransferStockRequest{CommandId: commandID(w.id), SkuId: a[0], FromStoreId: a[1], ToStoreId: a[2], Quantity: q,
+		id := commandID(w.id)
+		r, err := c.cmds.TransferStock(ctx, &inventoryv1.TransferStockRequest{CommandId: id, SkuId: a[0], FromStoreId: a[1], ToStoreId: a[2], Quantity: q,
 			ExpectedVersion: w.expectedVersion(), Reason: w.reason, UserId: w.user})
 		if err != nil {
-			return err
+			return retryHint(err, id, w.id == "")
 		}
 		return c.answer(r)
 	}
@@ -296,13 +298,14 @@ func reserve(fs *flag.FlagSet) func(context.Context, *call, []string) error {
 		if err != nil {
 			return err
 		}
-		req := &inventoryv1.ReserveRequest{CommandId: commandID(w.id), SkuId: a[0], StoreId: a[1], Quantity: q, ReservationId: a[3], ExpectedVersion: w.expectedVersion(), UserId: w.user}
+		id := commandID(w.id)
+		req := &inventoryv1.ReserveRequest{CommandId: id, SkuId: a[0], StoreId: a[1], Quantity: q, ReservationId: a[3], ExpectedVersion: w.expectedVersion(), UserId: w.user}
 		if ttl > 0 {
 			req.Ttl = durationpb.New(ttl)
 		}
 		r, err := c.cmds.Reserve(ctx, req)
 		if err != nil {
-			return err
+			return retryHint(err, id, w.id == "")
 		}
 		return c.answer(r)
 	}
@@ -316,13 +319,14 @@ func reservation(kind string) func(fs *flag.FlagSet) func(context.Context, *call
 		return func(ctx context.Context, c *call, a []string) error {
 			var r resulter
 			var err error
+			cid := commandID(id)
 			if kind == "commit" {
-				r, err = c.cmds.CommitReservation(ctx, &inventoryv1.CommitReservationRequest{CommandId: commandID(id), SkuId: a[0], ReservationId: a[1], UserId: user})
+				r, err = c.cmds.CommitReservation(ctx, &inventoryv1.CommitReservationRequest{CommandId: cid, SkuId: a[0], ReservationId: a[1], UserId: user})
 			} else {
-				r, err = c.cmds.ReleaseReservation(ctx, &inventoryv1.ReleaseReservationRequest{CommandId: commandID(id), SkuId: a[0], ReservationId: a[1], UserId: user})
+				r, err = c.cmds.ReleaseReservation(ctx, &inventoryv1.ReleaseReservationRequest{CommandId: cid, SkuId: a[0], ReservationId: a[1], UserId: user})
 			}
 			if err != nil {
-				return err
+				return retryHint(err, cid, id == "")
 			}
 			return c.answer(r)
 		}
@@ -341,13 +345,14 @@ func policySet(fs *flag.FlagSet) func(context.Context, *call, []string) error {
 		if point < 0 || target < 0 {
 			return fmt.Errorf("--reorder-point and --target are required")
 		}
-		req := &inventoryv1.SetReorderPolicyRequest{CommandId: commandID(id), SkuId: a[0], StoreId: a[1], ReorderPoint: point, TargetLevel: target, UserId: user}
+		cid := commandID(id)
+		req := &inventoryv1.SetReorderPolicyRequest{CommandId: cid, SkuId: a[0], StoreId: a[1], ReorderPoint: point, TargetLevel: target, UserId: user}
 		if expected >= 0 {
 			req.ExpectedVersion = &expected
 		}
 		r, err := c.cmds.SetReorderPolicy(ctx, req)
 		if err != nil {
-			return err
+			return retryHint(err, cid, id == "")
 		}
 		return c.answer(r)
 	}

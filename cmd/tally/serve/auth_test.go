@@ -477,3 +477,22 @@ func TestReservationOfAnotherStoreCannotBeEnded(t *testing.T) {
 		t.Fatalf("commit by S2's own token: %v %v, want on hand 3", res, err)
 	}
 }
+
+// GetSalesHeatmap names stores in a list, which the store check of the
+// other reads does not see: a token scoped to stores reads its own only
+// (all of them when it names none), and a scoped token without stores is
+// refused rather than shown every store.
+func TestSalesHeatmapKeepsToTheTokensStores(t *testing.T) {
+	a := startAuthed(t)
+	s1 := a.as(t, "manager-S1", auth.RoleAnalyst, "S1")
+	none := a.as(t, "analyst-nowhere", auth.RoleAnalyst)
+	if _, err := a.qry.GetSalesHeatmap(s1(t.Context()), &inventoryv1.GetSalesHeatmapRequest{}); err != nil {
+		t.Errorf("S1's manager, no stores named: %v, want its own", err)
+	}
+	if _, err := a.qry.GetSalesHeatmap(s1(t.Context()), &inventoryv1.GetSalesHeatmapRequest{StoreIds: []string{"S1", "S2"}}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("S1's manager naming S2: %v, want PermissionDenied", err)
+	}
+	if _, err := a.qry.GetSalesHeatmap(none(t.Context()), &inventoryv1.GetSalesHeatmapRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a scoped token without stores: %v, want PermissionDenied", err)
+	}
+}
