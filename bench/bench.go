@@ -204,6 +204,10 @@ type ratio struct {
 // Run is `tally bench`.
 func Run(ctx context.Context, args []string, deps Deps) error {
 	fs := flag.NewFlagSet("tally bench", flag.ContinueOnError)
+	config.Usage(fs, "tally bench [flags]", "Drive a Tally (or --embedded, in this process) with an open-loop workload, report throughput and latency, and audit the result against the log.",
+		"tally bench --embedded --batch 100 --rate 10000 --duration 30s",
+		"tally bench --embedded --reads 1 --read-mix get=100 --rate 5000 --duration 10s --no-audit",
+		"tally bench --embedded --compare --rate 8000 --duration 10s")
 	c := &Config{}
 	c.flags(fs)
 	if err := fs.Parse(args); err != nil {

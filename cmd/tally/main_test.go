@@ -256,8 +256,8 @@ func TestHelpVersionAndUnknownSubcommands(t *testing.T) {
 	flagLine := regexp.MustCompile(`^\s+-(\S+)`)
 	for _, s := range referenced() {
 		_, errOut, code := runTally(t, append(strings.Fields(s.name), "-h")...)
-		if code != 0 || !strings.Contains(errOut, "-") {
-			t.Errorf("tally %s -h: exit %d, stderr %q; want 0 and its flags", s.name, code, errOut)
+		if code != 0 || !strings.Contains(errOut, "-") || !strings.Contains(errOut, "example:\n  ") {
+			t.Errorf("tally %s -h: exit %d, stderr %q; want 0, its flags and an example", s.name, code, errOut)
 		}
 		// Every flag has the TALLY_ fallback the usage line promises.
 		var name, text string

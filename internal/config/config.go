@@ -118,3 +118,17 @@ func List(s string) []string {
 	}
 	return out
 }
+
+// Usage makes fs's help say what the command does and show examples
+// before its flags.
+func Usage(fs *flag.FlagSet, line, summary string, examples ...string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s\n\n%s\n\nexample:\n", line, summary)
+		for _, e := range examples {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+		fmt.Fprintf(w, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+}

@@ -717,6 +717,8 @@ func (r *Report) Print(w io.Writer) {
 // RunCLI is `tally chaos`.
 func RunCLI(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally chaos", flag.ContinueOnError)
+	config.Usage(fs, "tally chaos [flags]", "Run every role as its own process, kill and pause them at random under load, then audit that nothing acknowledged was lost or doubled.",
+		"tally chaos --faults 20")
 	var cfg Config
 	var dir string
 	config.Int(fs, &cfg.Faults, "faults", 20, "faults to inject (kill, pause of a random instance; PostgreSQL stopped and started)")

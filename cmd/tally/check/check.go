@@ -68,6 +68,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 // difference it found, and fails when it found any.
 func Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally check", flag.ContinueOnError)
+	config.Usage(fs, "tally check [flags]", "Read the whole log (resolving transactions itself) and check it: versions gap-free, levels never oversold, each command once; then compare the read model with its fold.",
+		"tally check --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally")
 	var c Config
 	c.flags(fs)
 	if err := fs.Parse(args); err != nil {

@@ -111,7 +111,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, c := range group {
 			fmt.Fprintf(stderr, "  %-20s %s\n", c.Name(), c.Summary)
 		}
-		fmt.Fprintf(stderr, "\n`tally %s <command> -h` shows each one's flags and an example.\n", args[0])
+		fmt.Fprintf(stderr, "\nexample:\n  %s\n\n`tally %s <command> -h` shows each one's flags and an example.\n", strings.SplitN(group[0].Example, "\n", 2)[0], args[0])
 		if wrong || len(args) == 1 {
 			return errUsage
 		}

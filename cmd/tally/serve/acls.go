@@ -30,11 +30,9 @@ func RunKafkaACLs(ctx context.Context, args []string) error {
 	config.String(fs, &brokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers (printed into the commands; --apply connects to them)")
 	config.Bool(fs, &apply, "apply", false, "create the ACLs through the Kafka admin API instead of printing commands; the --kafka-sasl-* credentials must be allowed to alter ACLs")
 	sec.Register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: tally kafka-acls --principal User:tally [--kafka-brokers HOST:9092] [--apply --kafka-sasl-mechanism SCRAM-SHA-512 --kafka-sasl-user admin ...]")
-		fmt.Fprintln(fs.Output(), "\nexample: tally kafka-acls --principal User:tally --kafka-brokers kafka-1:9093 | sh")
-		fs.PrintDefaults()
-	}
+	config.Usage(fs, "tally kafka-acls --principal User:tally [--kafka-brokers HOST:9092] [--apply --kafka-sasl-mechanism SCRAM-SHA-512 --kafka-sasl-user admin ...]",
+		"Print (or --apply) the Kafka ACLs a Tally principal needs on a cluster with an authorizer.",
+		"tally kafka-acls --principal User:tally --kafka-brokers kafka-1:9093 | sh")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -29,10 +29,8 @@ func RunDLQReplay(ctx context.Context, args []string) error {
 	ks.Register(fs)
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "the read model's PostgreSQL connection string (env DATABASE_URL also works)")
 	config.String(fs, &consumer, "consumer", "postgres", "the projection whose dead letters to retry")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tally dlq replay [flags]\n\nretry the events the projection dead-lettered, once their cause is fixed: each one PostgreSQL takes now is stored and its dead letter forgotten.\n\nexample:\n  tally dlq replay --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	config.Usage(fs, "tally dlq replay [flags]", "Retry the events the projection dead-lettered, once their cause is fixed: each one PostgreSQL takes now is stored and its dead letter forgotten.",
+		"tally dlq replay --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -54,6 +54,8 @@ func (k *kafkaFlags) validate() error {
 // the log cleanly.
 func RunKafka(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally kafka", flag.ContinueOnError)
+	config.Usage(fs, "tally kafka [flags]", "Run the embedded Kafka broker (kfake, the real protocol) alone, with its log on disk, for the roles run as separate processes.",
+		"tally kafka --data-dir ./kafka-data --listen 127.0.0.1:9092 --partitions 6")
 	var k kafkaFlags
 	k.register(fs)
 	if err := fs.Parse(args); err != nil {

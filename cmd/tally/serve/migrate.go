@@ -13,6 +13,8 @@ import (
 // RunMigrate is `tally migrate`: bring the read model's schema up to date.
 func RunMigrate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally migrate", flag.ContinueOnError)
+	config.Usage(fs, "tally migrate [flags]", "Apply the read model's schema migrations (serve, projector and query also apply them at start).",
+		"tally migrate --database-url postgres://tally@db/tally")
 	var dsn string
 	var lf logFlags
 	config.String(fs, &dsn, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL connection string (env DATABASE_URL also works)")

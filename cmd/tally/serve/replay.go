@@ -26,6 +26,9 @@ import (
 // dataset, idempotently: events already there stay as they are.
 func RunReplay(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tally replay", flag.ContinueOnError)
+	config.Usage(fs, "tally replay [flags]", "Rebuild the read model from the log into a fresh schema (with progress and the time left), or re-feed a range of the log into BigQuery.",
+		"tally replay --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally --parallel 4",
+		"tally replay --sink bigquery --from-time 2026-11-27T00:00:00Z --bigquery-project my-project --bigquery-dataset tally")
 	var brokers, dsn, schema, sink, fromTime string
 	var fromOffset, parallel int
 	var bq BigQueryFlags

@@ -40,9 +40,28 @@ func RunQuery(ctx context.Context, args []string) error {
 	return run(ctx, "query", args, &processFlags{database: &databaseFlags{}, query: &queryFlags{}})
 }
 
+// usages are the process subcommands' help: what each runs and examples.
+var usages = map[string]struct {
+	summary  string
+	examples []string
+}{
+	"serve": {"Run everything in one process: the API (Connect, gRPC, gRPC-Web, the web console at /), the partition writers, the projector and the query side, on an embedded Kafka broker and PostgreSQL unless --kafka-brokers and --database-url name real ones.",
+		[]string{"tally serve                       # embedded defaults; the API and console on 127.0.0.1:8080",
+			"tally serve --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally --auth-key-file hs256.key --addr 0.0.0.0:8080"}},
+	"command": {"Run only the write side: CommandService and the partition writers, sharing the partitions with the other command instances.",
+		[]string{"tally command --kafka-brokers kafka-1:9092 --auth-key-file hs256.key --addr 0.0.0.0:8080"}},
+	"projector": {"Run only the projection of the log into PostgreSQL (and BigQuery with --bigquery-project), sharing the partitions with the other projector instances.",
+		[]string{"tally projector --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally",
+			"tally projector --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally --bigquery-project my-project --bigquery-dataset tally"}},
+	"query": {"Run only the read side: QueryService (with its cache and low-stock watches) and the web console.",
+		[]string{"tally query --kafka-brokers kafka-1:9092 --database-url postgres://tally@db/tally --auth-key-file hs256.key --addr 0.0.0.0:8090"}},
+}
+
 func run(ctx context.Context, name string, args []string, f *processFlags) error {
 	fs := flag.NewFlagSet("tally "+name, flag.ContinueOnError)
 	f.register(fs)
+	u := usages[name]
+	config.Usage(fs, "tally "+name+" [flags]", u.summary, u.examples...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

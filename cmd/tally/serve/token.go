@@ -19,7 +19,7 @@ import (
 func RunToken(_ context.Context, args []string) error {
 	const usage = "usage: tally token issue --key-file FILE --role ROLE [--store S1,S2] [--subject NAME] [--ttl 24h]"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		fmt.Fprintln(os.Stderr, usage+"\n\n`tally token issue -h` lists its flags.")
+		fmt.Fprintln(os.Stderr, usage+"\n\nexample:\n  tally token issue --role pos --store S1\n\n`tally token issue -h` lists its flags.")
 		return flag.ErrHelp
 	}
 	if len(args) == 0 || args[0] != "issue" {
@@ -33,10 +33,9 @@ func RunToken(_ context.Context, args []string) error {
 	config.String(fs, &stores, "store", "", "comma-separated stores the token grants; * grants every store")
 	config.String(fs, &subject, "subject", "", "who the token is for (default: role@stores); stored on every event it writes")
 	config.Duration(fs, &ttl, "ttl", 24*time.Hour, "how long the token is valid")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: tally token issue --role pos --store S1 --ttl 24h\n\nexample: curl -H \"Authorization: Bearer $(tally token issue --role pos --store S1)\" ...")
-		fs.PrintDefaults()
-	}
+	config.Usage(fs, "tally token issue --role ROLE [--store S1,S2] [--subject NAME] [--ttl 24h] [--key-file FILE]",
+		"Mint a bearer token signed with the server's HS256 key.",
+		`curl -H "Authorization: Bearer $(tally token issue --role pos --store S1)" ...`)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
