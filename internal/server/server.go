@@ -147,7 +147,12 @@ func (s *Server) MaxRequestBytes() int64 { return s.maxBytes }
 // be built with: they bound each message to the server's request limit
 // and, with a registry, count and time every RPC (tally_rpc_…).
 func (s *Server) HandlerOptions() []connect.HandlerOption {
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(s.maxBytes))}
+	// Responses under 8 KiB are never compressed, whatever the client
+	// accepts: gzip costs more CPU than such bytes are worth (a grpc-go
+	// client that links the gzip codec, as the OTLP exporter makes Tally's
+	// own clients do, asks for it on every call; a BatchGetStock of 100
+	// levels is about 5 KiB).
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(s.maxBytes)), connect.WithCompressMinBytes(8 << 10)}
 	if s.rpc != nil {
 		// First, so it is outermost: refusals by later interceptors
 		// (authentication, unknown fields) are counted too.
