@@ -238,10 +238,10 @@ func (c *levelCache) get(rpc, sku, store string, minVersion int64) (*inventoryv1
 	}
 	s.mu.Unlock()
 	if !ok {
-		c.m.lookups.WithLabelValues(rpc, "miss").Inc()
+		c.count(rpc, "miss", 1)
 		return nil, 0, false
 	}
-	c.m.lookups.WithLabelValues(rpc, "hit").Inc()
+	c.count(rpc, "hit", 1)
 	return l.proto(sku, store), at, true
 }
 

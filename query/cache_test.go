@@ -11,6 +11,7 @@ import (
 	inventoryv1 "github.com/tally-oss/tally/gen/tally/inventory/v1"
 	"github.com/tally-oss/tally/internal/readmodel"
 	"github.com/tally-oss/tally/internal/stocknotify"
+	"github.com/tally-oss/tally/internal/testenv"
 	"github.com/tally-oss/tally/query"
 )
 
@@ -43,28 +44,12 @@ func (f *cacheFixture) lookups(rpc, result string) int {
 	return f.counter("tally_query_cache_lookups_total", map[string]string{"rpc": rpc, "result": result})
 }
 
-// counter is the value of the counter name with labels.
+// counter is the value of the counter name with labels (0 before it
+// counts).
 func (f *cacheFixture) counter(name string, labels map[string]string) int {
 	f.t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
-			}
-			return int(m.GetCounter().GetValue())
-		}
-	}
-	return 0
+	v, _, _ := testenv.Series(f.t, f.reg, name, labels)
+	return int(v)
 }
 
 // project seeds the read model as the projector would and waits until the

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tally-oss/tally/internal/kafka"
+	"github.com/tally-oss/tally/internal/testenv"
 )
 
 // Two clients made from one Security share its metrics: what one produces
@@ -81,23 +82,12 @@ func TestClientMetricsCountEveryClientsTraffic(t *testing.T) {
 	}
 }
 
-// value is the counter name's series whose one label has value.
-func value(t *testing.T, reg *prometheus.Registry, name, value string) float64 {
+// value is the counter name's series of topic.
+func value(t *testing.T, reg *prometheus.Registry, name, topic string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, _, ok := testenv.Series(t, reg, name, map[string]string{"topic": topic})
+	if !ok {
+		t.Fatalf("no %s{topic=%q}", name, topic)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == value {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s{%q}", name, value)
-	return 0
+	return v
 }

@@ -237,39 +237,13 @@ func TestRPCsAreCountedAndTimedByProcedureAndCode(t *testing.T) {
 		t.Fatalf("health of an unknown service: %v, want NotFound", err)
 	}
 	const check = "/grpc.health.v1.Health/Check"
-	if n, _ := seriesOf(t, reg, "tally_rpc_requests_total", "ok", check); n != 2 {
+	if n, _, _ := testenv.Series(t, reg, "tally_rpc_requests_total", map[string]string{"code": "ok", "procedure": check}); n != 2 {
 		t.Fatalf("%s ok: %v, want 2", check, n)
 	}
-	if n, _ := seriesOf(t, reg, "tally_rpc_requests_total", "not_found", check); n != 1 {
+	if n, _, _ := testenv.Series(t, reg, "tally_rpc_requests_total", map[string]string{"code": "not_found", "procedure": check}); n != 1 {
 		t.Fatalf("%s not_found: %v, want 1", check, n)
 	}
-	if _, n := seriesOf(t, reg, "tally_rpc_duration_seconds", check); n != 3 {
+	if _, n, _ := testenv.Series(t, reg, "tally_rpc_duration_seconds", map[string]string{"procedure": check}); n != 3 {
 		t.Fatalf("tally_rpc_duration_seconds{procedure=%q} observed %d RPCs, want 3", check, n)
 	}
-}
-
-// seriesOf returns the value of a counter series in reg with the label
-// values (in the order of the label names), or the observation count of a
-// histogram series.
-func seriesOf(t *testing.T, reg *prometheus.Registry, name string, values ...string) (float64, uint64) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var got []string
-			for _, l := range m.GetLabel() {
-				got = append(got, l.GetValue())
-			}
-			if slices.Equal(got, values) {
-				return m.GetCounter().GetValue(), m.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	return 0, 0
 }
